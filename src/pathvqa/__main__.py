@@ -1,0 +1,3 @@
+from pathvqa.cli import main
+
+main()

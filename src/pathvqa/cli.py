@@ -1,0 +1,113 @@
+"""The ``pathvqa`` command line: parse arguments, then call one library function per command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pathvqa.errors import PathVQAError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Fine-tune and evaluate vision-language models on pathology VQA (PathVQA).",
+)
+
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", help="Hub id, dataset folder, or JSONL + images folder.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Output folder (hub layout: OUT/data/{split}-*.parquet).")],
+    train: Annotated[int, typer.Option(min=0, help="Training pairs.")] = 2000,
+    validation: Annotated[int, typer.Option(min=0, help="Validation pairs.")] = 200,
+    test: Annotated[int, typer.Option(min=0, help="Test pairs.")] = 400,
+    image_size: Annotated[int, typer.Option(min=16, max=1024, help="Tile size in pixels.")] = 96,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    preview: Annotated[Path | None, typer.Option(help="Also write a labelled grid of samples (PNG).")] = None,
+) -> None:
+    """Generate the synthetic pathology VQA set (the offline default dataset)."""
+    from pathvqa.data import synthetic
+    from pathvqa.data.prepare import load_split
+    from pathvqa.evaluate import prior_baseline
+
+    summary = synthetic.write(out, {"train": train, "validation": validation, "test": test}, image_size, seed)
+    if preview is not None:
+        from pathvqa.data.preview import preview as write_preview
+
+        write_preview(
+            synthetic.generate_split("test", 48, image_size, seed, progress=False), preview, images=8
+        )
+    parts = [f"{s} {v['pairs']} pairs/{v['images']} images" for s, v in summary["splits"].items()]
+    line = f"wrote {out}: {', '.join(parts)}"
+    if train and test:
+        closed = sum(v["closed_share"] * v["pairs"] for v in summary["splits"].values())
+        line += f"; closed share {closed / sum(v['pairs'] for v in summary['splits'].values()):.2f}"
+        base = prior_baseline(
+            load_split(str(out), "train", progress=False).samples,
+            load_split(str(out), "test", progress=False).samples,
+        )
+        line += (
+            f"; question-only baseline: closed acc {base['closed_accuracy']:.2f}, "
+            f"open EM {base['open_exact_match']:.2f}"
+        )
+    typer.echo(line)
+
+
+@app.command("data-stats")
+def data_stats(
+    dataset: DatasetOpt,
+    split: Annotated[str, typer.Option(help="Split to read.")] = "train",
+    max_pixels: Annotated[int, typer.Option(help="Skip images larger than this many pixels.")] = 40_000_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a split and print its statistics (kept/skipped rows by reason, answer types)."""
+    from pathvqa.data.prepare import load_split
+
+    stats = load_split(dataset, split, max_pixels=max_pixels).stats()
+    if as_json:
+        typer.echo(json.dumps(stats))
+        return
+    typer.echo(
+        f"{dataset} [{split}]: {stats['rows_kept']}/{stats['rows_total']} rows kept "
+        f"({stats['closed']} closed, {stats['open']} open, {stats['unique_answers']} unique answers)"
+    )
+    for reason, count in stats["skipped_reasons"].items():
+        typer.echo(f"  skipped {count:>6}  {reason}")
+    typer.echo("  top answers: " + ", ".join(f"{a} ({n})" for a, n in stats["top_answers"]))
+
+
+@app.command()
+def score(
+    predictions: Annotated[Path, typer.Argument(help="predictions.jsonl (rows with answer and prediction).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a predictions file with the full metric suite."""
+    from pathvqa.metrics import score_file
+
+    result = score_file(predictions)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for key, value in result.items():
+        typer.echo(f"{key:>18}  {value if value is None or key.startswith('n') else f'{value:.4f}'}")
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line on stderr and exit with status 2."""
+    try:
+        app()
+    except PathVQAError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

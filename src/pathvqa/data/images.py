@@ -1,0 +1,120 @@
+"""Image decoding (any mode → RGB, bombs and truncation caught), resizing and tile augmentation."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail validation, not load half grey
+
+
+class BadImage(Exception):
+    """An image that cannot be used; ``reason`` is the skip-count key."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode (L, P, RGBA, CMYK, I;16, I, F, …) → 8-bit RGB."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16"):
+        arr = np.asarray(image, dtype=np.float64) / 257.0  # 16-bit → 8-bit
+        return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode(data: bytes | None, max_pixels: int) -> Image.Image:
+    """Decode and fully load an encoded image as RGB, or raise :class:`BadImage`."""
+    if not data:
+        raise BadImage("missing_image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise BadImage("image_too_large", f"{width}x{height}")
+            image.load()
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as err:
+        raise BadImage("image_too_large", str(err)) from None
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError… for broken files
+        raise BadImage("undecodable_image", f"{err.__class__.__name__}: {err}") from None
+    if width == 0 or height == 0:
+        raise BadImage("undecodable_image", "zero size")
+    return to_rgb(image)
+
+
+def resize_uint8(image: Image.Image, size: int) -> np.ndarray:
+    """RGB image → (3, size, size) uint8 array, bicubic (as the BLIP and CLIP processors do)."""
+    resized = image.resize((size, size), Image.Resampling.BICUBIC)
+    return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1))
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What a vision encoder expects: square size and normalisation."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 or float in [0, 1] → normalized float32."""
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        mean = torch.tensor(self.mean, dtype=images.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+
+def augment(images: torch.Tensor, cfg, generator: torch.Generator) -> torch.Tensor:
+    """Label-preserving tile augmentation: flips, 90° rotations, mild stain jitter.
+
+    images: (B, 3, S, S) uint8 → (B, 3, S, S) float in [0, 1]. Randomness comes only from
+    ``generator`` so a resumed run draws the same augmentations.
+    """
+    out = images.float() / 255.0
+    batch = out.shape[0]
+    draws = torch.rand(batch, 3, generator=generator)
+    rotations = torch.randint(0, 4, (batch,), generator=generator)
+    tiles = []
+    for i in range(batch):
+        tile = out[i]
+        if cfg.hflip and draws[i, 0] < 0.5:
+            tile = tile.flip(-1)
+        if cfg.vflip and draws[i, 1] < 0.5:
+            tile = tile.flip(-2)
+        if cfg.rot90 and rotations[i] > 0:
+            tile = torch.rot90(tile, int(rotations[i]), dims=(-2, -1))
+        tiles.append(tile)
+    out = torch.stack(tiles)
+    if cfg.stain_jitter > 0:
+        # Optical density (Beer–Lambert): stain amount is linear in OD, so scaling/shifting OD
+        # per channel mimics lab-to-lab stain variation without inventing structures.
+        s = cfg.stain_jitter
+        scale = 1 + (torch.rand(batch, 3, 1, 1, generator=generator) * 2 - 1) * s
+        shift = (torch.rand(batch, 3, 1, 1, generator=generator) * 2 - 1) * s * 0.2
+        od = -torch.log(out.clamp(min=1 / 255))
+        out = torch.exp(-(od * scale + shift).clamp(min=0)).clamp(0, 1)
+    return out

@@ -1,0 +1,142 @@
+"""Validated, cleaned samples of one split, and the statistics ``pathvqa data-stats`` prints.
+
+Bad rows never crash a run: each is skipped and counted by reason (``missing_image``,
+``undecodable_image``, ``image_too_large``, ``empty_question``, ``missing_answer``,
+``duplicate``, ``invalid_row``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from pathvqa.data.images import BadImage, decode
+from pathvqa.data.sources import REQUIRED_COLUMNS, RowTable, open_split
+from pathvqa.errors import DataError
+
+_TRAILING_PUNCT = re.compile(r"[\s.,;:!?]+$")
+
+
+def clean_answer(answer: str) -> str:
+    """Training target: strip, lowercase, collapse whitespace, drop trailing punctuation."""
+    return _TRAILING_PUNCT.sub("", " ".join(answer.strip().lower().split()))
+
+
+def answer_type(clean: str) -> str:
+    return "closed" if clean in ("yes", "no") else "open"
+
+
+@dataclass
+class Sample:
+    id: str
+    image: bytes
+    """Encoded image (decoded lazily by the model's data pipeline)."""
+    image_key: str
+    """sha1 of the image bytes: groups questions of one image."""
+    question: str
+    answer: str
+    """The answer as the dataset gives it (metrics normalise it themselves)."""
+    target: str
+    """Cleaned answer the model is trained to produce."""
+    type: str
+    caption: str | None = None
+
+
+@dataclass
+class SplitData:
+    split: str
+    samples: list[Sample]
+    rows_total: int
+    skipped: Counter = field(default_factory=Counter)
+
+    def stats(self, top: int = 10) -> dict[str, Any]:
+        answers = Counter(s.target for s in self.samples)
+        types = Counter(s.type for s in self.samples)
+        return {
+            "split": self.split,
+            "rows_total": self.rows_total,
+            "rows_kept": len(self.samples),
+            "rows_skipped": sum(self.skipped.values()),
+            "skipped_reasons": dict(sorted(self.skipped.items())),
+            "closed": types["closed"],
+            "open": types["open"],
+            "images": len({s.image_key for s in self.samples}),
+            "unique_answers": len(answers),
+            "top_answers": [[a, n] for a, n in answers.most_common(top)],
+        }
+
+
+def _check_row(table: RowTable, row: dict[str, Any], max_pixels: int, decoded: dict[str, str]) -> tuple:
+    """Validate one raw row → (image bytes, key, question, answer); raise BadImage on a bad row."""
+    if "_invalid" in row:
+        raise BadImage("invalid_row")
+    data = table.image_bytes(row.get("image"))
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise BadImage("empty_question")
+    answer = row.get("answer")
+    if answer is None or (isinstance(answer, str) and not clean_answer(answer)):
+        raise BadImage("missing_answer")
+    if not data:
+        raise BadImage("missing_image")
+    key = hashlib.sha1(data).hexdigest()
+    if key not in decoded:  # PathVQA asks several questions per image: decode each image once
+        try:
+            decode(data, max_pixels)
+            decoded[key] = "ok"
+        except BadImage as err:
+            decoded[key] = err.reason
+    if decoded[key] != "ok":
+        raise BadImage(decoded[key])
+    return data, key, " ".join(question.split()), str(answer).strip()
+
+
+def load_split(
+    source: str,
+    split: str,
+    *,
+    max_pixels: int = 40_000_000,
+    samples: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> SplitData:
+    """Load, validate and clean one split; with ``samples``, a seeded sample of that many valid rows."""
+    table = open_split(source, split)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{table.description} lacks column(s) {', '.join(missing)} (has {', '.join(table.columns)})"
+        )
+    order = list(range(len(table)))
+    if samples is not None and samples < len(order):
+        random.Random(seed).shuffle(order)  # seeded sample; kept rows are re-sorted below
+    skipped: Counter = Counter()
+    seen: set[tuple[str, str, str]] = set()
+    decoded: dict[str, str] = {}
+    kept: list[Sample] = []
+    bar = tqdm(order, desc=f"validate {split}", unit="row", disable=not progress, leave=False)
+    for index in bar:
+        if samples is not None and len(kept) >= samples:
+            break
+        try:
+            data, key, question, answer = _check_row(table, table.row(index), max_pixels, decoded)
+        except BadImage as err:
+            skipped[err.reason] += 1
+            continue
+        if (key, question, answer) in seen:
+            skipped["duplicate"] += 1
+            continue
+        seen.add((key, question, answer))
+        target = clean_answer(answer)
+        caption = table.row(index).get("caption") if "caption" in table.columns else None
+        kept.append(
+            Sample(f"{split}-{index:06d}", data, key, question, answer, target, answer_type(target), caption)
+        )
+    kept.sort(key=lambda s: s.id)
+    return SplitData(split, kept, len(table), skipped)

@@ -1,0 +1,162 @@
+"""Dataset sources → one random-access table of raw rows ``{image, question, answer[, caption]}``.
+
+Supported sources (checked in this order):
+
+1. a ``save_to_disk`` folder (``dataset_dict.json`` or ``state.json`` inside);
+2. a folder in the hub layout, ``data/{split}-*.parquet`` (what ``flaviagiammarino/path-vqa``
+   and ``pathvqa synth`` write);
+3. a folder of ``{split}.parquet`` / ``{split}-*.parquet``;
+4. a folder of ``{split}.jsonl`` whose ``image`` fields are paths relative to the folder;
+5. a Hugging Face hub id (``owner/name``), through ``datasets.load_dataset``.
+
+Images stay encoded (``{bytes, path}``) until validation decodes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pathvqa.errors import DataError
+
+REQUIRED_COLUMNS = ("image", "question", "answer")
+
+
+@dataclass
+class RowTable:
+    """Raw rows of one split; ``root`` resolves relative image paths."""
+
+    table: pa.Table | None
+    records: list[dict[str, Any]] | None
+    root: Path | None
+    description: str
+
+    def __len__(self) -> int:
+        return self.table.num_rows if self.table is not None else len(self.records)
+
+    @property
+    def columns(self) -> list[str]:
+        if self.table is not None:
+            return self.table.column_names
+        return sorted({k for r in self.records for k in r}) if self.records else list(REQUIRED_COLUMNS)
+
+    def row(self, index: int) -> dict[str, Any]:
+        if self.table is not None:
+            return self.table.slice(index, 1).to_pylist()[0]
+        return self.records[index]
+
+    def image_bytes(self, value: Any) -> bytes | None:
+        """The encoded image of a row's ``image`` field (bytes, ``{bytes, path}``, or a path)."""
+        if isinstance(value, dict):
+            if value.get("bytes"):
+                return value["bytes"]
+            value = value.get("path")
+        if isinstance(value, bytes | bytearray):
+            return bytes(value) or None
+        if isinstance(value, str) and value:
+            path = Path(value)
+            if not path.is_absolute() and self.root is not None:
+                path = self.root / path
+            try:
+                return path.read_bytes()
+            except OSError:
+                return None
+        return None
+
+
+def _parquet_table(files: list[Path], description: str, root: Path) -> RowTable:
+    try:
+        table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"cannot read parquet in {description}: {err}") from None
+    return RowTable(table, None, root, description)
+
+
+def _jsonl_table(path: Path) -> RowTable:
+    records = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = {"_invalid": f"line {lineno}"}  # counted as a bad row, not a crash
+        records.append(row if isinstance(row, dict) else {"_invalid": f"line {lineno}"})
+    return RowTable(None, records, path.parent, str(path))
+
+
+def _datasets_table(ds: Any, description: str, root: Path | None) -> RowTable:
+    from datasets import Image
+
+    if "image" in ds.column_names:
+        ds = ds.cast_column("image", Image(decode=False))
+    return RowTable(ds.flatten_indices().data.table, None, root, description)
+
+
+def looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
+
+
+def open_split(source: str, split: str) -> RowTable:
+    """Find ``split`` in ``source`` and return its raw rows; fail at once if it is not there."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _open_folder(path, split)
+    if path.is_file():
+        raise DataError(f"dataset source {source} is a file; pass the folder that holds it")
+    if looks_like_hub_id(source):
+        return _open_hub(source, split)
+    raise DataError(
+        f"dataset not found: {source} (not a folder, and not a hub id like flaviagiammarino/path-vqa); "
+        "make one with `pathvqa synth --out DIR`"
+    )
+
+
+def _open_folder(path: Path, split: str) -> RowTable:
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        from datasets import DatasetDict, load_from_disk
+
+        ds = load_from_disk(str(path))
+        if isinstance(ds, DatasetDict):
+            if split not in ds:
+                raise DataError(f"split '{split}' not in {path} (has {', '.join(ds)})")
+            ds = ds[split]
+        return _datasets_table(ds, f"{path} [{split}]", path)
+    for pattern in (
+        f"data/{split}-*.parquet",
+        f"data/{split}.parquet",
+        f"{split}.parquet",
+        f"{split}-*.parquet",
+    ):
+        files = sorted(path.glob(pattern))
+        if files:
+            return _parquet_table(files, f"{path}/{pattern}", path)
+    if (path / f"{split}.jsonl").is_file():
+        return _jsonl_table(path / f"{split}.jsonl")
+    raise DataError(
+        f"split '{split}' not found in {path}: looked for data/{split}-*.parquet, {split}.parquet, "
+        f"{split}.jsonl and a save_to_disk folder"
+    )
+
+
+def _open_hub(source: str, split: str) -> RowTable:
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(source, split=split)
+    except Exception as err:  # the hub raises many types (connection, 404, offline mode)
+        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
+        raise DataError(
+            f"could not load dataset '{source}' split '{split}' from the Hugging Face hub"
+            f"{' (offline mode is on)' if offline else ''}: {err.__class__.__name__}: {str(err)[:200]}. "
+            f"Where the network allows, run `python -c \"import datasets; datasets.load_dataset('{source}')"
+            ".save_to_disk('DIR')\"` and pass DIR, or copy its parquet files into DIR/data/"
+        ) from None
+    return _datasets_table(ds, f"{source} [{split}]", None)

@@ -1,0 +1,310 @@
+"""A synthetic pathology VQA set in the ``flaviagiammarino/path-vqa`` layout (the offline default).
+
+Each image is a procedurally rendered histology-like tile with hidden attributes:
+
+- tissue pattern: normal glands, carcinoma, inflammation, necrosis, fibrosis, hemorrhage;
+- stain: H&E, immunohistochemistry (brown DAB + blue counterstain), PAS, Masson trichrome;
+- mitotic figures present or absent; 0–3 blood vessels.
+
+Questions follow PathVQA's style, about half yes/no (each template balanced between yes and no)
+and half open (answers spread over 3–6 values). The answers are only in the pixels: a model
+that reads the question alone scores about 0.5 on yes/no and about 0.25 on open questions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from scipy import ndimage
+from skimage.draw import disk, ellipse
+from tqdm.auto import tqdm
+
+TISSUES = ("normal glands", "carcinoma", "inflammation", "necrosis", "fibrosis", "hemorrhage")
+TISSUE_QUESTIONS = {
+    "normal glands": "are these normal glands?",
+    "carcinoma": "is this carcinoma?",
+    "inflammation": "is there inflammation?",
+    "necrosis": "is there necrosis?",
+    "fibrosis": "is there fibrosis?",
+    "hemorrhage": "is there hemorrhage?",
+}
+STAINS = ("hematoxylin and eosin", "immunohistochemistry", "periodic acid schiff", "masson trichrome")
+NUMBERS = ("zero", "one", "two", "three")
+SPLITS = ("train", "validation", "test")
+
+# RGB in [0, 1]: stroma, nucleus, accent (lumen rims / DAB), red cells, lumen.
+PALETTES = {
+    "hematoxylin and eosin": ((0.93, 0.70, 0.80), (0.32, 0.18, 0.48), (0.80, 0.45, 0.62), (0.86, 0.16, 0.22)),
+    "immunohistochemistry": ((0.88, 0.88, 0.91), (0.36, 0.42, 0.68), (0.48, 0.30, 0.12), (0.70, 0.36, 0.26)),
+    "periodic acid schiff": ((0.90, 0.66, 0.88), (0.26, 0.26, 0.58), (0.72, 0.16, 0.58), (0.82, 0.22, 0.36)),
+    "masson trichrome": ((0.52, 0.68, 0.90), (0.36, 0.22, 0.32), (0.84, 0.34, 0.40), (0.92, 0.38, 0.18)),
+}
+LUMEN = np.array((0.97, 0.95, 0.97))
+MITOSIS = np.array((0.06, 0.04, 0.10))
+
+
+@dataclass
+class Tile:
+    tissue: str
+    stain: str
+    mitoses: bool
+    vessels: int
+
+
+def _paint(canvas: np.ndarray, mask: tuple[np.ndarray, np.ndarray], color, alpha: float = 1.0) -> None:
+    rr, cc = mask
+    canvas[rr, cc] = canvas[rr, cc] * (1 - alpha) + np.asarray(color) * alpha
+
+
+def _nucleus(canvas, rng, center, radius, color, elong=1.0, jitter=0.15):
+    """An ellipse with random orientation and size jitter; (H, W, 3) canvas painted in place."""
+    r = radius * rng.uniform(1 - jitter, 1 + jitter)
+    shade = np.clip(np.asarray(color) * rng.uniform(0.85, 1.15), 0, 1)
+    _paint(
+        canvas,
+        ellipse(center[0], center[1], r, r * elong, shape=canvas.shape[:2], rotation=rng.uniform(0, np.pi)),
+        shade,
+        0.92,
+    )
+
+
+def _background(size: int, rng, stroma) -> np.ndarray:
+    low = ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 10)
+    low /= np.abs(low).max() + 1e-8
+    fine = ndimage.gaussian_filter(rng.standard_normal((size, size)), 0.8) * 0.6
+    shade = 1 + 0.07 * low + 0.03 * fine
+    return np.clip(np.asarray(stroma)[None, None, :] * shade[..., None], 0, 1)
+
+
+def _scatter(rng, size, count, margin=0.0):
+    return rng.uniform(margin * size, (1 - margin) * size, size=(count, 2))
+
+
+def _draw_tissue(canvas, rng, tissue, palette):
+    size = canvas.shape[0]
+    stroma, nucleus, accent, red = (np.asarray(c) for c in palette)
+    if tissue == "normal glands":
+        for cy, cx in _scatter(rng, size, rng.integers(2, 5), 0.18):
+            radius = size * rng.uniform(0.10, 0.15)
+            _paint(canvas, disk((cy, cx), radius * 1.35, shape=canvas.shape[:2]), accent, 0.35)
+            _paint(canvas, disk((cy, cx), radius, shape=canvas.shape[:2]), LUMEN, 0.95)
+            ring = rng.integers(10, 15)
+            for k in range(ring):  # evenly spaced basal nuclei around the lumen
+                angle = 2 * np.pi * k / ring
+                pos = (cy + np.sin(angle) * radius * 1.18, cx + np.cos(angle) * radius * 1.18)
+                _nucleus(canvas, rng, pos, size * 0.022, nucleus, jitter=0.05)
+    elif tissue == "carcinoma":
+        for _ in range(rng.integers(3, 6)):  # crowded sheets of large pleomorphic nuclei
+            cy, cx = _scatter(rng, size, 1)[0]
+            for dy, dx in rng.normal(0, size * 0.12, size=(rng.integers(10, 18), 2)):
+                _nucleus(
+                    canvas,
+                    rng,
+                    (cy + dy, cx + dx),
+                    size * rng.uniform(0.028, 0.05),
+                    nucleus,
+                    elong=rng.uniform(0.6, 1.5),
+                    jitter=0.3,
+                )
+    elif tissue == "inflammation":
+        for pos in _scatter(rng, size, rng.integers(140, 220)):
+            _nucleus(canvas, rng, pos, size * 0.016, nucleus * 0.75, jitter=0.1)
+    elif tissue == "necrosis":
+        canvas[:] = canvas * 0.55 + np.asarray((0.98, 0.85, 0.90)) * 0.45
+        for pos in _scatter(rng, size, rng.integers(90, 150)):  # karyorrhectic debris
+            _nucleus(canvas, rng, pos, size * 0.009, nucleus, jitter=0.4)
+        for pos in _scatter(rng, size, rng.integers(6, 12)):  # ghost cells
+            _nucleus(canvas, rng, pos, size * 0.03, stroma * 0.97, jitter=0.2)
+    elif tissue == "fibrosis":
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        theta = rng.uniform(0, np.pi)
+        u = xx * np.cos(theta) + yy * np.sin(theta)
+        v = -xx * np.sin(theta) + yy * np.cos(theta)
+        wave = np.sin(
+            2 * np.pi * (u * rng.uniform(5, 8) + 0.12 * np.sin(2 * np.pi * v * rng.uniform(1.5, 3)))
+        )
+        band = (wave > 0.2)[..., None]
+        canvas[:] = np.where(band, canvas * 0.55 + accent * 0.45, canvas)
+        for pos in _scatter(rng, size, rng.integers(14, 24)):  # spindle cells along the fibres
+            rr, cc = ellipse(
+                pos[0],
+                pos[1],
+                size * 0.012,
+                size * 0.045,
+                shape=canvas.shape[:2],
+                rotation=-theta + np.pi / 2,
+            )
+            _paint((canvas), (rr, cc), nucleus, 0.9)
+    elif tissue == "hemorrhage":
+        for pos in _scatter(rng, size, rng.integers(160, 260)):
+            r = size * rng.uniform(0.018, 0.026)
+            _paint(canvas, disk(tuple(pos), r, shape=canvas.shape[:2]), red * rng.uniform(0.9, 1.1), 0.9)
+            _paint(canvas, disk(tuple(pos), r * 0.4, shape=canvas.shape[:2]), red * 1.15, 0.5)
+
+
+def _draw_vessels(canvas, rng, count, palette):
+    size = canvas.shape[0]
+    red, nucleus = np.asarray(palette[3]), np.asarray(palette[1])
+    placed: list[tuple[float, float, float]] = []
+    for _ in range(200):
+        if len(placed) == count:
+            break
+        r = size * rng.uniform(0.09, 0.12)
+        cy, cx = rng.uniform(r + 2, size - r - 2, size=2)
+        if any(np.hypot(cy - y, cx - x) < r + pr + 3 for y, x, pr in placed):
+            continue  # vessels never overlap, so they can be counted
+        placed.append((cy, cx, r))
+        _paint(
+            canvas,
+            ellipse(cy, cx, r, r * 0.8, shape=canvas.shape[:2], rotation=rng.uniform(0, np.pi)),
+            nucleus * 0.8,
+            1.0,
+        )
+        _paint(canvas, ellipse(cy, cx, r * 0.78, r * 0.6, shape=canvas.shape[:2]), LUMEN, 1.0)
+        for dy, dx in rng.uniform(-0.45, 0.45, size=(6, 2)) * r:
+            _paint(canvas, disk((cy + dy, cx + dx), r * 0.16, shape=canvas.shape[:2]), red, 0.95)
+    return len(placed)
+
+
+def _draw_mitoses(canvas, rng):
+    size = canvas.shape[0]
+    for cy, cx in _scatter(rng, size, rng.integers(3, 6), 0.08):
+        for _ in range(5):  # condensed chromosomes: dark spiky clumps
+            _paint(
+                canvas,
+                ellipse(
+                    cy, cx, size * 0.012, size * 0.05, shape=canvas.shape[:2], rotation=rng.uniform(0, np.pi)
+                ),
+                MITOSIS,
+                1.0,
+            )
+
+
+def render(tile: Tile, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Render one tile as (size, size, 3) uint8."""
+    palette = np.clip(np.asarray(PALETTES[tile.stain]) * rng.uniform(0.92, 1.08, size=(4, 3)), 0, 1)
+    canvas = _background(size, rng, palette[0])
+    _draw_tissue(canvas, rng, tile.tissue, palette)
+    if tile.stain == "immunohistochemistry":  # DAB-positive membranes: brown speckle
+        for pos in _scatter(rng, size, rng.integers(20, 40)):
+            _nucleus(canvas, rng, pos, size * 0.02, palette[2], jitter=0.3)
+    tile.vessels = _draw_vessels(canvas, rng, tile.vessels, palette)
+    if tile.mitoses:
+        _draw_mitoses(canvas, rng)
+    canvas = ndimage.gaussian_filter(canvas, sigma=(0.5, 0.5, 0))
+    canvas *= rng.uniform(0.9, 1.05)  # exposure jitter
+    canvas += rng.normal(0, 0.02, canvas.shape)
+    return (np.clip(canvas, 0, 1) * 255).round().astype(np.uint8)
+
+
+def questions(tile: Tile, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Two open and two yes/no questions for one tile; each yes/no template is balanced."""
+    open_pool = [("what does this image show?", tile.tissue), ("what stain is used?", tile.stain)]
+    if tile.vessels:
+        open_pool.append(("how many blood vessels are visible?", NUMBERS[tile.vessels]))
+    # Ask about the true tissue half the time, else about one of the five others: every tissue
+    # question string is then "yes" and "no" equally often (1/6 · 1/2 = 5/6 · 1/2 · 1/5).
+    others = [t for t in TISSUES if t != tile.tissue]
+    asked = tile.tissue if rng.random() < 0.5 else others[int(rng.integers(len(others)))]
+    closed_pool = [
+        (TISSUE_QUESTIONS[asked], "yes" if asked == tile.tissue else "no"),
+        ("are there mitotic figures?", "yes" if tile.mitoses else "no"),
+        ("are blood vessels present?", "yes" if tile.vessels else "no"),
+    ]
+    weights = [1.0, 1.6, 1.4]
+    # P(IHC) = 1/4: always ask on IHC tiles and on 1/3 of the others → yes and no equally likely.
+    if tile.stain == "immunohistochemistry" or rng.random() < 1 / 3:
+        closed_pool.append(
+            ("is this an immunohistochemical stain?", "yes" if tile.stain == STAINS[1] else "no")
+        )
+        weights.append(0.7)
+    p = np.asarray(weights) / sum(weights)
+    closed = [closed_pool[i] for i in sorted(rng.choice(len(closed_pool), size=2, replace=False, p=p))]
+    opened = [open_pool[i] for i in sorted(rng.choice(len(open_pool), size=2, replace=False))]
+    return opened + closed
+
+
+def caption(tile: Tile) -> str:
+    extras = []
+    if tile.mitoses:
+        extras.append("mitotic figures")
+    if tile.vessels:
+        extras.append(f"{NUMBERS[tile.vessels]} blood vessel{'s' if tile.vessels > 1 else ''}")
+    tail = f" with {' and '.join(extras)}" if extras else ""
+    return f"{tile.stain} stained section showing {tile.tissue}{tail}."
+
+
+def _features():
+    from datasets import Features, Image, Value
+
+    return Features(
+        {"image": Image(), "question": Value("string"), "answer": Value("string"), "caption": Value("string")}
+    )
+
+
+def generate_split(split: str, pairs: int, size: int, seed: int, progress: bool = True) -> list[dict]:
+    """Rows for one split, ``pairs`` questions in all; splits use independent seed streams."""
+    rng = np.random.default_rng([seed, SPLITS.index(split) if split in SPLITS else len(split)])
+    rows: list[dict] = []
+    bar = tqdm(total=pairs, desc=f"synth {split}", unit="pair", disable=not progress, leave=False)
+    index = 0
+    while len(rows) < pairs:
+        vessels = int(rng.integers(1, 4)) if rng.random() < 0.5 else 0
+        tile = Tile(
+            TISSUES[int(rng.integers(len(TISSUES)))],
+            STAINS[int(rng.integers(len(STAINS)))],
+            bool(rng.random() < 0.5),
+            vessels,
+        )
+        buffer = io.BytesIO()
+        Image.fromarray(render(tile, size, rng)).save(buffer, format="PNG", optimize=False)
+        image = {"bytes": buffer.getvalue(), "path": f"{split}_{index:06d}.png"}
+        for question, answer in questions(tile, rng)[: pairs - len(rows)]:
+            rows.append({"image": image, "question": question, "answer": answer, "caption": caption(tile)})
+            bar.update(1)
+        index += 1
+    bar.close()
+    return rows
+
+
+def write(
+    out: str | Path, counts: dict[str, int], size: int = 96, seed: int = 0, progress: bool = True
+) -> dict:
+    """Write ``out/data/{split}-00000-of-00001.parquet`` for each split; return a summary."""
+    out = Path(out)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    schema = _features().arrow_schema
+    summary: dict = {"out": str(out), "image_size": size, "seed": seed, "splits": {}}
+    for split, pairs in counts.items():
+        if pairs <= 0:
+            continue
+        rows = generate_split(split, pairs, size, seed, progress)
+        table = pa.Table.from_pylist(rows, schema=schema)
+        tmp = out / "data" / f".{split}.parquet.tmp"
+        pq.write_table(table, tmp)
+        tmp.replace(out / "data" / f"{split}-00000-of-00001.parquet")
+        closed = sum(r["answer"] in ("yes", "no") for r in rows)
+        summary["splits"][split] = {
+            "pairs": len(rows),
+            "images": len({r["image"]["path"] for r in rows}),
+            "closed_share": round(closed / len(rows), 3),
+        }
+    (out / "synth.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def answer_balance(rows: list[dict]) -> dict[str, float]:
+    """Share of 'yes' per yes/no question string (a balance check)."""
+    counts: dict[str, Counter] = {}
+    for r in rows:
+        if r["answer"] in ("yes", "no"):
+            counts.setdefault(r["question"], Counter())[r["answer"]] += 1
+    return {q: c["yes"] / (c["yes"] + c["no"]) for q, c in counts.items()}

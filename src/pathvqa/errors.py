@@ -1,0 +1,21 @@
+"""User-facing errors: the CLI prints these as one line (no traceback) and exits with status 2."""
+
+
+class PathVQAError(Exception):
+    """A mistake the user can fix (bad config, missing file, unreachable model id)."""
+
+
+class ConfigError(PathVQAError):
+    """One or more config problems; ``problems`` lists all of them."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class DataError(PathVQAError):
+    """A dataset source that cannot be found or read."""
+
+
+class ModelLoadError(PathVQAError):
+    """A model id or folder that cannot be loaded (offline, misspelt, missing files)."""

@@ -101,6 +101,56 @@ def score(
         typer.echo(f"{key:>18}  {value if value is None or key.startswith('n') else f'{value:.4f}'}")
 
 
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=1e-4 (repeatable).")]
+
+
+def _setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "datasets", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints/, logs/, config.yaml.")],
+    overrides: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last complete checkpoint in --out.")] = False,
+) -> None:
+    """Fine-tune a model (one training loop for every family; stages run in order)."""
+    from pathvqa.config import load_config
+    from pathvqa.train import fit
+
+    cfg = load_config(config, overrides)  # every config error is reported before any model loads
+    _setup_logging()
+    result = fit(cfg, out, resume=resume)
+    typer.echo(json.dumps(result))
+
+
+@app.command("eval")
+def eval_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and metrics.json.")],
+    config: Annotated[Path | None, typer.Option(help="Experiment YAML: evaluate the model as built (zero-shot).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Run folder or checkpoints/step-N folder.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset source (default: the config's).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split (default: the config's test split).")] = None,
+    blind: Annotated[bool, typer.Option(help="Replace every image with a grey one (language-prior check).")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate a seeded sample of N questions.")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Generate answers for a split and score them."""
+    from pathvqa.evaluate import run
+
+    _setup_logging()
+    result = run(out=out, dataset=dataset, split=split, config=str(config) if config else None,
+                 checkpoint_dir=str(checkpoint) if checkpoint else None, blind=blind, limit=limit,
+                 overrides=overrides)
+    if result:
+        typer.echo(json.dumps(result))
+
+
 def main() -> None:
     """Entry point: user mistakes print one line on stderr and exit with status 2."""
     try:

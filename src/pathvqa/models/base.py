@@ -1,0 +1,63 @@
+"""What every model family provides to the one training loop and the one evaluator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from pathvqa.config import EvalConfig, ExperimentConfig
+from pathvqa.data.images import ImageSpec
+from pathvqa.data.prepare import Sample
+from pathvqa.errors import ModelLoadError
+
+CAPTION_PROMPT = "describe the image in detail."
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class Bundle:
+    """A built model with what it needs to read inputs and write answers."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    image_spec: ImageSpec
+    random_base: bool
+    """True for the named tiny sizes: their base weights exist only in checkpoints."""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Family(Protocol):
+    """One per model family (``blip``, ``vlm``); stateless, so one instance serves every run."""
+
+    name: str
+
+    def build(self, cfg: ExperimentConfig) -> Bundle: ...
+
+    def collate(self, bundle: Bundle, samples: list[Sample], task: str, train: bool) -> dict[str, torch.Tensor]:
+        """Text tensors for a batch (images are added by the data pipeline as ``images``)."""
+
+    def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]: ...
+
+    def export(self, bundle: Bundle, out: str, merge: bool) -> None: ...
+
+
+def prompt_and_target(sample: Sample, task: str) -> tuple[str, str]:
+    """(question, target) for a task: VQA answers the question; captioning describes the tile."""
+    if task == "caption":
+        if not sample.caption:
+            raise ModelLoadError("task 'caption' needs a dataset with a caption column (pathvqa synth writes one)")
+        return CAPTION_PROMPT, sample.caption
+    return sample.question, sample.target
+
+
+def load_error(what: str, name: str, err: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"could not load {what} '{name}': {err.__class__.__name__}: {str(err).splitlines()[0][:200]}. "
+        f"Offline, download it where the network allows (`hf download {name} --local-dir DIR`) "
+        "and set the config to DIR, or use a named tiny size"
+    )

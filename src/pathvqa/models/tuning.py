@@ -1,0 +1,45 @@
+"""Which weights train: full fine-tuning, frozen, or peft LoRA (with optional fully-trained modules)."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from pathvqa.config import ModelConfig
+
+
+def apply_tuning(model: torch.nn.Module, cfg: ModelConfig, always_trainable: tuple[str, ...] = (),
+                 never_trainable: tuple[str, ...] = ()) -> torch.nn.Module:
+    """Set ``requires_grad`` by ``cfg.tuning``; LoRA wraps the model with peft (no ``task_type``:
+    the families call their models with explicit keyword arguments).
+
+    ``always_trainable`` / ``never_trainable`` are module-name prefixes a family pins either way
+    (the VLM projector; a frozen vision tower).
+    """
+    if cfg.tuning == "lora":
+        lora = cfg.lora
+        model = get_peft_model(model, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+            modules_to_save=lora.modules_to_save or None,
+        ))
+    else:
+        for param in model.parameters():
+            param.requires_grad = cfg.tuning == "full"
+    for name, param in model.named_parameters():
+        bare = _bare_name(name)
+        if any(bare.startswith(p) for p in never_trainable):
+            param.requires_grad = False
+        elif any(bare.startswith(p) for p in always_trainable):
+            param.requires_grad = True
+    return model
+
+
+def _bare_name(name: str) -> str:
+    """Parameter name without peft's ``base_model.model.`` prefix."""
+    return name.removeprefix("base_model.model.")
+
+
+def trainable_summary(model: torch.nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"parameters": total, "trainable": trainable}

@@ -1,0 +1,234 @@
+"""One training loop for every model family (Hugging Face accelerate).
+
+Single process or ``accelerate launch`` alike: ``train.batch_size`` is the global micro-batch,
+split across processes (``split_batches``), so one process and N processes see the same batches
+and reach the same weights. Data order is a seeded permutation per epoch and augmentations draw
+from a generator seeded by (seed, step, rank), so ``--resume`` continues exactly where a
+checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.data_loader import prepare_data_loader, skip_first_batches
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from pathvqa import checkpoint
+from pathvqa.config import ExperimentConfig, save_config
+from pathvqa.data.batches import Collator, ImagePipeline
+from pathvqa.data.images import augment
+from pathvqa.data.prepare import load_split
+from pathvqa.errors import PathVQAError
+from pathvqa.models.registry import build
+from pathvqa.models.tuning import trainable_summary
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(PathVQAError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Position:
+    """Where training is: optimizer steps done, epoch, micro-batches consumed in that epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_value: float | None = None
+    best_step: int | None = None
+
+
+def mixed_precision(cfg: ExperimentConfig) -> str:
+    wanted = cfg.train.precision
+    if not torch.cuda.is_available() or wanted == "fp32":
+        return "no"
+    if wanted == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return wanted
+
+
+def make_accelerator(cfg: ExperimentConfig, run_dir: Path) -> Accelerator:
+    trackers = cfg.train.report_to or None
+    return Accelerator(
+        split_batches=True, mixed_precision=mixed_precision(cfg), gradient_accumulation_steps=cfg.train.grad_accum,
+        log_with=trackers, project_dir=str(run_dir / "logs"), step_scheduler_with_optimizer=False,
+    )
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
+
+
+def train_pixels(images: torch.Tensor, bundle, cfg: ExperimentConfig, pos: Position, rank: int) -> torch.Tensor:
+    """(B, 3, S, S) uint8 → augmented, normalized pixels; the draw depends only on the position."""
+    seed = hash((cfg.train.seed, pos.epoch, pos.batch_in_epoch, rank)) % 2**63  # ints hash the same every run
+    return bundle.image_spec.normalize(augment(images, cfg.train.augment, torch.Generator().manual_seed(seed)))
+
+
+def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train ``cfg`` into ``run_dir``; returns a summary (steps, best checkpoint, final loss)."""
+    from pathvqa.evaluate import predict, score_rows
+
+    run_dir = Path(run_dir)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    accelerator = make_accelerator(cfg, run_dir)
+    main = accelerator.is_main_process
+    start = checkpoint.latest_valid(run_dir) if resume else None
+    if resume and start is None and main:
+        log.warning("--resume: no valid checkpoint in %s, starting from scratch", run_dir)
+    if not resume and checkpoint.checkpoints(run_dir):
+        raise PathVQAError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --out")
+    set_seed(cfg.train.seed)
+
+    train_data = load_split(cfg.data.dataset, cfg.data.train_split, max_pixels=cfg.data.max_pixels,
+                            samples=cfg.data.train_samples, seed=cfg.data.seed, progress=progress and main)
+    val_samples = []
+    if cfg.data.eval_split:
+        val_samples = load_split(cfg.data.dataset, cfg.data.eval_split, max_pixels=cfg.data.max_pixels,
+                                 samples=cfg.data.eval_samples, seed=cfg.data.seed, progress=False).samples
+    if not train_data.samples:
+        raise PathVQAError(f"no usable training rows in {cfg.data.dataset} [{cfg.data.train_split}]")
+
+    family, bundle = build(cfg)
+    if start is not None:
+        checkpoint.load_weights(bundle, cfg, start)
+    params = [p for p in bundle.model.parameters() if p.requires_grad]
+    if not params:
+        raise PathVQAError("nothing to train: model.tuning is 'frozen' and no module is trainable")
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    samples = train_data.samples
+    micro_per_epoch = math.ceil(len(samples) / cfg.train.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.train.grad_accum)
+    total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
+    scheduler = get_scheduler(cfg.train.scheduler if cfg.train.scheduler != "constant" else "constant_with_warmup",
+                              optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    bundle.model, optimizer = accelerator.prepare(bundle.model, optimizer)
+
+    pos = Position()
+    if start is not None:
+        state = checkpoint.load_training_state(start, optimizer, scheduler, accelerator.process_index)
+        pos = Position(**{k: state[k] for k in Position.__dataclass_fields__})
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        (run_dir / "logs").mkdir(exist_ok=True)
+        summary = {**trainable_summary(bundle.model), "train_rows": len(samples), "total_steps": total_steps}
+        log.info("training %s: %s", cfg.name, summary)
+    accelerator.init_trackers("pathvqa", config={"name": cfg.name, "lr": cfg.train.lr, "steps": total_steps})
+    log_file = (run_dir / "logs" / "train.jsonl").open("a") if main else None
+
+    pipeline = ImagePipeline(bundle.image_spec, cfg.data.cache_images, cfg.data.max_pixels)
+    collate = Collator(samples, family, bundle, pipeline, cfg.task, train=True)
+    bar = tqdm(total=total_steps, initial=pos.step, desc=f"train {cfg.name}", unit="step",
+               disable=not (progress and main), dynamic_ncols=True)
+    window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
+    bundle.model.train()
+
+    def write_log(row: dict) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps(row) + "\n")
+            log_file.flush()
+
+    def validate_and_save(final: bool) -> None:
+        nonlocal pos
+        record = {"step": pos.step, "epoch": pos.epoch}
+        if val_samples:
+            rows = predict(family, bundle, val_samples, cfg, accelerator=accelerator, progress=False,
+                           pipeline=ImagePipeline(bundle.image_spec, True, cfg.data.max_pixels))
+            bundle.model.train()
+            metrics = score_rows(rows) if main else {}
+            value = metrics.get(cfg.train.best_metric)
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+            if main and value is not None and (pos.best_value is None or value > pos.best_value):
+                pos.best_value, pos.best_step = value, pos.step
+            accelerator.log({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=pos.step)
+        write_log(record)
+        save(final)
+
+    def save(final: bool) -> None:
+        rng = checkpoint.rng_state()
+        gathered = accelerator.gather_for_metrics([(accelerator.process_index, rng)], use_gather_object=True) \
+            if accelerator.num_processes > 1 else [(0, rng)]
+        if main:
+            state = {k: getattr(pos, k) for k in Position.__dataclass_fields__}
+            checkpoint.save(run_dir, pos.step, bundle, cfg, optimizer, scheduler, state, dict(gathered))
+            if pos.best_step is not None:
+                (run_dir / "checkpoints" / "best.json").write_text(json.dumps(
+                    {"step": pos.best_step, "metric": cfg.train.best_metric, "value": pos.best_value}))
+            checkpoint.prune(run_dir, cfg.train.keep_last, {pos.best_step} if pos.best_step is not None else set())
+        accelerator.wait_for_everyone()
+
+    eval_every = cfg.train.eval_every or steps_per_epoch
+    save_every = cfg.train.save_every or eval_every
+    while pos.step < total_steps:
+        loader = DataLoader(epoch_order(len(samples), cfg.train.seed, pos.epoch), batch_size=cfg.train.batch_size,
+                            collate_fn=collate, num_workers=cfg.train.num_workers)
+        loader = prepare_data_loader(loader, num_processes=accelerator.num_processes,
+                                     process_index=accelerator.process_index, split_batches=True)
+        if pos.batch_in_epoch:
+            loader = skip_first_batches(loader, pos.batch_in_epoch)
+        for batch in loader:
+            pos.batch_in_epoch += 1
+            batch.pop("ids")
+            batch["pixel_values"] = train_pixels(batch.pop("images"), bundle, cfg, pos, accelerator.process_index)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.accumulate(bundle.model):
+                loss = family.loss(bundle, batch)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"loss is {loss.item()} at step {pos.step + 1}: stopped; the last "
+                                           f"good checkpoint is in {run_dir / 'checkpoints'} (try a lower train.lr)")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            window["loss"] += loss.item()
+            window["n"] += 1
+            window["samples"] += cfg.train.batch_size
+            if not accelerator.sync_gradients:
+                continue
+            if not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
+            pos.step += 1
+            bar.update(1)
+            if pos.step % cfg.train.log_every == 0 or pos.step == total_steps:
+                elapsed = time.perf_counter() - window["t"]
+                row = {"step": pos.step, "epoch": pos.epoch, "loss": window["loss"] / window["n"],
+                       "lr": scheduler.get_last_lr()[0], "samples_per_s": window["samples"] / max(elapsed, 1e-9)}
+                write_log(row)
+                accelerator.log({"train/loss": row["loss"], "train/lr": row["lr"]}, step=pos.step)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}", sps=f"{row['samples_per_s']:.0f}")
+                window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
+            if pos.step == total_steps:
+                break
+            if pos.step % eval_every == 0:
+                validate_and_save(final=False)
+            elif pos.step % save_every == 0:
+                save(final=False)
+        else:
+            pos.epoch += 1
+            pos.batch_in_epoch = 0
+            continue
+        break
+    validate_and_save(final=True)
+    bar.close()
+    accelerator.end_training()
+    if log_file is not None:
+        log_file.close()
+    return {"steps": pos.step, "best_step": pos.best_step, "best_value": pos.best_value,
+            "checkpoint": str(run_dir / "checkpoints" / f"step-{pos.step}")}

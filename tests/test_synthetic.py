@@ -45,7 +45,7 @@ def test_yes_no_balanced_per_template_and_open_answers_spread():
     closed = [r for r in rows if r["answer"] in ("yes", "no")]
     assert 0.45 <= len(closed) / len(rows) <= 0.55
     for question, yes_share in synthetic.answer_balance(rows).items():
-        assert 0.38 <= yes_share <= 0.62, question
+        assert 0.45 <= yes_share <= 0.55, question
     by_question = {}
     for r in rows:
         if r["answer"] not in ("yes", "no"):

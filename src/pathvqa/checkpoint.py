@@ -59,15 +59,19 @@ def load_weights(bundle, cfg: ExperimentConfig, folder: Path) -> None:
     if _full_weights(bundle, cfg):
         missing, unexpected = load_model(model, str(folder / WEIGHTS), strict=False)
         if missing or unexpected:
-            raise PathVQAError(f"{folder}: weights do not fit the model ({len(missing)} missing, "
-                               f"{len(unexpected)} unexpected, e.g. {(missing or unexpected)[:2]})")
+            raise PathVQAError(
+                f"{folder}: weights do not fit the model ({len(missing)} missing, "
+                f"{len(unexpected)} unexpected, e.g. {(missing or unexpected)[:2]})"
+            )
         return
     state = load_file(str(folder / WEIGHTS))
     result = model.load_state_dict(state, strict=False)
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     if result.unexpected_keys or expected - set(state):
-        raise PathVQAError(f"{folder}: adapter weights do not fit the model "
-                           f"({len(expected - set(state))} missing, {len(result.unexpected_keys)} unexpected)")
+        raise PathVQAError(
+            f"{folder}: adapter weights do not fit the model "
+            f"({len(expected - set(state))} missing, {len(result.unexpected_keys)} unexpected)"
+        )
 
 
 def _optimizer_split(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -96,8 +100,10 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda.{i}"] = s
     np_state = np.random.get_state()
-    meta = {"python": _jsonable(random.getstate()),
-            "numpy": [np_state[0], np_state[1].tolist(), *[_jsonable(x) for x in np_state[2:]]]}
+    meta = {
+        "python": _jsonable(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), *[_jsonable(x) for x in np_state[2:]]],
+    }
     return tensors, meta
 
 
@@ -147,8 +153,16 @@ def verify(folder: Path) -> str | None:
     return None
 
 
-def save(run_dir: Path, step: int, bundle, cfg: ExperimentConfig, optimizer, scheduler,
-         trainer_state: dict, rng_files: dict[int, tuple[dict, dict]]) -> Path:
+def save(
+    run_dir: Path,
+    step: int,
+    bundle,
+    cfg: ExperimentConfig,
+    optimizer,
+    scheduler,
+    trainer_state: dict,
+    rng_files: dict[int, tuple[dict, dict]],
+) -> Path:
     """Write ``checkpoints/step-N`` atomically: everything goes to a temp folder, then one rename."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -206,8 +220,10 @@ def prune(run_dir: Path, keep_last: int, keep: set[int]) -> None:
 
 def load_training_state(folder: Path, optimizer, scheduler, rank: int) -> dict:
     if optimizer is not None and (folder / "optimizer.safetensors").is_file():
-        state = _optimizer_join(load_file(str(folder / "optimizer.safetensors")),
-                                json.loads((folder / "optimizer.json").read_text()))
+        state = _optimizer_join(
+            load_file(str(folder / "optimizer.safetensors")),
+            json.loads((folder / "optimizer.json").read_text()),
+        )
         optimizer.load_state_dict(state)
     if scheduler is not None and (folder / "scheduler.json").is_file():
         scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
@@ -234,7 +250,9 @@ def resolve(path: str | Path) -> Path:
             return candidate
     latest = latest_valid(path)
     if latest is None:
-        raise PathVQAError(f"no checkpoint in {path} (looked for checkpoints/step-N with config.yaml and weights)")
+        raise PathVQAError(
+            f"no checkpoint in {path} (looked for checkpoints/step-N with config.yaml and weights)"
+        )
     return latest
 
 

@@ -101,7 +101,9 @@ def score(
         typer.echo(f"{key:>18}  {value if value is None or key.startswith('n') else f'{value:.4f}'}")
 
 
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=1e-4 (repeatable).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=1e-4 (repeatable).")
+]
 
 
 def _setup_logging() -> None:
@@ -117,7 +119,9 @@ def train(
     config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).")],
     out: Annotated[Path, typer.Option(help="Run folder: checkpoints/, logs/, config.yaml.")],
     overrides: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the last complete checkpoint in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the last complete checkpoint in --out.")
+    ] = False,
 ) -> None:
     """Fine-tune a model (one training loop for every family; stages run in order)."""
     from pathvqa.config import load_config
@@ -132,11 +136,15 @@ def train(
 @app.command("eval")
 def eval_cmd(
     out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and metrics.json.")],
-    config: Annotated[Path | None, typer.Option(help="Experiment YAML: evaluate the model as built (zero-shot).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Experiment YAML: evaluate the model as built (zero-shot).")
+    ] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Run folder or checkpoints/step-N folder.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset source (default: the config's).")] = None,
     split: Annotated[str | None, typer.Option(help="Split (default: the config's test split).")] = None,
-    blind: Annotated[bool, typer.Option(help="Replace every image with a grey one (language-prior check).")] = False,
+    blind: Annotated[
+        bool, typer.Option(help="Replace every image with a grey one (language-prior check).")
+    ] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate a seeded sample of N questions.")] = None,
     overrides: SetOpt = None,
 ) -> None:
@@ -144,11 +152,43 @@ def eval_cmd(
     from pathvqa.evaluate import run
 
     _setup_logging()
-    result = run(out=out, dataset=dataset, split=split, config=str(config) if config else None,
-                 checkpoint_dir=str(checkpoint) if checkpoint else None, blind=blind, limit=limit,
-                 overrides=overrides)
+    result = run(
+        out=out,
+        dataset=dataset,
+        split=split,
+        config=str(config) if config else None,
+        checkpoint_dir=str(checkpoint) if checkpoint else None,
+        blind=blind,
+        limit=limit,
+        overrides=overrides,
+    )
     if result:
         typer.echo(json.dumps(result))
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option(help="Run folder or checkpoints/step-N folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder (save_pretrained layout + README.md model card).")],
+    merge: Annotated[bool, typer.Option(help="Merge LoRA adapters into the base weights.")] = False,
+) -> None:
+    """Export a checkpoint for plain transformers / peft."""
+    from pathvqa.export import export as run_export
+
+    typer.echo(f"exported to {run_export(checkpoint, out, merge)}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Demo folder (data, runs, results).")] = Path("runs/demo"),
+    fresh: Annotated[bool, typer.Option(help="Start over instead of reusing finished stages.")] = False,
+    overrides: SetOpt = None,
+) -> None:
+    """The offline study end to end on the synthetic set, with a results table."""
+    from pathvqa.demo import run_demo
+
+    _setup_logging()
+    run_demo(out, fresh=fresh, overrides=overrides)
 
 
 def main() -> None:

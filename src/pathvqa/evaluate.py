@@ -31,21 +31,34 @@ def score_rows(rows: list[dict]) -> dict[str, Any]:
     return score(rows)
 
 
-def predict(family, bundle, samples: list[Sample], cfg: ExperimentConfig, *, accelerator=None, blind: bool = False,
-            progress: bool = True, pipeline: ImagePipeline | None = None) -> list[dict]:
+def predict(
+    family,
+    bundle,
+    samples: list[Sample],
+    cfg: ExperimentConfig,
+    *,
+    accelerator=None,
+    blind: bool = False,
+    progress: bool = True,
+    pipeline: ImagePipeline | None = None,
+) -> list[dict]:
     """Predictions rows (``id, question, answer, prediction, type``) for ``samples``, sorted by id."""
     pipeline = pipeline or ImagePipeline(bundle.image_spec, cfg.data.cache_images, cfg.data.max_pixels)
     size = cfg.eval.batch_size
     order = sorted(range(len(samples)), key=lambda i: (len(samples[i].question), samples[i].id))
     batches = [order[i : i + size] for i in range(0, len(order), size)]
     device = accelerator.device if accelerator is not None else next(bundle.model.parameters()).device
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    rank, world = (
+        (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    )
     mine = batches[rank::world]  # round-robin shares; gathered below
     model_was_training = bundle.model.training
     bundle.model.eval()
     rows = []
     with torch.inference_mode():
-        for indices in tqdm(mine, desc="generate", unit="batch", disable=not (progress and rank == 0), leave=False):
+        for indices in tqdm(
+            mine, desc="generate", unit="batch", disable=not (progress and rank == 0), leave=False
+        ):
             chosen = [samples[i] for i in indices]
             batch = family.collate(bundle, chosen, cfg.task, train=False)
             batch["pixel_values"] = bundle.image_spec.normalize(pipeline.batch(chosen, blind))
@@ -57,8 +70,15 @@ def predict(family, bundle, samples: list[Sample], cfg: ExperimentConfig, *, acc
                 answers = family.generate(bundle, batch, cfg.eval)
             for sample, answer in zip(chosen, answers, strict=True):
                 reference = sample.caption if cfg.task == "caption" else sample.answer
-                rows.append({"id": sample.id, "question": sample.question, "answer": reference,
-                             "prediction": answer, "type": sample.type})
+                rows.append(
+                    {
+                        "id": sample.id,
+                        "question": sample.question,
+                        "answer": reference,
+                        "prediction": answer,
+                        "type": sample.type,
+                    }
+                )
     if model_was_training:
         bundle.model.train()
     if world > 1:
@@ -76,9 +96,18 @@ def write_predictions(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
-def run(*, out: str | Path, dataset: str | None = None, split: str | None = None, config: str | None = None,
-        checkpoint_dir: str | None = None, blind: bool = False, limit: int | None = None,
-        overrides: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+def run(
+    *,
+    out: str | Path,
+    dataset: str | None = None,
+    split: str | None = None,
+    config: str | None = None,
+    checkpoint_dir: str | None = None,
+    blind: bool = False,
+    limit: int | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Evaluate a config (zero-shot) or a checkpoint on a split; write predictions.jsonl and metrics.json."""
     from accelerate import Accelerator
 
@@ -101,16 +130,30 @@ def run(*, out: str | Path, dataset: str | None = None, split: str | None = None
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg))
     if not getattr(bundle.model, "hf_device_map", None):  # quantized models are already placed
         bundle.model.to(accelerator.device)
-    data = load_split(cfg.data.dataset, split, max_pixels=cfg.data.max_pixels, samples=limit, seed=cfg.data.seed,
-                      progress=progress and accelerator.is_main_process)
+    data = load_split(
+        cfg.data.dataset,
+        split,
+        max_pixels=cfg.data.max_pixels,
+        samples=limit,
+        seed=cfg.data.seed,
+        progress=progress and accelerator.is_main_process,
+    )
     rows = predict(family, bundle, data.samples, cfg, accelerator=accelerator, blind=blind, progress=progress)
     result: dict[str, Any] = {}
     if accelerator.is_main_process:
         out = Path(out)
         write_predictions(rows, out / "predictions.jsonl")
         result = score(rows)
-        result.update({"model": cfg.name, "source": str(source), "dataset": cfg.data.dataset, "split": split,
-                       "blind": blind, "skipped_rows": sum(data.skipped.values())})
+        result.update(
+            {
+                "model": cfg.name,
+                "source": str(source),
+                "dataset": cfg.data.dataset,
+                "split": split,
+                "blind": blind,
+                "skipped_rows": sum(data.skipped.values()),
+            }
+        )
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
     accelerator.wait_for_everyone()
     return result

@@ -63,8 +63,12 @@ def mixed_precision(cfg: ExperimentConfig) -> str:
 def make_accelerator(cfg: ExperimentConfig, run_dir: Path) -> Accelerator:
     trackers = cfg.train.report_to or None
     return Accelerator(
-        split_batches=True, mixed_precision=mixed_precision(cfg), gradient_accumulation_steps=cfg.train.grad_accum,
-        log_with=trackers, project_dir=str(run_dir / "logs"), step_scheduler_with_optimizer=False,
+        split_batches=True,
+        mixed_precision=mixed_precision(cfg),
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        log_with=trackers,
+        project_dir=str(run_dir / "logs"),
+        step_scheduler_with_optimizer=False,
     )
 
 
@@ -72,10 +76,14 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
 
 
-def train_pixels(images: torch.Tensor, bundle, cfg: ExperimentConfig, pos: Position, rank: int) -> torch.Tensor:
+def train_pixels(
+    images: torch.Tensor, bundle, cfg: ExperimentConfig, pos: Position, rank: int
+) -> torch.Tensor:
     """(B, 3, S, S) uint8 → augmented, normalized pixels; the draw depends only on the position."""
     seed = hash((cfg.train.seed, pos.epoch, pos.batch_in_epoch, rank)) % 2**63  # ints hash the same every run
-    return bundle.image_spec.normalize(augment(images, cfg.train.augment, torch.Generator().manual_seed(seed)))
+    return bundle.image_spec.normalize(
+        augment(images, cfg.train.augment, torch.Generator().manual_seed(seed))
+    )
 
 
 def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -91,15 +99,29 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
     if resume and start is None and main:
         log.warning("--resume: no valid checkpoint in %s, starting from scratch", run_dir)
     if not resume and checkpoint.checkpoints(run_dir):
-        raise PathVQAError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --out")
+        raise PathVQAError(
+            f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --out"
+        )
     set_seed(cfg.train.seed)
 
-    train_data = load_split(cfg.data.dataset, cfg.data.train_split, max_pixels=cfg.data.max_pixels,
-                            samples=cfg.data.train_samples, seed=cfg.data.seed, progress=progress and main)
+    train_data = load_split(
+        cfg.data.dataset,
+        cfg.data.train_split,
+        max_pixels=cfg.data.max_pixels,
+        samples=cfg.data.train_samples,
+        seed=cfg.data.seed,
+        progress=progress and main,
+    )
     val_samples = []
     if cfg.data.eval_split:
-        val_samples = load_split(cfg.data.dataset, cfg.data.eval_split, max_pixels=cfg.data.max_pixels,
-                                 samples=cfg.data.eval_samples, seed=cfg.data.seed, progress=False).samples
+        val_samples = load_split(
+            cfg.data.dataset,
+            cfg.data.eval_split,
+            max_pixels=cfg.data.max_pixels,
+            samples=cfg.data.eval_samples,
+            seed=cfg.data.seed,
+            progress=False,
+        ).samples
     if not train_data.samples:
         raise PathVQAError(f"no usable training rows in {cfg.data.dataset} [{cfg.data.train_split}]")
 
@@ -114,9 +136,12 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
     micro_per_epoch = math.ceil(len(samples) / cfg.train.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.train.grad_accum)
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
-    scheduler = get_scheduler(cfg.train.scheduler if cfg.train.scheduler != "constant" else "constant_with_warmup",
-                              optimizer, num_warmup_steps=int(cfg.train.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    scheduler = get_scheduler(
+        cfg.train.scheduler if cfg.train.scheduler != "constant" else "constant_with_warmup",
+        optimizer,
+        num_warmup_steps=int(cfg.train.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
     bundle.model, optimizer = accelerator.prepare(bundle.model, optimizer)
 
     pos = Position()
@@ -134,10 +159,17 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
 
     pipeline = ImagePipeline(bundle.image_spec, cfg.data.cache_images, cfg.data.max_pixels)
     collate = Collator(samples, family, bundle, pipeline, cfg.task, train=True)
-    bar = tqdm(total=total_steps, initial=pos.step, desc=f"train {cfg.name}", unit="step",
-               disable=not (progress and main), dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=pos.step,
+        desc=f"train {cfg.name}",
+        unit="step",
+        disable=not (progress and main),
+        dynamic_ncols=True,
+    )
     window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
     bundle.model.train()
+    started = time.perf_counter()
 
     def write_log(row: dict) -> None:
         if log_file is not None:
@@ -146,52 +178,81 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
 
     def validate_and_save(final: bool) -> None:
         nonlocal pos
-        record = {"step": pos.step, "epoch": pos.epoch}
+        record = {"step": pos.step, "epoch": pos.epoch, "time_s": round(time.perf_counter() - started, 2)}
         if val_samples:
-            rows = predict(family, bundle, val_samples, cfg, accelerator=accelerator, progress=False,
-                           pipeline=ImagePipeline(bundle.image_spec, True, cfg.data.max_pixels))
+            rows = predict(
+                family,
+                bundle,
+                val_samples,
+                cfg,
+                accelerator=accelerator,
+                progress=False,
+                pipeline=ImagePipeline(bundle.image_spec, True, cfg.data.max_pixels),
+            )
             bundle.model.train()
             metrics = score_rows(rows) if main else {}
             value = metrics.get(cfg.train.best_metric)
             record.update({f"val_{k}": v for k, v in metrics.items()})
             if main and value is not None and (pos.best_value is None or value > pos.best_value):
                 pos.best_value, pos.best_step = value, pos.step
-            accelerator.log({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=pos.step)
+            accelerator.log(
+                {f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=pos.step
+            )
         write_log(record)
         save(final)
 
     def save(final: bool) -> None:
         rng = checkpoint.rng_state()
-        gathered = accelerator.gather_for_metrics([(accelerator.process_index, rng)], use_gather_object=True) \
-            if accelerator.num_processes > 1 else [(0, rng)]
+        gathered = (
+            accelerator.gather_for_metrics([(accelerator.process_index, rng)], use_gather_object=True)
+            if accelerator.num_processes > 1
+            else [(0, rng)]
+        )
         if main:
             state = {k: getattr(pos, k) for k in Position.__dataclass_fields__}
             checkpoint.save(run_dir, pos.step, bundle, cfg, optimizer, scheduler, state, dict(gathered))
             if pos.best_step is not None:
-                (run_dir / "checkpoints" / "best.json").write_text(json.dumps(
-                    {"step": pos.best_step, "metric": cfg.train.best_metric, "value": pos.best_value}))
-            checkpoint.prune(run_dir, cfg.train.keep_last, {pos.best_step} if pos.best_step is not None else set())
+                (run_dir / "checkpoints" / "best.json").write_text(
+                    json.dumps(
+                        {"step": pos.best_step, "metric": cfg.train.best_metric, "value": pos.best_value}
+                    )
+                )
+            checkpoint.prune(
+                run_dir, cfg.train.keep_last, {pos.best_step} if pos.best_step is not None else set()
+            )
         accelerator.wait_for_everyone()
 
     eval_every = cfg.train.eval_every or steps_per_epoch
     save_every = cfg.train.save_every or eval_every
     while pos.step < total_steps:
-        loader = DataLoader(epoch_order(len(samples), cfg.train.seed, pos.epoch), batch_size=cfg.train.batch_size,
-                            collate_fn=collate, num_workers=cfg.train.num_workers)
-        loader = prepare_data_loader(loader, num_processes=accelerator.num_processes,
-                                     process_index=accelerator.process_index, split_batches=True)
+        loader = DataLoader(
+            epoch_order(len(samples), cfg.train.seed, pos.epoch),
+            batch_size=cfg.train.batch_size,
+            collate_fn=collate,
+            num_workers=cfg.train.num_workers,
+        )
+        loader = prepare_data_loader(
+            loader,
+            num_processes=accelerator.num_processes,
+            process_index=accelerator.process_index,
+            split_batches=True,
+        )
         if pos.batch_in_epoch:
             loader = skip_first_batches(loader, pos.batch_in_epoch)
         for batch in loader:
             pos.batch_in_epoch += 1
             batch.pop("ids")
-            batch["pixel_values"] = train_pixels(batch.pop("images"), bundle, cfg, pos, accelerator.process_index)
+            batch["pixel_values"] = train_pixels(
+                batch.pop("images"), bundle, cfg, pos, accelerator.process_index
+            )
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(bundle.model):
                 loss = family.loss(bundle, batch)
                 if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"loss is {loss.item()} at step {pos.step + 1}: stopped; the last "
-                                           f"good checkpoint is in {run_dir / 'checkpoints'} (try a lower train.lr)")
+                    raise TrainingDiverged(
+                        f"loss is {loss.item()} at step {pos.step + 1}: stopped; the last "
+                        f"good checkpoint is in {run_dir / 'checkpoints'} (try a lower train.lr)"
+                    )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.train.max_grad_norm:
                     accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
@@ -208,11 +269,19 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
             bar.update(1)
             if pos.step % cfg.train.log_every == 0 or pos.step == total_steps:
                 elapsed = time.perf_counter() - window["t"]
-                row = {"step": pos.step, "epoch": pos.epoch, "loss": window["loss"] / window["n"],
-                       "lr": scheduler.get_last_lr()[0], "samples_per_s": window["samples"] / max(elapsed, 1e-9)}
+                row = {
+                    "step": pos.step,
+                    "epoch": pos.epoch,
+                    "loss": window["loss"] / window["n"],
+                    "lr": scheduler.get_last_lr()[0],
+                    "samples_per_s": window["samples"] / max(elapsed, 1e-9),
+                    "time_s": round(time.perf_counter() - started, 2),
+                }
                 write_log(row)
                 accelerator.log({"train/loss": row["loss"], "train/lr": row["lr"]}, step=pos.step)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}", sps=f"{row['samples_per_s']:.0f}")
+                bar.set_postfix(
+                    loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}", sps=f"{row['samples_per_s']:.0f}"
+                )
                 window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
             if pos.step == total_steps:
                 break
@@ -230,5 +299,9 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
     accelerator.end_training()
     if log_file is not None:
         log_file.close()
-    return {"steps": pos.step, "best_step": pos.best_step, "best_value": pos.best_value,
-            "checkpoint": str(run_dir / "checkpoints" / f"step-{pos.step}")}
+    return {
+        "steps": pos.step,
+        "best_step": pos.best_step,
+        "best_value": pos.best_value,
+        "checkpoint": str(run_dir / "checkpoints" / f"step-{pos.step}"),
+    }

@@ -30,15 +30,25 @@ class ImagePipeline:
     def batch(self, samples: list[Sample], blind: bool = False) -> torch.Tensor:
         """(B, 3, S, S) uint8; ``blind`` swaps every image for a constant grey one."""
         if blind:
-            return torch.full((len(samples), 3, self.spec.size, self.spec.size), BLIND_GREY, dtype=torch.uint8)
+            return torch.full(
+                (len(samples), 3, self.spec.size, self.spec.size), BLIND_GREY, dtype=torch.uint8
+            )
         return torch.from_numpy(np.stack([self.tile(s) for s in samples]))
 
 
 class Collator:
     """DataLoader ``collate_fn``: sample indices → {text tensors…, images (uint8), ids}."""
 
-    def __init__(self, samples: list[Sample], family, bundle, pipeline: ImagePipeline, task: str, train: bool,
-                 blind: bool = False):
+    def __init__(
+        self,
+        samples: list[Sample],
+        family,
+        bundle,
+        pipeline: ImagePipeline,
+        task: str,
+        train: bool,
+        blind: bool = False,
+    ):
         self.samples, self.family, self.bundle = samples, family, bundle
         self.pipeline, self.task, self.train, self.blind = pipeline, task, train, blind
 

@@ -157,20 +157,21 @@ def _draw_vessels(canvas, rng, count, palette):
     for _ in range(200):
         if len(placed) == count:
             break
-        r = size * rng.uniform(0.09, 0.12)
+        r = size * rng.uniform(0.11, 0.14)
         cy, cx = rng.uniform(r + 2, size - r - 2, size=2)
         if any(np.hypot(cy - y, cx - x) < r + pr + 3 for y, x, pr in placed):
             continue  # vessels never overlap, so they can be counted
         placed.append((cy, cx, r))
+        # A thick dark wall around a lumen packed with red cells: unlike glands (white lumens)
+        # and hemorrhage (scattered small red cells), a vessel is one large red body with a rim.
+        rotation = rng.uniform(0, np.pi)
+        wall = ellipse(cy, cx, r, r * 0.8, shape=canvas.shape[:2], rotation=rotation)
+        _paint(canvas, wall, nucleus * 0.7, 1.0)
         _paint(
-            canvas,
-            ellipse(cy, cx, r, r * 0.8, shape=canvas.shape[:2], rotation=rng.uniform(0, np.pi)),
-            nucleus * 0.8,
-            1.0,
+            canvas, ellipse(cy, cx, r * 0.72, r * 0.55, shape=canvas.shape[:2], rotation=rotation), red, 1.0
         )
-        _paint(canvas, ellipse(cy, cx, r * 0.78, r * 0.6, shape=canvas.shape[:2]), LUMEN, 1.0)
-        for dy, dx in rng.uniform(-0.45, 0.45, size=(6, 2)) * r:
-            _paint(canvas, disk((cy + dy, cx + dx), r * 0.16, shape=canvas.shape[:2]), red, 0.95)
+        for dy, dx in rng.uniform(-0.35, 0.35, size=(4, 2)) * r:
+            _paint(canvas, disk((cy + dy, cx + dx), r * 0.12, shape=canvas.shape[:2]), LUMEN, 0.35)
     return len(placed)
 
 
@@ -205,31 +206,69 @@ def render(tile: Tile, size: int, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(canvas, 0, 1) * 255).round().astype(np.uint8)
 
 
-def questions(tile: Tile, rng: np.random.Generator) -> list[tuple[str, str]]:
-    """Two open and two yes/no questions for one tile; each yes/no template is balanced."""
-    open_pool = [("what does this image show?", tile.tissue), ("what stain is used?", tile.stain)]
-    if tile.vessels:
-        open_pool.append(("how many blood vessels are visible?", NUMBERS[tile.vessels]))
-    # Ask about the true tissue half the time, else about one of the five others: every tissue
-    # question string is then "yes" and "no" equally often (1/6 · 1/2 = 5/6 · 1/2 · 1/5).
-    others = [t for t in TISSUES if t != tile.tissue]
-    asked = tile.tissue if rng.random() < 0.5 else others[int(rng.integers(len(others)))]
-    closed_pool = [
-        (TISSUE_QUESTIONS[asked], "yes" if asked == tile.tissue else "no"),
-        ("are there mitotic figures?", "yes" if tile.mitoses else "no"),
-        ("are blood vessels present?", "yes" if tile.vessels else "no"),
-    ]
-    weights = [1.0, 1.6, 1.4]
-    # P(IHC) = 1/4: always ask on IHC tiles and on 1/3 of the others → yes and no equally likely.
-    if tile.stain == "immunohistochemistry" or rng.random() < 1 / 3:
-        closed_pool.append(
-            ("is this an immunohistochemical stain?", "yes" if tile.stain == STAINS[1] else "no")
-        )
+MITOSES_Q = "are there mitotic figures?"
+VESSELS_Q = "are blood vessels present?"
+IHC_Q = "is this an immunohistochemical stain?"
+
+
+def _needs(balance: Counter, question: str) -> str:
+    """The answer that keeps ``question`` balanced: 'yes' unless it already has more yeses."""
+    return "yes" if balance[question, "yes"] <= balance[question, "no"] else "no"
+
+
+def plan_tile(rng: np.random.Generator, balance: Counter) -> tuple[Tile, list[tuple[str, str]]]:
+    """Draw a tile and its two yes/no questions so that every yes/no question string stays balanced.
+
+    ``balance`` counts (question, answer) over the split so far. Tissue and stain are drawn
+    freely; the attributes a chosen question asks about (mitoses, vessels) are set to the answer
+    that question needs, and the tissue / IHC questions pick their subject the same way.
+    """
+    tile = Tile(
+        TISSUES[int(rng.integers(len(TISSUES)))],
+        STAINS[int(rng.integers(len(STAINS)))],
+        bool(rng.random() < 0.5),
+        int(rng.integers(1, 4)) if rng.random() < 0.5 else 0,
+    )
+    pool, weights = ["tissue", "mitoses", "vessels"], [1.0, 1.6, 1.4]
+    is_ihc = tile.stain == STAINS[1]
+    if is_ihc or _needs(balance, IHC_Q) == "no":  # a non-IHC tile answers "no" when one is needed
+        pool.append("ihc")
         weights.append(0.7)
     p = np.asarray(weights) / sum(weights)
-    closed = [closed_pool[i] for i in sorted(rng.choice(len(closed_pool), size=2, replace=False, p=p))]
-    opened = [open_pool[i] for i in sorted(rng.choice(len(open_pool), size=2, replace=False))]
-    return opened + closed
+    closed = []
+    for kind in sorted(rng.choice(len(pool), size=2, replace=False, p=p)):
+        kind = pool[kind]
+        if kind == "tissue":
+            own = TISSUE_QUESTIONS[tile.tissue]
+            if _needs(balance, own) == "yes":
+                closed.append((own, "yes"))
+            else:  # ask about the other tissue whose question most needs a "no"
+                others = [t for t in TISSUES if t != tile.tissue]
+                need = [
+                    balance[TISSUE_QUESTIONS[t], "yes"] - balance[TISSUE_QUESTIONS[t], "no"] for t in others
+                ]
+                best = [t for t, n in zip(others, need, strict=True) if n == max(need)]
+                closed.append((TISSUE_QUESTIONS[best[int(rng.integers(len(best)))]], "no"))
+        elif kind == "mitoses":
+            tile.mitoses = _needs(balance, MITOSES_Q) == "yes"
+            closed.append((MITOSES_Q, "yes" if tile.mitoses else "no"))
+        elif kind == "vessels":
+            wanted = _needs(balance, VESSELS_Q) == "yes"
+            tile.vessels = (tile.vessels or int(rng.integers(1, 4))) if wanted else 0
+            closed.append((VESSELS_Q, "yes" if wanted else "no"))
+        else:
+            closed.append((IHC_Q, "yes" if is_ihc else "no"))
+    for question, answer in closed:
+        balance[question, answer] += 1
+    return tile, closed
+
+
+def open_questions(tile: Tile, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Two open questions about a rendered tile (the vessel count is the one actually drawn)."""
+    pool = [("what does this image show?", tile.tissue), ("what stain is used?", tile.stain)]
+    if tile.vessels:
+        pool.append(("how many blood vessels are visible?", NUMBERS[tile.vessels]))
+    return [pool[i] for i in sorted(rng.choice(len(pool), size=2, replace=False))]
 
 
 def caption(tile: Tile) -> str:
@@ -256,18 +295,13 @@ def generate_split(split: str, pairs: int, size: int, seed: int, progress: bool 
     rows: list[dict] = []
     bar = tqdm(total=pairs, desc=f"synth {split}", unit="pair", disable=not progress, leave=False)
     index = 0
+    balance: Counter = Counter()
     while len(rows) < pairs:
-        vessels = int(rng.integers(1, 4)) if rng.random() < 0.5 else 0
-        tile = Tile(
-            TISSUES[int(rng.integers(len(TISSUES)))],
-            STAINS[int(rng.integers(len(STAINS)))],
-            bool(rng.random() < 0.5),
-            vessels,
-        )
+        tile, closed = plan_tile(rng, balance)
         buffer = io.BytesIO()
         Image.fromarray(render(tile, size, rng)).save(buffer, format="PNG", optimize=False)
         image = {"bytes": buffer.getvalue(), "path": f"{split}_{index:06d}.png"}
-        for question, answer in questions(tile, rng)[: pairs - len(rows)]:
+        for question, answer in (open_questions(tile, rng) + closed)[: pairs - len(rows)]:
             rows.append({"image": image, "question": question, "answer": answer, "caption": caption(tile)})
             bar.update(1)
         index += 1

@@ -36,7 +36,9 @@ class Family(Protocol):
 
     def build(self, cfg: ExperimentConfig) -> Bundle: ...
 
-    def collate(self, bundle: Bundle, samples: list[Sample], task: str, train: bool) -> dict[str, torch.Tensor]:
+    def collate(
+        self, bundle: Bundle, samples: list[Sample], task: str, train: bool
+    ) -> dict[str, torch.Tensor]:
         """Text tensors for a batch (images are added by the data pipeline as ``images``)."""
 
     def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
@@ -50,7 +52,9 @@ def prompt_and_target(sample: Sample, task: str) -> tuple[str, str]:
     """(question, target) for a task: VQA answers the question; captioning describes the tile."""
     if task == "caption":
         if not sample.caption:
-            raise ModelLoadError("task 'caption' needs a dataset with a caption column (pathvqa synth writes one)")
+            raise ModelLoadError(
+                "task 'caption' needs a dataset with a caption column (pathvqa synth writes one)"
+            )
         return CAPTION_PROMPT, sample.caption
     return sample.question, sample.target
 

@@ -18,18 +18,34 @@ from pathvqa.data.images import ImageSpec
 from pathvqa.data.prepare import Sample
 from pathvqa.models.base import CLIP_MEAN, CLIP_STD, Bundle, load_error, prompt_and_target
 from pathvqa.models.tokenizers import tiny_bert_tokenizer
+from pathvqa.models.tuning import base_state_dict
 
 TINY_SIZES = {"blip-tiny"}
 
 
 def tiny_config(vocab_size: int, tokenizer, hidden: int, layers: int, image_size: int) -> BlipConfig:
     heads = max(1, hidden // 32)
-    text = dict(vocab_size=vocab_size, hidden_size=hidden, encoder_hidden_size=hidden, num_hidden_layers=layers,
-                num_attention_heads=heads, intermediate_size=hidden * 4, max_position_embeddings=64,
-                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
-    vision = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                  intermediate_size=hidden * 4, image_size=image_size, patch_size=8)
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        encoder_hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 4,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    vision = dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 4,
+        image_size=image_size,
+        patch_size=8,
+    )
     return BlipConfig(text_config=text, vision_config=vision, projection_dim=hidden)
 
 
@@ -55,7 +71,9 @@ class BlipFamily:
         spec = ImageSpec(size, tuple(ip.image_mean), tuple(ip.image_std))
         return Bundle(model, processor.tokenizer, spec, random_base=False, extras={"processor": processor})
 
-    def collate(self, bundle: Bundle, samples: list[Sample], task: str, train: bool) -> dict[str, torch.Tensor]:
+    def collate(
+        self, bundle: Bundle, samples: list[Sample], task: str, train: bool
+    ) -> dict[str, torch.Tensor]:
         questions, targets = zip(*(prompt_and_target(s, task) for s in samples), strict=True)
         tok = bundle.tokenizer
         q = tok(list(questions), padding=True, truncation=True, max_length=64, return_tensors="pt")
@@ -71,8 +89,11 @@ class BlipFamily:
 
     def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = bundle.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"],
-            decoder_input_ids=batch["decoder_input_ids"], decoder_attention_mask=batch["decoder_attention_mask"],
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+            decoder_input_ids=batch["decoder_input_ids"],
+            decoder_attention_mask=batch["decoder_attention_mask"],
             labels=batch["labels"],
         )
         return out.loss
@@ -86,14 +107,22 @@ class BlipFamily:
         image_embeds = model.vision_model(pixel_values=batch["pixel_values"])[0]  # (B, P, Dv)
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
         question = model.text_encoder(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-            encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask, return_dict=False,
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_mask,
+            return_dict=False,
         )[0]  # (B, Tq, D)
         bos = torch.full((question.shape[0], 1), text_config.bos_token_id, device=question.device)
         out = model.text_decoder.generate(
-            input_ids=bos, eos_token_id=text_config.sep_token_id, pad_token_id=text_config.pad_token_id,
-            encoder_hidden_states=question, encoder_attention_mask=batch["attention_mask"],
-            max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams, do_sample=False,
+            input_ids=bos,
+            eos_token_id=text_config.sep_token_id,
+            pad_token_id=text_config.pad_token_id,
+            encoder_hidden_states=question,
+            encoder_attention_mask=batch["attention_mask"],
+            max_new_tokens=cfg.max_new_tokens,
+            num_beams=cfg.num_beams,
+            do_sample=False,
         )
         return [t.strip() for t in bundle.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
@@ -102,8 +131,12 @@ class BlipFamily:
         if merge and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         model.save_pretrained(out)
-        if bundle.random_base and hasattr(model, "peft_config"):
-            _unwrap(model).save_pretrained(Path(out) / "base_model")  # the random base exists nowhere else
+        if bundle.random_base and hasattr(bundle.model, "peft_config"):
+            base = BlipForQuestionAnswering(
+                _unwrap(bundle.model).config
+            )  # the random base exists nowhere else
+            base.load_state_dict(base_state_dict(bundle.model))
+            base.save_pretrained(Path(out) / "base_model")
         processor = bundle.extras.get("processor")
         (processor.tokenizer if processor is not None else bundle.tokenizer).save_pretrained(out)
         if processor is not None:
@@ -120,4 +153,3 @@ def _unwrap(model: torch.nn.Module) -> BlipForQuestionAnswering:
         else:
             raise TypeError(f"not a BLIP model: {type(model).__name__}")
     return model
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathvqa.config import ExperimentConfig
+from pathvqa.errors import PathVQAError
 from pathvqa.models.base import Bundle, Family
 from pathvqa.models.tuning import apply_tuning
 
@@ -13,10 +14,10 @@ def get_family(name: str) -> Family:
 
         return BlipFamily()
     if name == "vlm":
-        from pathvqa.models.vlm import VlmFamily
-
-        return VlmFamily()
-    raise ValueError(f"unknown model family {name!r}")
+        raise PathVQAError(
+            "model.family 'vlm' (image encoder + projector + LLM) is not available in this version yet"
+        )
+    raise PathVQAError(f"unknown model family {name!r}")
 
 
 def build(cfg: ExperimentConfig) -> tuple[Family, Bundle]:

@@ -16,20 +16,93 @@ from transformers import BertTokenizer
 from pathvqa.data import synthetic
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[INST]", "[/INST]"]
-COMMON_WORDS = """
-a an the is are was were be been this that these there here what which where how many much who why
-does do did show shows shown seen see visible present of in on at to with without and or not no yes
-image images picture section tissue cell cells nucleus nuclei stain stained staining used by from
-describe detail details finding findings organ lesion tumor tumour normal abnormal large small
-""".split()
+COMMON_WORDS = [
+    "a",
+    "an",
+    "the",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "this",
+    "that",
+    "these",
+    "there",
+    "here",
+    "what",
+    "which",
+    "where",
+    "how",
+    "many",
+    "much",
+    "who",
+    "why",
+    "does",
+    "do",
+    "did",
+    "show",
+    "shows",
+    "shown",
+    "seen",
+    "see",
+    "visible",
+    "present",
+    "of",
+    "in",
+    "on",
+    "at",
+    "to",
+    "with",
+    "without",
+    "and",
+    "or",
+    "not",
+    "no",
+    "yes",
+    "image",
+    "images",
+    "picture",
+    "section",
+    "tissue",
+    "cell",
+    "cells",
+    "nucleus",
+    "nuclei",
+    "stain",
+    "stained",
+    "staining",
+    "used",
+    "by",
+    "from",
+    "describe",
+    "detail",
+    "details",
+    "finding",
+    "findings",
+    "organ",
+    "lesion",
+    "tumor",
+    "tumour",
+    "normal",
+    "abnormal",
+    "large",
+    "small",
+]
 
 
 def tiny_vocab() -> list[str]:
     words: list[str] = []
-    texts = [*synthetic.TISSUES, *synthetic.STAINS, *synthetic.NUMBERS, *synthetic.TISSUE_QUESTIONS.values(),
-             "what does this image show? what stain is used? how many blood vessels are visible?",
-             "are there mitotic figures? are blood vessels present? is this an immunohistochemical stain?",
-             "stained section showing with mitotic figures and blood vessel vessels"]
+    texts = [
+        *synthetic.TISSUES,
+        *synthetic.STAINS,
+        *synthetic.NUMBERS,
+        *synthetic.TISSUE_QUESTIONS.values(),
+        "what does this image show? what stain is used? how many blood vessels are visible?",
+        "are there mitotic figures? are blood vessels present? is this an immunohistochemical stain?",
+        "stained section showing with mitotic figures and blood vessel vessels",
+    ]
     for text in texts:
         words.extend(text.replace("?", " ").replace(".", " ").split())
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)

@@ -8,8 +8,12 @@ from peft import LoraConfig, get_peft_model
 from pathvqa.config import ModelConfig
 
 
-def apply_tuning(model: torch.nn.Module, cfg: ModelConfig, always_trainable: tuple[str, ...] = (),
-                 never_trainable: tuple[str, ...] = ()) -> torch.nn.Module:
+def apply_tuning(
+    model: torch.nn.Module,
+    cfg: ModelConfig,
+    always_trainable: tuple[str, ...] = (),
+    never_trainable: tuple[str, ...] = (),
+) -> torch.nn.Module:
     """Set ``requires_grad`` by ``cfg.tuning``; LoRA wraps the model with peft (no ``task_type``:
     the families call their models with explicit keyword arguments).
 
@@ -18,10 +22,16 @@ def apply_tuning(model: torch.nn.Module, cfg: ModelConfig, always_trainable: tup
     """
     if cfg.tuning == "lora":
         lora = cfg.lora
-        model = get_peft_model(model, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-            modules_to_save=lora.modules_to_save or None,
-        ))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                modules_to_save=lora.modules_to_save or None,
+            ),
+        )
     else:
         for param in model.parameters():
             param.requires_grad = cfg.tuning == "full"
@@ -43,3 +53,14 @@ def trainable_summary(model: torch.nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"parameters": total, "trainable": trainable}
+
+
+def base_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The frozen base weights of a peft model, under the plain model's parameter names."""
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if "lora_" in name or ".modules_to_save." in name:
+            continue
+        name = _bare_name(name).replace(".original_module.", ".").replace(".base_layer.", ".")
+        state[name] = tensor
+    return state

@@ -1,0 +1,63 @@
+"""Export a checkpoint with ``save_pretrained`` so plain transformers / peft load it, plus a model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from pathvqa import checkpoint
+
+
+def model_card(cfg, folder: Path, merged: bool) -> str:
+    state = (
+        json.loads((folder / "trainer_state.json").read_text())
+        if (folder / "trainer_state.json").is_file()
+        else {}
+    )
+    metrics = {}
+    for candidate in (folder.parent.parent / "eval" / "metrics.json", folder / "metrics.json"):
+        if candidate.is_file():
+            metrics = json.loads(candidate.read_text())
+            break
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [pathology, vqa, pathvqa]",
+        "---",
+        "",
+        f"# {cfg.name}",
+        "",
+        f"Exported by pathvqa from `{folder}` (step {state.get('step', '?')}); "
+        f"{'LoRA merged into the base weights' if merged else 'weights as trained'}.",
+        "",
+        f"- family: `{cfg.model.family}`, model: `{cfg.model.name}`, tuning: `{cfg.model.tuning}`",
+        f"- dataset: `{cfg.data.dataset}`",
+    ]
+    if state.get("best_step") is not None:
+        lines.append(
+            f"- best validation {cfg.train.best_metric}: {state['best_value']:.4f} (step {state['best_step']})"
+        )
+    if metrics:
+        lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float)]
+    lines += [
+        "",
+        "## Config",
+        "",
+        "```yaml",
+        yaml.safe_dump(cfg.model_dump(), sort_keys=False).strip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export(checkpoint_dir: str | Path, out: str | Path, merge: bool = False) -> Path:
+    cfg, family, bundle, folder = checkpoint.load_for_inference(checkpoint_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    family.export(bundle, str(out), merge)
+    (out / "README.md").write_text(model_card(cfg, folder, merge))
+    return out

@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from pathvqa.config import ExperimentConfig, load_config, parse_overrides
+from pathvqa.errors import ConfigError
+from tests.conftest import run_cli
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    names = {p.stem for p in CONFIGS}
+    assert {"blip_tiny", "blip_zeroshot", "blip_lora"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_validates_without_building_a_model(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, ExperimentConfig) and cfg.name == path.stem
+    for stage in cfg.stages:
+        cfg.stage_config(stage)
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(
+        CONFIGS[0], ["train.lr=3e-4", "train.max_steps=7", "data.dataset=/tmp/x", "train.augment.hflip=false"]
+    )
+    assert cfg.train.lr == 3e-4 and cfg.train.max_steps == 7 and cfg.data.dataset == "/tmp/x"
+    assert cfg.train.augment.hflip is False
+    nested, problems = parse_overrides(["a.b=1", "novalue"])
+    assert nested == {"a": {"b": 1}} and problems == ["override 'novalue': expected key=value"]
+
+
+def test_all_errors_are_reported_at_once(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            Path("configs/blip_tiny.yaml"),
+            ["train.lr=abc", "train.bogus=1", "model.tuning=partial", "train.batch_size=0"],
+        )
+    problems = err.value.problems
+    assert len(problems) == 4
+    joined = " | ".join(problems)
+    for part in ("train.lr", "train.bogus: unknown key", "model.tuning", "train.batch_size"):
+        assert part in joined
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConfigError, match=r"model\.vision and model\.language are required"):
+        load_config(None, ["model.family=vlm"])
+    with pytest.raises(ConfigError, match="4bit"):
+        load_config(None, ["model.quantization=4bit", "model.tuning=full"])
+
+
+def test_train_cli_reports_config_errors_before_loading_anything(tmp_path):
+    proc = run_cli(
+        "train",
+        "configs/blip_tiny.yaml",
+        "--out",
+        tmp_path / "run",
+        "--set",
+        "train.lr=abc",
+        "--set",
+        "train.epochs=-1",
+        "--set",
+        "nope=1",
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip()
+    assert (
+        line.count("\n") == 0
+        and "train.lr" in line
+        and "train.epochs" in line
+        and "nope: unknown key" in line
+    )
+    assert not (tmp_path / "run").exists()
+    proc = run_cli("train", tmp_path / "missing.yaml", "--out", tmp_path / "run", check=False)
+    assert proc.returncode == 2 and "file not found" in proc.stderr

@@ -66,9 +66,10 @@ def run_demo(
     )
 
     run_dir = out / "blip_tiny"
-    if not (run_dir / "checkpoints" / "best.json").is_file() or checkpoint.latest_valid(run_dir) is None:
+    if not (run_dir / "train_summary.json").is_file():  # unfinished (e.g. interrupted): resume it
         _stage("fine-tune blip-tiny")
         fit(load_config(config, sets), run_dir, resume=checkpoint.latest_valid(run_dir) is not None)
+        fresh = True  # evaluations of an earlier, unfinished model are stale
     _stage("evaluate fine-tuned blip-tiny (normal and blind)")
     results["blip-tiny fine-tuned"] = _evaluated(run_dir / "eval", fresh, checkpoint_dir=str(run_dir))
     blind = _evaluated(run_dir / "eval_blind", fresh, checkpoint_dir=str(run_dir), blind=True)

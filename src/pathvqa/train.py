@@ -299,9 +299,12 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
     accelerator.end_training()
     if log_file is not None:
         log_file.close()
-    return {
+    result = {
         "steps": pos.step,
         "best_step": pos.best_step,
         "best_value": pos.best_value,
         "checkpoint": str(run_dir / "checkpoints" / f"step-{pos.step}"),
     }
+    if main:  # written last: its presence means the run finished
+        (run_dir / "train_summary.json").write_text(json.dumps(result, indent=1))
+    return result

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from pathvqa.baseline import QuestionPrior
 from pathvqa.config import ExperimentConfig, load_config
 from pathvqa.data.batches import ImagePipeline
-from pathvqa.data.prepare import Sample, load_split
+from pathvqa.data.prepare import Sample
 from pathvqa.errors import PathVQAError
 from pathvqa.metrics import score
 
@@ -25,10 +25,6 @@ from pathvqa.metrics import score
 def prior_baseline(train: list[Sample], test: list[Sample]) -> dict[str, Any]:
     """Metric suite of the question-only prior (majority answer per question, from train)."""
     return score(QuestionPrior(train).predictions(test))
-
-
-def score_rows(rows: list[dict]) -> dict[str, Any]:
-    return score(rows)
 
 
 def predict(
@@ -113,7 +109,7 @@ def run(
 
     from pathvqa import checkpoint
     from pathvqa.models.registry import build
-    from pathvqa.train import mixed_precision
+    from pathvqa.train import load_cfg_split, mixed_precision
 
     if (config is None) == (checkpoint_dir is None):
         raise PathVQAError("pass exactly one of --config (zero-shot) or --checkpoint")
@@ -130,14 +126,7 @@ def run(
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg))
     if not getattr(bundle.model, "hf_device_map", None):  # quantized models are already placed
         bundle.model.to(accelerator.device)
-    data = load_split(
-        cfg.data.dataset,
-        split,
-        max_pixels=cfg.data.max_pixels,
-        samples=limit,
-        seed=cfg.data.seed,
-        progress=progress and accelerator.is_main_process,
-    )
+    data = load_cfg_split(cfg, split, limit, progress and accelerator.is_main_process)
     rows = predict(family, bundle, data.samples, cfg, accelerator=accelerator, blind=blind, progress=progress)
     result: dict[str, Any] = {}
     if accelerator.is_main_process:

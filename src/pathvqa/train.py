@@ -30,6 +30,7 @@ from pathvqa.data.batches import Collator, ImagePipeline
 from pathvqa.data.images import augment
 from pathvqa.data.prepare import load_split
 from pathvqa.errors import PathVQAError
+from pathvqa.metrics import score
 from pathvqa.models.registry import build
 from pathvqa.models.tuning import trainable_summary
 
@@ -86,9 +87,21 @@ def train_pixels(
     )
 
 
+def load_cfg_split(cfg: ExperimentConfig, split: str, samples: int | None, progress: bool):
+    """One split of the config's dataset, validated, with the config's pixel limit and sampling seed."""
+    return load_split(
+        cfg.data.dataset,
+        split,
+        max_pixels=cfg.data.max_pixels,
+        samples=samples,
+        seed=cfg.data.seed,
+        progress=progress,
+    )
+
+
 def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Train ``cfg`` into ``run_dir``; returns a summary (steps, best checkpoint, final loss)."""
-    from pathvqa.evaluate import predict, score_rows
+    from pathvqa.evaluate import predict
 
     run_dir = Path(run_dir)
     if cfg.train.threads:
@@ -104,24 +117,10 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
         )
     set_seed(cfg.train.seed)
 
-    train_data = load_split(
-        cfg.data.dataset,
-        cfg.data.train_split,
-        max_pixels=cfg.data.max_pixels,
-        samples=cfg.data.train_samples,
-        seed=cfg.data.seed,
-        progress=progress and main,
-    )
+    train_data = load_cfg_split(cfg, cfg.data.train_split, cfg.data.train_samples, progress and main)
     val_samples = []
     if cfg.data.eval_split:
-        val_samples = load_split(
-            cfg.data.dataset,
-            cfg.data.eval_split,
-            max_pixels=cfg.data.max_pixels,
-            samples=cfg.data.eval_samples,
-            seed=cfg.data.seed,
-            progress=False,
-        ).samples
+        val_samples = load_cfg_split(cfg, cfg.data.eval_split, cfg.data.eval_samples, False).samples
     if not train_data.samples:
         raise PathVQAError(f"no usable training rows in {cfg.data.dataset} [{cfg.data.train_split}]")
 
@@ -190,7 +189,7 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
                 pipeline=ImagePipeline(bundle.image_spec, True, cfg.data.max_pixels),
             )
             bundle.model.train()
-            metrics = score_rows(rows) if main else {}
+            metrics = score(rows) if main else {}
             value = metrics.get(cfg.train.best_metric)
             record.update({f"val_{k}": v for k, v in metrics.items()})
             if main and value is not None and (pos.best_value is None or value > pos.best_value):

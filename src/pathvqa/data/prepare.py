@@ -120,12 +120,14 @@ def load_split(
     seen: set[tuple[str, str, str]] = set()
     decoded: dict[str, str] = {}
     kept: list[Sample] = []
+    has_caption = "caption" in table.columns
     bar = tqdm(order, desc=f"validate {split}", unit="row", disable=not progress, leave=False)
     for index in bar:
         if samples is not None and len(kept) >= samples:
             break
+        row = table.row(index)
         try:
-            data, key, question, answer = _check_row(table, table.row(index), max_pixels, decoded)
+            data, key, question, answer = _check_row(table, row, max_pixels, decoded)
         except BadImage as err:
             skipped[err.reason] += 1
             continue
@@ -134,7 +136,7 @@ def load_split(
             continue
         seen.add((key, question, answer))
         target = clean_answer(answer)
-        caption = table.row(index).get("caption") if "caption" in table.columns else None
+        caption = row.get("caption") if has_caption else None
         kept.append(
             Sample(f"{split}-{index:06d}", data, key, question, answer, target, answer_type(target), caption)
         )

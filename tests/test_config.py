@@ -11,7 +11,8 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 def test_there_are_configs():
     names = {p.stem for p in CONFIGS}
-    assert {"blip_tiny", "blip_zeroshot", "blip_lora"} <= names
+    assert {"blip_tiny", "blip_zeroshot", "blip_lora", "vlm_tiny"} <= names
+    assert {"biomedclip_mistral_caption", "biomedclip_mistral_vqa"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

@@ -28,10 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from pathvqa.config import ExperimentConfig, load_config, save_config
 from pathvqa.errors import PathVQAError
+from pathvqa.models.tuning import plain_name
 
 log = logging.getLogger(__name__)
 WEIGHTS = "weights.safetensors"
@@ -49,9 +51,15 @@ def save_weights(bundle, cfg: ExperimentConfig, folder: Path) -> None:
     model = unwrap(bundle.model)
     if _full_weights(bundle, cfg):
         save_model(model, str(folder / WEIGHTS))  # handles tied (shared) tensors
-    else:
-        trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(trainable, str(folder / WEIGHTS))
+        return
+    # Trainable weights, plus base weights an earlier stage changed (they are not on the hub).
+    modified = bundle.extras.get("modified", set())
+    state = {
+        n: p.detach().contiguous().cpu()
+        for n, p in model.named_parameters()
+        if p.requires_grad or plain_name(n) in modified
+    }
+    save_file(state, str(folder / WEIGHTS))
 
 
 def load_weights(bundle, cfg: ExperimentConfig, folder: Path) -> None:
@@ -72,6 +80,7 @@ def load_weights(bundle, cfg: ExperimentConfig, folder: Path) -> None:
             f"{folder}: adapter weights do not fit the model "
             f"({len(expected - set(state))} missing, {len(result.unexpected_keys)} unexpected)"
         )
+    bundle.extras["modified"] = bundle.extras.get("modified", set()) | {plain_name(n) for n in state}
 
 
 def _optimizer_split(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -234,7 +243,8 @@ def load_training_state(folder: Path, optimizer, scheduler, rank: int) -> dict:
 
 
 def resolve(path: str | Path) -> Path:
-    """A checkpoint folder, or a run folder (→ its best checkpoint, else its latest valid one)."""
+    """A checkpoint folder, or a run folder (→ its best checkpoint, else its latest valid one; for a
+    run with stages, the last stage's)."""
     path = Path(path)
     if (path / "config.yaml").is_file() and (path / WEIGHTS).is_file():
         problem = verify(path)
@@ -243,6 +253,10 @@ def resolve(path: str | Path) -> Path:
         return path
     if not path.is_dir():
         raise PathVQAError(f"checkpoint not found: {path}")
+    if not (path / "checkpoints").is_dir() and (path / "config.yaml").is_file():
+        stages = (yaml.safe_load((path / "config.yaml").read_text()) or {}).get("stages") or []
+        if stages:
+            return resolve(path / stages[-1]["name"])
     best = path / "checkpoints" / "best.json"
     if best.is_file():
         candidate = path / "checkpoints" / f"step-{json.loads(best.read_text())['step']}"

@@ -55,10 +55,15 @@ class ModelConfig(_Section):
     """VLM image encoder: ``hf-hub:`` open_clip id, HF vision model id, local folder, or ``tiny``."""
     language: str | None = None
     """VLM decoder: any causal LM id or folder, or ``tiny``."""
-    projector: Literal["linear", "mlp2x_gelu"] = "mlp2x_gelu"
+    projector: str = Field(default="mlp2x_gelu", pattern=r"^(linear|mlp\d+x_gelu)$")
+    """VLM projector: ``linear`` or ``mlp<N>x_gelu`` (LLaVA-1.5 uses ``mlp2x_gelu``)."""
     vision_layer: int = -2
+    """VLM: the encoder layer whose patch tokens are used (LLaVA: the penultimate, -2)."""
     use_cls: bool = False
+    """VLM: keep the CLS token in front of the patch tokens."""
     train_projector: bool = True
+    train_vision: bool = False
+    """VLM: train the image encoder too (the random-weight tiny sizes need it; LLaVA keeps it frozen)."""
     tuning: Literal["frozen", "lora", "full"] = "lora"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     quantization: Literal["none", "4bit"] = "none"
@@ -119,12 +124,13 @@ class EvalConfig(_Section):
 
 
 class StageConfig(_Section):
-    """One training stage: a name plus overrides of ``task``, ``model`` and ``train`` keys."""
+    """One training stage: a name plus overrides of ``task``, ``model``, ``train`` and ``eval`` keys."""
 
     name: str
     task: Literal["vqa", "caption"] | None = None
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
+    eval: dict[str, Any] = Field(default_factory=dict)
 
 
 class ExperimentConfig(_Section):
@@ -150,7 +156,12 @@ class ExperimentConfig(_Section):
             problems.append("model.vision and model.language are required when model.family is 'vlm'")
         if self.model.quantization == "4bit" and self.model.tuning == "full":
             problems.append("model.quantization '4bit' needs model.tuning 'lora' or 'frozen' (QLoRA)")
+        names = [stage.name for stage in self.stages]
+        if len(set(names)) != len(names):
+            problems.append(f"stages: names must be unique (got {names})")
         for stage in self.stages:
+            if not stage.name or "/" in stage.name or stage.name.startswith("."):
+                problems.append(f"stages[{stage.name}]: name must be a plain folder name")
             try:
                 self.stage_config(stage)
             except ConfigError as err:
@@ -165,8 +176,8 @@ class ExperimentConfig(_Section):
         raw["stages"] = []
         if stage.task:
             raw["task"] = stage.task
-        raw["model"].update(stage.model)
-        raw["train"].update(stage.train)
+        for section in ("model", "train", "eval"):
+            raw[section] = _deep_merge(raw[section], getattr(stage, section))
         return validate(raw, source=f"stage {stage.name}")
 
 

@@ -20,6 +20,7 @@ from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import Sample
 from pathvqa.errors import PathVQAError
 from pathvqa.metrics import score
+from pathvqa.models.base import caption_reference
 
 
 def prior_baseline(train: list[Sample], test: list[Sample]) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def predict(
             else:
                 answers = family.generate(bundle, batch, cfg.eval)
             for sample, answer in zip(chosen, answers, strict=True):
-                reference = sample.caption if cfg.task == "caption" else sample.answer
+                reference = caption_reference(sample) if cfg.task == "caption" else sample.answer
                 rows.append(
                     {
                         "id": sample.id,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
@@ -100,10 +100,49 @@ def load_cfg_split(cfg: ExperimentConfig, split: str, samples: int | None, progr
 
 
 def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train ``cfg`` into ``run_dir``; returns a summary (steps, best checkpoint, final loss)."""
+    """Train ``cfg`` into ``run_dir``; returns a summary (steps, best step, last checkpoint).
+
+    A config with ``stages`` trains them in order, each in ``run_dir/<stage>/`` (a run folder of its
+    own) starting from the previous stage's last checkpoint. ``resume`` skips finished stages and
+    continues the unfinished one from its last valid checkpoint.
+    """
+    run_dir = Path(run_dir)
+    if not cfg.stages:
+        return _fit_stage(cfg, run_dir, resume, progress)
+    if not resume and any(checkpoint.checkpoints(run_dir / s.name) for s in cfg.stages):
+        raise PathVQAError(
+            f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    init, results = None, []
+    for stage in cfg.stages:
+        stage_dir = run_dir / stage.name
+        done = stage_dir / "train_summary.json"
+        if done.is_file():  # finished before an interruption
+            result = json.loads(done.read_text())
+        else:
+            result = _fit_stage(
+                cfg.stage_config(stage), stage_dir, resume, progress, init, f"{cfg.name}/{stage.name}"
+            )
+        init = checkpoint.latest_valid(stage_dir)  # the stage's last checkpoint
+        results.append({"stage": stage.name, **result})
+    summary = {**results[-1], "stages": results}
+    if PartialState().is_main_process:
+        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _fit_stage(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    init: Path | None = None,
+    label: str | None = None,
+) -> dict:
     from pathvqa.evaluate import predict
 
-    run_dir = Path(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     accelerator = make_accelerator(cfg, run_dir)
@@ -124,7 +163,7 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
     if not train_data.samples:
         raise PathVQAError(f"no usable training rows in {cfg.data.dataset} [{cfg.data.train_split}]")
 
-    family, bundle = build(cfg)
+    family, bundle = build(cfg, init=init)
     if start is not None:
         checkpoint.load_weights(bundle, cfg, start)
     params = [p for p in bundle.model.parameters() if p.requires_grad]
@@ -161,7 +200,7 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
     bar = tqdm(
         total=total_steps,
         initial=pos.step,
-        desc=f"train {cfg.name}",
+        desc=f"train {label or cfg.name}",
         unit="step",
         disable=not (progress and main),
         dynamic_ncols=True,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pathvqa.config import ExperimentConfig
+from pathlib import Path
+
+from pathvqa.config import ExperimentConfig, load_config
 from pathvqa.errors import PathVQAError
 from pathvqa.models.base import Bundle, Family
 from pathvqa.models.tuning import apply_tuning
@@ -14,16 +16,32 @@ def get_family(name: str) -> Family:
 
         return BlipFamily()
     if name == "vlm":
-        raise PathVQAError(
-            "model.family 'vlm' (image encoder + projector + LLM) is not available in this version yet"
-        )
+        from pathvqa.models.vlm import VlmFamily
+
+        return VlmFamily()
     raise PathVQAError(f"unknown model family {name!r}")
 
 
-def build(cfg: ExperimentConfig) -> tuple[Family, Bundle]:
-    """Build the family's model and apply the config's tuning (LoRA / full / frozen)."""
+def _pins(family: Family, cfg: ExperimentConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return getattr(family, "pinned_modules", lambda m: ((), ()))(cfg.model)
+
+
+def build(cfg: ExperimentConfig, init: Path | None = None) -> tuple[Family, Bundle]:
+    """Build the family's model and apply the config's tuning (LoRA / full / frozen).
+
+    ``init``: a checkpoint of an earlier stage to start from. It is loaded under that stage's own
+    tuning, LoRA is merged into the base, and the names of the weights it changed are kept in
+    ``bundle.extras["modified"]`` so later checkpoints store them too (they are not on the hub).
+    """
+    from pathvqa import checkpoint
+
     family = get_family(cfg.model.family)
     bundle = family.build(cfg)
-    pins = getattr(family, "pinned_modules", lambda c: ((), ()))(cfg.model)
-    bundle.model = apply_tuning(bundle.model, cfg.model, *pins)
+    if init is not None:
+        init_cfg = load_config(init / "config.yaml")
+        bundle.model = apply_tuning(bundle.model, init_cfg.model, *_pins(family, init_cfg))
+        checkpoint.load_weights(bundle, init_cfg, init)
+        if hasattr(bundle.model, "merge_and_unload"):
+            bundle.model = bundle.model.merge_and_unload()
+    bundle.model = apply_tuning(bundle.model, cfg.model, *_pins(family, cfg))
     return family, bundle

@@ -124,7 +124,9 @@ def tiny_bert_tokenizer() -> BertTokenizer:
 def tiny_chat_tokenizer() -> BertTokenizer:
     """Tokenizer for the ``vlm-tiny`` decoder: the same vocabulary, a Mistral-like chat template."""
     tokenizer = tiny_bert_tokenizer()
-    tokenizer.add_special_tokens({"bos_token": "[CLS]", "eos_token": "[SEP]"})
+    tokenizer.add_special_tokens(
+        {"bos_token": "[CLS]", "eos_token": "[SEP]", "additional_special_tokens": ["[INST]", "[/INST]"]}
+    )
     tokenizer.chat_template = (
         "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
         "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"

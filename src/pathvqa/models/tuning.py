@@ -49,6 +49,17 @@ def _bare_name(name: str) -> str:
     return name.removeprefix("base_model.model.")
 
 
+def plain_name(name: str) -> str:
+    """The plain model's name for a (peft) parameter: a LoRA or saved-module tensor names the
+    base weight it changes once merged (``x.q_proj.lora_A.default.weight`` → ``x.q_proj.weight``)."""
+    name = _bare_name(name).replace(".base_layer.", ".").replace(".original_module.", ".")
+    for marker in (".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".modules_to_save."):
+        if marker in name:
+            head, _, tail = name.partition(marker)
+            return f"{head}.{tail.split('.', 1)[1]}" if "lora" not in marker else f"{head}.weight"
+    return name
+
+
 def trainable_summary(model: torch.nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -61,6 +72,5 @@ def base_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     for name, tensor in model.state_dict().items():
         if "lora_" in name or ".modules_to_save." in name:
             continue
-        name = _bare_name(name).replace(".original_module.", ".").replace(".base_layer.", ".")
-        state[name] = tensor
+        state[plain_name(name)] = tensor
     return state

@@ -1,0 +1,187 @@
+"""Image encoders for the VLM: patch features of one layer, (B, 3, S, S) → (B, N, Dv).
+
+Two sources, one interface:
+
+* open_clip models — ``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``, a
+  ``local-dir:`` folder, or a folder holding ``open_clip_config.json``. BiomedCLIP's image tower
+  is a timm ViT inside open_clip's ``TimmModel``; native open_clip ViTs work the same way
+  (both expose ``forward_intermediates``).
+* Hugging Face vision models — CLIP / SigLIP ids or folders (``AutoModel``; the vision half of
+  a dual encoder is used).
+
+Named tiny sizes, random weights, nothing downloaded: ``tiny-openclip`` (open_clip config in
+``open_clip_tiny/`` over a registered timm ViT, 64 px, patch 8, width 64, 3 blocks) and
+``tiny-clip`` (``CLIPVisionModel`` from a small config).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pathvqa.data.images import ImageSpec
+from pathvqa.models.base import CLIP_MEAN, CLIP_STD, load_error
+
+TINY_OPEN_CLIP = Path(__file__).parent / "open_clip_tiny"
+
+
+def _register_tiny_timm_vit() -> None:
+    """``vit_pathvqa_tiny_patch8_64`` in timm's registry, so open_clip's TimmModel can build it by name."""
+    import timm
+    from timm.models import register_model
+    from timm.models.vision_transformer import VisionTransformer
+
+    if "vit_pathvqa_tiny_patch8_64" in timm.list_models("vit_pathvqa_*"):
+        return
+
+    @register_model
+    def vit_pathvqa_tiny_patch8_64(pretrained: bool = False, **kwargs) -> VisionTransformer:
+        if pretrained:
+            raise ValueError("vit_pathvqa_tiny_patch8_64 has no pretrained weights")
+        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm factory extras
+            kwargs.pop(key, None)
+        args = dict(img_size=64, patch_size=8, embed_dim=64, depth=3, num_heads=2, mlp_ratio=4.0)
+        model = VisionTransformer(**{**args, **kwargs})
+        model.pretrained_cfg = model.default_cfg = {"input_size": (3, 64, 64), "num_classes": 0}
+        return model
+
+
+class VisionTower(nn.Module):
+    """One layer's patch tokens (optionally with the CLS token first) from an image encoder."""
+
+    def __init__(self, encoder: nn.Module, source: str, layer: int, use_cls: bool):
+        super().__init__()
+        self.encoder, self.source, self.use_cls = encoder, source, use_cls
+        # Drop what comes after the chosen layer (later blocks, final norm, pooling head): it would
+        # only cost time, and parameters without gradients upset DistributedDataParallel.
+        if source == "open_clip":
+            if hasattr(encoder, "trunk"):  # TimmModel (BiomedCLIP): a timm ViT under a projection head
+                self.layer = encoder.trunk.prune_intermediate_layers([layer], prune_norm=True)[0]
+                encoder.head = nn.Identity()
+            else:  # open_clip's own VisionTransformer
+                self.layer = encoder.prune_intermediate_layers([layer])[0]
+        else:
+            self.layer = layer
+            blocks = getattr(getattr(encoder, "encoder", None), "layers", None)
+            if isinstance(blocks, nn.ModuleList):  # CLIP / SigLIP: hidden_states[k] follows k blocks
+                keep = layer % (len(blocks) + 1)
+                encoder.encoder.layers = blocks[:keep]
+                self.layer = -1
+                for name in ("post_layernorm", "head"):
+                    if hasattr(encoder, name):
+                        setattr(encoder, name, nn.Identity())
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.source == "open_clip":
+            out = self.encoder.forward_intermediates(
+                pixel_values,
+                indices=[self.layer],
+                stop_early=True,
+                intermediates_only=True,
+                output_fmt="NLC",
+                output_extra_tokens=self.use_cls,
+            )
+            tokens = out["image_intermediates"][0]  # (B, N, Dv), patch tokens only
+            if self.use_cls:
+                tokens = torch.cat([out["image_intermediates_prefix"][0][:, :1], tokens], dim=1)
+            return tokens
+        hidden = self.encoder(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+        tokens = hidden[self.layer]  # hidden_states[0] is the embeddings: -2 = penultimate block
+        config = self.encoder.config
+        extra = tokens.shape[1] - (config.image_size // config.patch_size) ** 2  # CLIP: 1, SigLIP: 0
+        if extra and not self.use_cls:
+            tokens = tokens[:, extra:]
+        return tokens
+
+
+def _open_clip_name(name: str) -> str | None:
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return name
+    if (Path(name) / "open_clip_config.json").is_file():
+        return f"local-dir:{name}"
+    return None
+
+
+def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None, seed: int):
+    """(VisionTower, ImageSpec, output width, random weights?) for a vision name."""
+    if name == "tiny-openclip":
+        _register_tiny_timm_vit()
+        name, random = f"local-dir:{TINY_OPEN_CLIP}", True
+    elif name == "tiny-clip":
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        size = image_size or 64
+        config = CLIPVisionConfig(
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=size,
+            patch_size=8,
+        )
+        torch.manual_seed(seed)
+        tower = VisionTower(CLIPVisionModel(config), "hf", layer, use_cls)
+        return tower, ImageSpec(size, CLIP_MEAN, CLIP_STD), 64, True
+    else:
+        random = False
+
+    clip_name = _open_clip_name(name)
+    if clip_name is not None:
+        import open_clip
+
+        torch.manual_seed(seed)
+        try:
+            with _quiet("root"):  # open_clip warns that a tiny local config has no weights
+                model = open_clip.create_model(clip_name, pretrained=None)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise load_error("open_clip image encoder", name, err) from None
+        pre = open_clip.get_model_preprocess_cfg(model)
+        size = pre["size"] if isinstance(pre["size"], int) else pre["size"][0]
+        spec = ImageSpec(image_size or size, tuple(pre["mean"]), tuple(pre["std"]))
+        tower = VisionTower(model.visual, "open_clip", layer, use_cls)
+        del model  # the text tower is not needed
+    else:
+        from transformers import AutoConfig, AutoModel
+
+        try:
+            config = AutoConfig.from_pretrained(name)
+            model = AutoModel.from_pretrained(name)
+        except (OSError, ValueError) as err:
+            raise load_error("vision model", name, err) from None
+        vision_model = getattr(model, "vision_model", model)  # CLIPModel / SiglipModel → vision half
+        del model
+        vision_config = getattr(config, "vision_config", config)
+        mean, std = _hf_normalization(name)
+        spec = ImageSpec(image_size or vision_config.image_size, mean, std)
+        tower = VisionTower(vision_model, "hf", layer, use_cls)
+    with torch.no_grad():
+        width = tower(torch.zeros(1, 3, spec.size, spec.size)).shape[-1]
+    return tower, spec, width, random
+
+
+def _hf_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std from the model's image processor (CLIP and SigLIP differ); CLIP's when it has none."""
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(name)
+    except (OSError, ValueError):
+        return CLIP_MEAN, CLIP_STD
+    return tuple(processor.image_mean), tuple(processor.image_std)
+
+
+class _quiet:
+    """Raise a logger's level to ERROR inside a ``with`` block."""
+
+    def __init__(self, name: str):
+        self.logger = logging.getLogger(None if name == "root" else name)
+
+    def __enter__(self):
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)

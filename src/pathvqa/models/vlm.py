@@ -1,0 +1,276 @@
+"""Image encoder + projector + causal LM (the LLaVA recipe): build, collate, loss, generate, export.
+
+The third experiment of the earlier work fed BiomedCLIP features to Mistral-7B with nothing
+between the two embedding spaces and trained captioning only. Here a projector maps the
+encoder's patch tokens into the LM's embedding space and they are spliced into a chat prompt
+where ``<image>`` stood:
+
+    [BOS] [INST] <image> what stain is used? [/INST] h&e [EOS]
+                 └──── N projected patch tokens (B, N, D)
+
+Training follows LLaVA-1.5: stage ``align`` trains the projector alone on captions (encoder and LM
+frozen), stage ``instruct`` trains projector + LoRA on the LM on VQA. The loss covers answer tokens
+only. The LM is any ``AutoModelForCausalLM`` (4-bit QLoRA on CUDA when the config asks), or
+``tiny-mistral``: a small ``MistralForCausalLM`` with random weights and a local tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM
+
+from pathvqa.config import EvalConfig, ExperimentConfig, ModelConfig
+from pathvqa.data.prepare import Sample
+from pathvqa.models.base import Bundle, load_error, prompt_and_target
+from pathvqa.models.projector import build_projector
+from pathvqa.models.tokenizers import tiny_chat_tokenizer
+from pathvqa.models.vision import build_vision
+
+log = logging.getLogger(__name__)
+
+IMAGE_PLACEHOLDER = "<image>"
+IMAGE_TOKEN_INDEX = -200  # sentinel in input_ids where the N image tokens go (LLaVA's value)
+TINY_LANGUAGE = {"tiny-mistral"}
+MAX_TEXT_TOKENS = 64
+
+
+class VisionLanguageModel(nn.Module):
+    """vision tower → projector → language model, with the image spliced into the token sequence."""
+
+    def __init__(self, vision: nn.Module, projector: nn.Module, language_model: nn.Module):
+        super().__init__()
+        self.vision = vision
+        self.projector = projector
+        self.language_model = language_model
+
+    def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) → (B, N, D) in the LM's embedding space."""
+        features = self.vision(pixel_values.to(next(self.vision.parameters()).dtype))  # (B, N, Dv)
+        return self.projector(features.to(next(self.projector.parameters()).dtype))
+
+    def splice(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Replace each row's single IMAGE_TOKEN_INDEX by its N image tokens.
+
+        input_ids/attention_mask/labels (B, T) → embeds (B, T-1+N, D), mask and labels (B, T-1+N);
+        image positions get mask 1 and label -100. Padding (left or right) stays where it was.
+        """
+        images = self.image_tokens(pixel_values)  # (B, N, D)
+        embed = self.language_model.get_input_embeddings()
+        is_image = input_ids == IMAGE_TOKEN_INDEX  # (B, T)
+        if not bool((is_image.sum(dim=1) == 1).all()):
+            raise ValueError("every prompt must hold exactly one image placeholder")
+        text = embed(input_ids.masked_fill(is_image, 0))  # (B, T, D)
+        images = images.to(text.dtype)
+        where = is_image.int().argmax(dim=1).tolist()
+        n = images.shape[1]
+        ones = attention_mask.new_ones(n)
+        ignore = torch.full((n,), -100, dtype=torch.long, device=input_ids.device)
+        embeds = torch.stack(
+            [torch.cat([text[b, :p], images[b], text[b, p + 1 :]]) for b, p in enumerate(where)]
+        )
+        mask = torch.stack(
+            [
+                torch.cat([attention_mask[b, :p], ones, attention_mask[b, p + 1 :]])
+                for b, p in enumerate(where)
+            ]
+        )
+        if labels is not None:
+            labels = torch.stack(
+                [torch.cat([labels[b, :p], ignore, labels[b, p + 1 :]]) for b, p in enumerate(where)]
+            )
+        return embeds, mask, labels
+
+    def forward(self, input_ids, attention_mask, pixel_values, labels=None):
+        embeds, mask, labels = self.splice(input_ids, attention_mask, pixel_values, labels)
+        return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+
+
+def tiny_language_model(tokenizer, hidden: int, layers: int) -> MistralForCausalLM:
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 32),
+        num_key_value_heads=max(1, hidden // 64),
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        sliding_window=None,
+    )
+    return MistralForCausalLM(config)
+
+
+def _load_language_model(m: ModelConfig):
+    """(tokenizer, model) for a real id or folder: 4-bit on CUDA if asked, bf16 on GPU, fp32 on CPU."""
+    kwargs: dict = {"trust_remote_code": m.trust_remote_code}
+    if torch.cuda.is_available():
+        kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if m.quantization == "4bit":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=kwargs["dtype"],
+            )
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
+    elif m.quantization == "4bit":
+        log.warning("model.quantization '4bit' needs CUDA (bitsandbytes): loading %s in fp32", m.language)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(m.language, trust_remote_code=m.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(m.language, **kwargs)
+    except (OSError, ValueError, ImportError) as err:
+        raise load_error("language model", m.language, err) from None
+    if tokenizer.pad_token is None:  # Mistral / Llama ship none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    if m.quantization == "4bit" and torch.cuda.is_available():
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    return tokenizer, model
+
+
+def prompt_ids(tokenizer, question: str) -> list[int]:
+    """Chat-template prompt ids with IMAGE_TOKEN_INDEX where ``<image>`` is, ready for the answer."""
+    content = f"{IMAGE_PLACEHOLDER}\n{question}"
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+    else:  # a base LM without a chat template
+        text = f"{tokenizer.bos_token or ''}USER: {content}\nASSISTANT:"
+    before, after = text.split(IMAGE_PLACEHOLDER, 1)
+    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    return [*encode(before), IMAGE_TOKEN_INDEX, *encode(after)[:MAX_TEXT_TOKENS]]
+
+
+def _pad(rows: list[list[int]], value: int, left: bool) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor(
+        [[value] * (width - len(r)) + r if left else r + [value] * (width - len(r)) for r in rows]
+    )
+
+
+class VlmFamily:
+    name = "vlm"
+
+    def build(self, cfg: ExperimentConfig) -> Bundle:
+        m = cfg.model
+        torch.manual_seed(cfg.train.seed)  # fixed init: the same config builds the same weights
+        vision, spec, vision_width, random_vision = build_vision(
+            m.vision, m.vision_layer, m.use_cls, m.image_size, cfg.train.seed
+        )
+        if m.language in TINY_LANGUAGE:
+            tokenizer = tiny_chat_tokenizer()
+            language_model = tiny_language_model(tokenizer, m.hidden_size, m.num_layers)
+        else:
+            tokenizer, language_model = _load_language_model(m)
+        text_width = language_model.get_input_embeddings().embedding_dim
+        projector = build_projector(m.projector, vision_width, text_width)
+        model = VisionLanguageModel(vision, projector, language_model)
+        random_base = random_vision or m.language in TINY_LANGUAGE
+        return Bundle(model, tokenizer, spec, random_base, extras={"model_config": m.model_dump()})
+
+    def pinned_modules(self, m: ModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(always trainable, never trainable) module prefixes: the projector, a frozen encoder."""
+        always = ("projector.",) if m.train_projector else ()
+        never = (() if m.train_vision else ("vision.",)) + (() if m.train_projector else ("projector.",))
+        return always, never
+
+    def collate(
+        self, bundle: Bundle, samples: list[Sample], task: str, train: bool
+    ) -> dict[str, torch.Tensor]:
+        tok = bundle.tokenizer
+        prompts, targets = [], []
+        for sample in samples:
+            question, target = prompt_and_target(sample, task)
+            prompts.append(prompt_ids(tok, question))
+            targets.append(tok(target, add_special_tokens=False)["input_ids"][:MAX_TEXT_TOKENS])
+        if not train:  # left padding: every row's answer starts right after its prompt
+            ids = _pad(prompts, tok.pad_token_id, left=True)
+            mask = _pad([[1] * len(p) for p in prompts], 0, left=True)
+            return {"input_ids": ids, "attention_mask": mask}
+        rows = [p + t + [tok.eos_token_id] for p, t in zip(prompts, targets, strict=True)]
+        labels = [[-100] * len(p) + t + [tok.eos_token_id] for p, t in zip(prompts, targets, strict=True)]
+        return {
+            "input_ids": _pad(rows, tok.pad_token_id, left=False),
+            "attention_mask": _pad([[1] * len(r) for r in rows], 0, left=False),
+            "labels": _pad(labels, -100, left=False),
+        }
+
+    def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return bundle.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+            labels=batch["labels"],
+        ).loss
+
+    @torch.no_grad()
+    def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
+        model = unwrap(bundle.model)
+        embeds, mask, _ = model.splice(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+        tok = bundle.tokenizer
+        out = model.language_model.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=cfg.max_new_tokens,
+            num_beams=cfg.num_beams,
+            do_sample=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )  # (B, new tokens): with inputs_embeds only the continuation comes back
+        return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+
+    def export(self, bundle: Bundle, out: str, merge: bool) -> None:
+        """``language_model/`` (merged LM, or the LoRA adapter with ``merge=False``), ``projector.safetensors``,
+        the encoder's weights when they are not on the hub, the tokenizer, and ``vlm.json``."""
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model = bundle.model
+        if hasattr(model, "merge_and_unload") and merge:
+            model = model.merge_and_unload()
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(out_dir / "adapter")
+        plain = unwrap(model)
+        if not hasattr(model, "peft_config"):
+            plain.language_model.save_pretrained(out_dir / "language_model")
+        save_file(
+            {k: v.contiguous() for k, v in plain.projector.state_dict().items()},
+            str(out_dir / "projector.safetensors"),
+        )
+        if bundle.random_base:
+            save_file(
+                {k: v.contiguous() for k, v in plain.vision.state_dict().items()},
+                str(out_dir / "vision.safetensors"),
+            )
+        bundle.tokenizer.save_pretrained(out_dir / "tokenizer")
+        (out_dir / "vlm.json").write_text(json.dumps(bundle.extras.get("model_config", {}), indent=1))
+
+
+def unwrap(model: nn.Module) -> VisionLanguageModel:
+    """The VisionLanguageModel under peft / accelerate wrappers."""
+    while not isinstance(model, VisionLanguageModel):
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif hasattr(model, "module"):
+            model = model.module
+        else:
+            raise TypeError(f"not a VisionLanguageModel: {type(model).__name__}")
+    return model

@@ -178,13 +178,28 @@ def export(
     typer.echo(f"exported to {run_export(checkpoint, out, merge)}")
 
 
+@app.command("report")
+def report_cmd(
+    runs: Annotated[
+        list[str], typer.Argument(help="Evaluated run folders, optionally labelled: 'LABEL=FOLDER'.")
+    ],
+    out: Annotated[Path, typer.Option(help="Report folder.")],
+    title: Annotated[str, typer.Option(help="Report title.")] = "pathvqa results",
+) -> None:
+    """Tables (md/csv/json), gallery, curves and one self-contained HTML page from run folders."""
+    from pathvqa.report import build
+
+    files = build(runs, out, title=title)
+    typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Demo folder (data, runs, results).")] = Path("runs/demo"),
     fresh: Annotated[bool, typer.Option(help="Start over instead of reusing finished stages.")] = False,
     overrides: SetOpt = None,
 ) -> None:
-    """The offline study end to end on the synthetic set, with a results table."""
+    """The offline study end to end on the synthetic set: baselines, blip-tiny, vlm-tiny, report."""
     from pathvqa.demo import run_demo
 
     _setup_logging()

@@ -1,8 +1,9 @@
-"""``pathvqa demo``: the offline study end to end on the synthetic set.
+"""``pathvqa demo``: the offline study end to end on the synthetic set, with a report.
 
-synthetic data → question-only prior → untrained blip-tiny ("zero-shot") → fine-tuned
-blip-tiny → blind evaluation → results table. Finished stages are reused on a rerun (their
-outputs are on disk) unless ``fresh``.
+synthetic data → question-only prior → untrained blip-tiny ("zero-shot") → fine-tuned blip-tiny →
+vlm-tiny (projector alignment, then instruction tuning) → blind evaluations → report
+(``runs/demo/report/``). Finished stages are reused on a rerun (their outputs are on disk) unless
+``fresh``; an interrupted fine-tune resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from typing import Any
 
 import typer
 
-from pathvqa import checkpoint
+from pathvqa import checkpoint, report
 from pathvqa.baseline import QuestionPrior
 from pathvqa.config import load_config
 from pathvqa.data import synthetic
 from pathvqa.data.prepare import load_split
-from pathvqa.evaluate import prior_baseline, run, write_predictions
+from pathvqa.evaluate import run, write_predictions
+from pathvqa.metrics import score
 from pathvqa.train import fit
 
-COLUMNS = ("exact_match", "meteor", "bleu1", "f1", "closed_accuracy", "open_exact_match", "open_recall")
+TRAINED = {"blip-tiny fine-tuned": "blip_tiny", "vlm-tiny (projector, 2 stages)": "vlm_tiny"}
 
 
 def _stage(name: str) -> None:
@@ -36,10 +38,20 @@ def _evaluated(folder: Path, fresh: bool, **kwargs) -> dict[str, Any]:
     return run(out=folder, **kwargs)
 
 
+def _prior(dataset: str, folder: Path) -> dict[str, Any]:
+    """The question-only prior: the majority training answer of each question, images unseen."""
+    train = load_split(dataset, "train", progress=False).samples
+    test = load_split(dataset, "test", progress=False).samples
+    rows = QuestionPrior(train).predictions(test)
+    write_predictions(rows, folder / "predictions.jsonl")
+    metrics = {**score(rows), "model": "question-only prior", "dataset": dataset, "split": "test"}
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
 def run_demo(
     out: str | Path = "runs/demo",
     fresh: bool = False,
-    config: str = "configs/blip_tiny.yaml",
     overrides: list[str] | None = None,
 ) -> dict[str, dict]:
     out = Path(out)
@@ -50,42 +62,38 @@ def run_demo(
         _stage("synthetic data (2,000 train / 200 validation / 400 test pairs, 96 px)")
         synthetic.write(data_dir, {"train": 2000, "validation": 200, "test": 400}, size=96, seed=0)
     dataset = str(data_dir)
+    sets = [f"data.dataset={dataset}", *(overrides or [])]
     results: dict[str, dict] = {}
 
     _stage("question-only prior (majority answer per question)")
-    train = load_split(dataset, "train", progress=False).samples
-    test = load_split(dataset, "test", progress=False).samples
-    prior_dir = out / "prior"
-    write_predictions(QuestionPrior(train).predictions(test), prior_dir / "predictions.jsonl")
-    results["question-only prior"] = prior_baseline(train, test)
+    results["question-only prior"] = _prior(dataset, out / "prior")
 
-    sets = [f"data.dataset={dataset}", *(overrides or [])]
     _stage("blip-tiny untrained (zero-shot)")
     results["blip-tiny zero-shot"] = _evaluated(
-        out / "blip_tiny_zeroshot", fresh, config=config, overrides=sets
+        out / "blip_tiny_zeroshot", fresh, config="configs/blip_tiny.yaml", overrides=sets
     )
 
-    run_dir = out / "blip_tiny"
-    if not (run_dir / "train_summary.json").is_file():  # unfinished (e.g. interrupted): resume it
-        _stage("fine-tune blip-tiny")
-        fit(load_config(config, sets), run_dir, resume=checkpoint.latest_valid(run_dir) is not None)
-        fresh = True  # evaluations of an earlier, unfinished model are stale
-    _stage("evaluate fine-tuned blip-tiny (normal and blind)")
-    results["blip-tiny fine-tuned"] = _evaluated(run_dir / "eval", fresh, checkpoint_dir=str(run_dir))
-    blind = _evaluated(run_dir / "eval_blind", fresh, checkpoint_dir=str(run_dir), blind=True)
-    results["blip-tiny fine-tuned"]["blind_closed_accuracy"] = blind["closed_accuracy"]
+    for label, name in TRAINED.items():
+        run_dir = out / name
+        stale = fresh
+        if not (run_dir / "train_summary.json").is_file():  # unfinished (e.g. interrupted): resume it
+            _stage(f"fine-tune {name}")
+            resume = checkpoint.latest_valid(run_dir) is not None or any(run_dir.glob("*/checkpoints"))
+            fit(load_config(f"configs/{name}.yaml", sets), run_dir, resume=resume)
+            stale = True  # evaluations of an earlier, unfinished model are stale
+        _stage(f"evaluate {name} (normal and blind)")
+        results[label] = _evaluated(run_dir / "eval", stale, checkpoint_dir=str(run_dir))
+        blind = _evaluated(run_dir / "eval_blind", stale, checkpoint_dir=str(run_dir), blind=True)
+        results[label]["blind_closed_accuracy"] = blind["closed_accuracy"]
 
+    _stage("report")
+    specs = [
+        f"question-only prior={out / 'prior'}",
+        f"blip-tiny zero-shot={out / 'blip_tiny_zeroshot'}",
+        *(f"{label}={out / name}" for label, name in TRAINED.items()),
+    ]
+    files = report.build(specs, out / "report", title="pathvqa demo: synthetic pathology VQA")
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    typer.echo(table(results))
+    typer.echo(files["md"].read_text().split("## Published")[0].strip())
+    typer.echo(f"\nreport: {files['html']}")
     return results
-
-
-def table(results: dict[str, dict]) -> str:
-    header = ["model", *COLUMNS, "blind_closed_accuracy", "n"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, m in results.items():
-        cells = [
-            f"{m[c]:.3f}" if isinstance(m.get(c), float) else "–" for c in (*COLUMNS, "blind_closed_accuracy")
-        ]
-        lines.append("| " + " | ".join([name, *cells, str(m.get("n", ""))]) + " |")
-    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""The report: tables, gallery, curves and HTML from two tiny evaluated runs."""
+
+import csv
+import json
+
+import pytest
+
+from pathvqa.config import load_config
+from pathvqa.errors import PathVQAError
+from pathvqa.evaluate import run
+from pathvqa.report import build
+from pathvqa.train import fit
+from tests.conftest import run_cli
+
+QUICK = ["train.threads=2", "model.hidden_size=32", "model.num_layers=1", "eval.max_new_tokens=4"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, synth_dir):
+    root = tmp_path_factory.mktemp("runs")
+    blip = load_config(
+        "configs/blip_tiny.yaml",
+        [
+            f"data.dataset={synth_dir}",
+            *QUICK,
+            "model.image_size=32",
+            "train.max_steps=6",
+            "train.eval_every=3",
+        ],
+    )
+    fit(blip, root / "blip", progress=False)
+    run(out=root / "blip" / "eval", checkpoint_dir=str(root / "blip"), progress=False)
+    run(out=root / "blip" / "eval_blind", checkpoint_dir=str(root / "blip"), blind=True, progress=False)
+    run(
+        out=root / "zeroshot",
+        config="configs/blip_tiny.yaml",
+        overrides=[f"data.dataset={synth_dir}", *QUICK, "model.image_size=32"],
+        progress=False,
+    )
+    return root
+
+
+def test_report_from_two_runs_writes_every_file(tmp_path, two_runs):
+    files = build(
+        [f"untrained={two_runs / 'zeroshot'}", f"fine-tuned={two_runs / 'blip'}"], tmp_path / "report"
+    )
+    for name in (
+        "results.md",
+        "results.csv",
+        "results.json",
+        "gallery.png",
+        "curves.png",
+        "types.png",
+        "report.html",
+    ):
+        assert (tmp_path / "report" / name).stat().st_size > 200, name
+    assert set(files) >= {"md", "csv", "json", "html", "gallery", "curves", "types"}
+
+    rows = list(csv.DictReader((tmp_path / "report" / "results.csv").open()))
+    assert [r["model"] for r in rows] == ["untrained", "fine-tuned"]
+    assert rows[1]["blind_closed_accuracy"] and not rows[0]["blind_closed_accuracy"]
+    summary = json.loads((tmp_path / "report" / "results.json").read_text())
+    eval_metrics = json.loads((two_runs / "blip" / "eval" / "metrics.json").read_text())
+    assert summary["runs"][1]["exact_match"] == eval_metrics["exact_match"] and summary["runs"][1]["n"] == 80
+
+    # at least 8 gallery questions, half closed and half open
+    predictions = {
+        json.loads(x)["id"]: json.loads(x) for x in (two_runs / "blip" / "eval" / "predictions.jsonl").open()
+    }
+    kinds = [predictions[i]["type"] for i in summary["gallery_ids"]]
+    assert kinds == ["closed"] * 4 + ["open"] * 4
+
+    # published PathVQA numbers sit in their own block, never in the synthetic table
+    md = (tmp_path / "report" / "results.md").read_text()
+    ours, published = md.split("## Published reference")
+    assert "LLaVA-Med" in published and "LLaVA-Med" not in ours and "earlier work" not in ours
+    assert "fine-tuned" in ours
+
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and 'src="http' not in page
+    assert "per_question" not in page and "blip_tiny" in page  # the configs are embedded
+
+
+def test_report_refuses_a_folder_without_metrics(tmp_path):
+    with pytest.raises(PathVQAError, match=r"no metrics\.json"):
+        build([tmp_path], tmp_path / "out")
+    proc = run_cli("report", tmp_path, "--out", tmp_path / "out", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and len(proc.stderr.splitlines()) == 1

@@ -78,7 +78,7 @@ def test_report_from_two_runs_writes_every_file(tmp_path, two_runs):
 
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and 'src="http' not in page
-    assert "per_question" not in page and "blip_tiny" in page  # the configs are embedded
+    assert "<details><summary>fine-tuned</summary>" in page and "name: blip_tiny" in page  # configs embedded
 
 
 def test_report_refuses_a_folder_without_metrics(tmp_path):

@@ -50,8 +50,10 @@ def test_loss_is_finite_and_deterministic(synth_dir, samples):
         batch["pixel_values"] = bundle.image_spec.normalize(
             ImagePipeline(bundle.image_spec).batch(samples[:4])
         )
-        losses.append(family.loss(bundle, batch).item())
+        total, tokens = family.loss(bundle, batch)
+        losses.append((total / tokens).item())
     assert torch.isfinite(torch.tensor(losses)).all() and losses[0] == losses[1]
+    assert tokens == (batch["labels"][:, 1:] != -100).sum() and tokens > len(samples[:4])
 
 
 def test_lora_trains_only_adapters_and_saved_modules(synth_dir, samples):
@@ -62,7 +64,7 @@ def test_lora_trains_only_adapters_and_saved_modules(synth_dir, samples):
     assert any("vision_model" in n for n in names) and any("text_decoder" in n for n in names)
     batch = family.collate(bundle, samples[:4], "vqa", train=True)
     batch["pixel_values"] = bundle.image_spec.normalize(ImagePipeline(bundle.image_spec).batch(samples[:4]))
-    family.loss(bundle, batch).backward()
+    family.loss(bundle, batch)[0].backward()
     grads = [n for n, p in bundle.model.named_parameters() if p.grad is not None]
     assert set(grads) <= set(names) and grads
 

@@ -99,6 +99,10 @@ def test_splice_puts_image_tokens_at_the_placeholder_and_masks_labels(synth_dir,
         embeds, mask, spliced = model.splice(ids, batch["attention_mask"], px, labels)
         images = model.image_tokens(px)  # (B, N, D)
         text = model.language_model.get_input_embeddings()(ids.clamp(min=0))
+        total, tokens = family.loss(bundle, {**batch, "pixel_values": px})
+        hf = model.language_model(inputs_embeds=embeds, attention_mask=mask, labels=spliced).loss
+    assert abs((total / tokens).item() - hf.item()) < 1e-5  # the summed loss / tokens = transformers' mean
+    assert tokens == (labels != -100).sum()  # answer tokens + EOS per row
     n = images.shape[1]
     assert embeds.shape == (len(chosen), ids.shape[1] - 1 + n, images.shape[2])
     for b in range(len(chosen)):

@@ -130,7 +130,10 @@ def train(
     cfg = load_config(config, overrides)  # every config error is reported before any model loads
     _setup_logging()
     result = fit(cfg, out, resume=resume)
-    typer.echo(json.dumps(result))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        typer.echo(json.dumps(result))
 
 
 @app.command("eval")

@@ -211,9 +211,23 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), list):
+            out[key] = _merge_named(out[key], value, key)
         else:
             out[key] = value
     return out
+
+
+def _merge_named(items: list[Any], extra: dict[str, Any], where: str) -> list[Any]:
+    """``stages.instruct.train.lr=1e-4``: merge into the list entry named ``instruct``."""
+    items = copy.deepcopy(items)
+    names = [item.get("name") if isinstance(item, dict) else None for item in items]
+    for name, value in extra.items():
+        if name not in names or not isinstance(value, dict):
+            raise ConfigError([f"override {where}.{name}: no entry named {name!r} (have {names})"])
+        index = names.index(name)
+        items[index] = _deep_merge(items[index], value)
+    return items
 
 
 def _format_errors(err: ValidationError) -> list[str]:

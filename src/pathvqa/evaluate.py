@@ -110,7 +110,7 @@ def run(
 
     from pathvqa import checkpoint
     from pathvqa.models.registry import build
-    from pathvqa.train import load_cfg_split, mixed_precision
+    from pathvqa.train import cpu_processes, load_cfg_split, mixed_precision
 
     if (config is None) == (checkpoint_dir is None):
         raise PathVQAError("pass exactly one of --config (zero-shot) or --checkpoint")
@@ -124,7 +124,7 @@ def run(
         family, bundle = build(cfg)
         source = Path(config)
     split = split or cfg.data.test_split
-    accelerator = Accelerator(mixed_precision=mixed_precision(cfg))
+    accelerator = Accelerator(cpu=cpu_processes(), mixed_precision=mixed_precision(cfg))
     if not getattr(bundle.model, "hf_device_map", None):  # quantized models are already placed
         bundle.model.to(accelerator.device)
     data = load_cfg_split(cfg, split, limit, progress and accelerator.is_main_process)
@@ -142,6 +142,7 @@ def run(
                 "split": split,
                 "blind": blind,
                 "skipped_rows": sum(data.skipped.values()),
+                "processes": accelerator.num_processes,
             }
         )
         (out / "metrics.json").write_text(json.dumps(result, indent=2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,16 @@ def mixed_precision(cfg: ExperimentConfig) -> str:
     return wanted
 
 
+def cpu_processes() -> bool:
+    """Several processes and no CUDA (``torchrun`` / ``accelerate launch --multi_gpu`` on CPUs):
+    accelerate must be told ``cpu=True`` to join them with gloo, or each would train alone."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def make_accelerator(cfg: ExperimentConfig, run_dir: Path) -> Accelerator:
     trackers = cfg.train.report_to or None
     return Accelerator(
+        cpu=cpu_processes(),
         split_batches=True,
         mixed_precision=mixed_precision(cfg),
         gradient_accumulation_steps=cfg.train.grad_accum,
@@ -78,13 +86,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def train_pixels(
-    images: torch.Tensor, bundle, cfg: ExperimentConfig, pos: Position, rank: int
+    images: torch.Tensor, indices: torch.Tensor, bundle, cfg: ExperimentConfig, epoch: int
 ) -> torch.Tensor:
-    """(B, 3, S, S) uint8 → augmented, normalized pixels; the draw depends only on the position."""
-    seed = hash((cfg.train.seed, pos.epoch, pos.batch_in_epoch, rank)) % 2**63  # ints hash the same every run
-    return bundle.image_spec.normalize(
-        augment(images, cfg.train.augment, torch.Generator().manual_seed(seed))
-    )
+    """(B, 3, S, S) uint8 → augmented, normalized pixels. A sample's draw depends only on (seed,
+    epoch, its index): the same on one process or many, and after a resume."""
+    seeds = [(cfg.train.seed * 1_000_003 + epoch) * 10_000_019 + int(i) for i in indices]
+    return bundle.image_spec.normalize(augment(images, cfg.train.augment, seeds))
 
 
 def load_cfg_split(cfg: ExperimentConfig, split: str, samples: int | None, progress: bool):
@@ -128,7 +135,7 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
         init = checkpoint.latest_valid(stage_dir)  # the stage's last checkpoint
         results.append({"stage": stage.name, **result})
     summary = {**results[-1], "stages": results}
-    if PartialState().is_main_process:
+    if PartialState(cpu=cpu_processes()).is_main_process:
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -279,16 +286,20 @@ def _fit_stage(
             loader = skip_first_batches(loader, pos.batch_in_epoch)
         for batch in loader:
             pos.batch_in_epoch += 1
-            batch.pop("ids")
             batch["pixel_values"] = train_pixels(
-                batch.pop("images"), bundle, cfg, pos, accelerator.process_index
+                batch.pop("images"), batch.pop("indices"), bundle, cfg, pos.epoch
             )
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(bundle.model):
-                loss = family.loss(bundle, batch)
-                if not torch.isfinite(loss):
+                loss_sum, tokens = family.loss(bundle, batch)
+                # Mean over the target tokens of all processes (DDP averages gradients over processes,
+                # hence the factor): N processes take the step one process takes on the whole batch.
+                sums = accelerator.reduce(torch.stack([loss_sum.detach(), tokens.float()]), "sum")
+                loss = loss_sum * accelerator.num_processes / sums[1].clamp(min=1)
+                mean_loss = (sums[0] / sums[1].clamp(min=1)).item()
+                if not math.isfinite(mean_loss):
                     raise TrainingDiverged(
-                        f"loss is {loss.item()} at step {pos.step + 1}: stopped; the last "
+                        f"loss is {mean_loss} at step {pos.step + 1}: stopped; the last "
                         f"good checkpoint is in {run_dir / 'checkpoints'} (try a lower train.lr)"
                     )
                 accelerator.backward(loss)
@@ -296,7 +307,7 @@ def _fit_stage(
                     accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
-            window["loss"] += loss.item()
+            window["loss"] += mean_loss
             window["n"] += 1
             window["samples"] += cfg.train.batch_size
             if not accelerator.sync_gradients:
@@ -334,7 +345,8 @@ def _fit_stage(
         break
     validate_and_save(final=True)
     bar.close()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): it ends the process group, and a next
+        tracker.finish()  # stage (or the evaluation after a demo fine-tune) still needs it
     if log_file is not None:
         log_file.close()
     result = {

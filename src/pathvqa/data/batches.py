@@ -37,7 +37,7 @@ class ImagePipeline:
 
 
 class Collator:
-    """DataLoader ``collate_fn``: sample indices → {text tensors…, images (uint8), ids}."""
+    """DataLoader ``collate_fn``: sample indices → {text tensors…, images (uint8), indices}."""
 
     def __init__(
         self,
@@ -56,5 +56,5 @@ class Collator:
         chosen = [self.samples[i] for i in indices]
         batch = self.family.collate(self.bundle, chosen, self.task, self.train)
         batch["images"] = self.pipeline.batch(chosen, self.blind)
-        batch["ids"] = [s.id for s in chosen]
+        batch["indices"] = torch.tensor(indices)  # (B,) positions in ``samples``: seeds augmentation
         return batch

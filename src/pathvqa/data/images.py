@@ -88,33 +88,31 @@ class ImageSpec:
         return (images - mean) / std
 
 
-def augment(images: torch.Tensor, cfg, generator: torch.Generator) -> torch.Tensor:
+def augment(images: torch.Tensor, cfg, seeds: list[int]) -> torch.Tensor:
     """Label-preserving tile augmentation: flips, 90° rotations, mild stain jitter.
 
-    images: (B, 3, S, S) uint8 → (B, 3, S, S) float in [0, 1]. Randomness comes only from
-    ``generator`` so a resumed run draws the same augmentations.
+    images: (B, 3, S, S) uint8 → (B, 3, S, S) float in [0, 1]. Image i draws only from a generator
+    seeded with ``seeds[i]``, so the same sample gets the same augmentation whatever the batch it
+    lands in: on one process or split across several, and after a resume.
     """
-    out = images.float() / 255.0
-    batch = out.shape[0]
-    draws = torch.rand(batch, 3, generator=generator)
-    rotations = torch.randint(0, 4, (batch,), generator=generator)
     tiles = []
-    for i in range(batch):
-        tile = out[i]
-        if cfg.hflip and draws[i, 0] < 0.5:
+    for tile, seed in zip(images.float() / 255.0, seeds, strict=True):
+        generator = torch.Generator().manual_seed(seed)
+        draws = torch.rand(2, generator=generator)
+        rotation = int(torch.randint(0, 4, (1,), generator=generator))
+        if cfg.hflip and draws[0] < 0.5:
             tile = tile.flip(-1)
-        if cfg.vflip and draws[i, 1] < 0.5:
+        if cfg.vflip and draws[1] < 0.5:
             tile = tile.flip(-2)
-        if cfg.rot90 and rotations[i] > 0:
-            tile = torch.rot90(tile, int(rotations[i]), dims=(-2, -1))
+        if cfg.rot90 and rotation > 0:
+            tile = torch.rot90(tile, rotation, dims=(-2, -1))
+        if cfg.stain_jitter > 0:
+            # Optical density (Beer–Lambert): stain amount is linear in OD, so scaling/shifting OD
+            # per channel mimics lab-to-lab stain variation without inventing structures.
+            s = cfg.stain_jitter
+            scale = 1 + (torch.rand(3, 1, 1, generator=generator) * 2 - 1) * s
+            shift = (torch.rand(3, 1, 1, generator=generator) * 2 - 1) * s * 0.2
+            od = -torch.log(tile.clamp(min=1 / 255))
+            tile = torch.exp(-(od * scale + shift).clamp(min=0)).clamp(0, 1)
         tiles.append(tile)
-    out = torch.stack(tiles)
-    if cfg.stain_jitter > 0:
-        # Optical density (Beer–Lambert): stain amount is linear in OD, so scaling/shifting OD
-        # per channel mimics lab-to-lab stain variation without inventing structures.
-        s = cfg.stain_jitter
-        scale = 1 + (torch.rand(batch, 3, 1, 1, generator=generator) * 2 - 1) * s
-        shift = (torch.rand(batch, 3, 1, 1, generator=generator) * 2 - 1) * s * 0.2
-        od = -torch.log(out.clamp(min=1 / 255))
-        out = torch.exp(-(od * scale + shift).clamp(min=0)).clamp(0, 1)
-    return out
+    return torch.stack(tiles)

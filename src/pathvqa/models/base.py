@@ -41,11 +41,28 @@ class Family(Protocol):
     ) -> dict[str, torch.Tensor]:
         """Text tensors for a batch (images are added by the data pipeline as ``images``)."""
 
-    def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed token loss, number of target tokens): the loop divides by the count over all
+        processes, so N processes compute the same mean as one."""
 
     def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]: ...
 
     def export(self, bundle: Bundle, out: str, merge: bool) -> None: ...
+
+
+def token_loss(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy summed over target tokens: logits (B, T, V), labels (B, T), -100 ignored."""
+    shifted = labels[:, 1:]  # (B, T-1): token t is predicted at position t-1
+    total = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        shifted.flatten(),
+        ignore_index=-100,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
+    return total, (shifted != -100).sum()
 
 
 def prompt_and_target(sample: Sample, task: str) -> tuple[str, str]:

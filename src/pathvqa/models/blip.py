@@ -87,16 +87,17 @@ class BlipFamily:
             batch["labels"] = decoder_ids.masked_fill(a["attention_mask"] == 0, -100)  # (B, Ta)
         return batch
 
-    def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = bundle.model(
+    def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = bundle.model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             pixel_values=batch["pixel_values"],
             decoder_input_ids=batch["decoder_input_ids"],
             decoder_attention_mask=batch["decoder_attention_mask"],
             labels=batch["labels"],
-        )
-        return out.loss
+        ).loss  # mean over target tokens (label-smoothed); BLIP's output keeps no decoder logits
+        tokens = (batch["labels"][:, 1:] != -100).sum()  # the decoder predicts token t at t-1
+        return mean * tokens, tokens
 
     @torch.no_grad()
     def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from pathvqa.data.images import ImageSpec
+from pathvqa.errors import ModelLoadError
 from pathvqa.models.base import CLIP_MEAN, CLIP_STD, load_error
 
 TINY_OPEN_CLIP = Path(__file__).parent / "open_clip_tiny"
@@ -65,6 +66,7 @@ class VisionTower(nn.Module):
                 self.layer = encoder.prune_intermediate_layers([layer])[0]
         else:
             self.layer = layer
+            self.interpolate = False  # set when the input size differs from the pretrained one
             blocks = getattr(getattr(encoder, "encoder", None), "layers", None)
             if isinstance(blocks, nn.ModuleList):  # CLIP / SigLIP: hidden_states[k] follows k blocks
                 keep = layer % (len(blocks) + 1)
@@ -88,10 +90,13 @@ class VisionTower(nn.Module):
             if self.use_cls:
                 tokens = torch.cat([out["image_intermediates_prefix"][0][:, :1], tokens], dim=1)
             return tokens
-        hidden = self.encoder(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+        hidden = self.encoder(
+            pixel_values=pixel_values, output_hidden_states=True, interpolate_pos_encoding=self.interpolate
+        ).hidden_states
         tokens = hidden[self.layer]  # hidden_states[0] is the embeddings: -2 = penultimate block
         config = self.encoder.config
-        extra = tokens.shape[1] - (config.image_size // config.patch_size) ** 2  # CLIP: 1, SigLIP: 0
+        patches = (pixel_values.shape[-1] // config.patch_size) ** 2
+        extra = tokens.shape[1] - patches  # CLIP: 1 (CLS), SigLIP: 0
         if extra and not self.use_cls:
             tokens = tokens[:, extra:]
         return tokens
@@ -140,6 +145,10 @@ def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None, s
             raise load_error("open_clip image encoder", name, err) from None
         pre = open_clip.get_model_preprocess_cfg(model)
         size = pre["size"] if isinstance(pre["size"], int) else pre["size"][0]
+        if image_size and image_size != size:
+            if not hasattr(model.visual, "set_input_size"):
+                raise ModelLoadError(f"{name}: this open_clip encoder cannot change its input size")
+            model.visual.set_input_size(image_size)  # resamples the position embeddings
         spec = ImageSpec(image_size or size, tuple(pre["mean"]), tuple(pre["std"]))
         tower = VisionTower(model.visual, "open_clip", layer, use_cls)
         del model  # the text tower is not needed
@@ -157,6 +166,7 @@ def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None, s
         mean, std = _hf_normalization(name)
         spec = ImageSpec(image_size or vision_config.image_size, mean, std)
         tower = VisionTower(vision_model, "hf", layer, use_cls)
+        tower.interpolate = spec.size != vision_config.image_size
     with torch.no_grad():
         width = tower(torch.zeros(1, 3, spec.size, spec.size)).shape[-1]
     return tower, spec, width, random

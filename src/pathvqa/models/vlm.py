@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, Mis
 
 from pathvqa.config import EvalConfig, ExperimentConfig, ModelConfig
 from pathvqa.data.prepare import Sample
-from pathvqa.models.base import Bundle, load_error, prompt_and_target
+from pathvqa.models.base import Bundle, load_error, prompt_and_target, token_loss
 from pathvqa.models.projector import build_projector
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
 from pathvqa.models.vision import build_vision
@@ -93,8 +93,10 @@ class VisionLanguageModel(nn.Module):
         return embeds, mask, labels
 
     def forward(self, input_ids, attention_mask, pixel_values, labels=None):
+        """→ (logits (B, T-1+N, V), labels spliced to the same length). One call through the module, so
+        DistributedDataParallel / FSDP wrappers see the whole forward."""
         embeds, mask, labels = self.splice(input_ids, attention_mask, pixel_values, labels)
-        return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        return self.language_model(inputs_embeds=embeds, attention_mask=mask).logits, labels
 
 
 def tiny_language_model(tokenizer, hidden: int, layers: int) -> MistralForCausalLM:
@@ -214,13 +216,14 @@ class VlmFamily:
             "labels": _pad(labels, -100, left=False),
         }
 
-    def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return bundle.model(
+    def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, labels = bundle.model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             pixel_values=batch["pixel_values"],
             labels=batch["labels"],
-        ).loss
+        )
+        return token_loss(logits, labels)
 
     @torch.no_grad()
     def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:

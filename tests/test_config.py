@@ -78,3 +78,15 @@ def test_train_cli_reports_config_errors_before_loading_anything(tmp_path):
     assert not (tmp_path / "run").exists()
     proc = run_cli("train", tmp_path / "missing.yaml", "--out", tmp_path / "run", check=False)
     assert proc.returncode == 2 and "file not found" in proc.stderr
+
+
+ACCELERATE = sorted((Path(__file__).parent.parent / "configs" / "accelerate").glob("*.yaml"))
+
+
+def test_accelerate_configs_load_with_accelerate():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    assert {p.stem for p in ACCELERATE} == {"ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp"}
+    kinds = {p.stem: load_config_from_file(str(p)) for p in ACCELERATE}
+    assert kinds["ddp"].distributed_type == "MULTI_GPU" and kinds["fsdp"].distributed_type == "FSDP"
+    assert [kinds[f"deepspeed_zero{z}"].deepspeed_config["zero_stage"] for z in (2, 3)] == [2, 3]

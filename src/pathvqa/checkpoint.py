@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from pathvqa.config import ExperimentConfig, load_config, save_config
@@ -47,22 +48,32 @@ def _full_weights(bundle, cfg: ExperimentConfig) -> bool:
     return bundle.random_base or cfg.model.tuning == "full"
 
 
-def save_weights(bundle, cfg: ExperimentConfig, folder: Path) -> None:
+def save_weights(bundle, cfg: ExperimentConfig, folder: Path, full_state: dict | None = None) -> None:
+    """``full_state``: the model's state dict gathered from sharded processes (DeepSpeed / FSDP)."""
     model = unwrap(bundle.model)
-    if _full_weights(bundle, cfg):
+    if _full_weights(bundle, cfg) and full_state is None:
         save_model(model, str(folder / WEIGHTS))  # handles tied (shared) tensors
         return
     # Trainable weights, plus base weights an earlier stage changed (they are not on the hub).
     modified = bundle.extras.get("modified", set())
-    state = {
-        n: p.detach().contiguous().cpu()
+    keep = {
+        n
         for n, p in model.named_parameters()
-        if p.requires_grad or plain_name(n) in modified
+        if p.requires_grad or plain_name(n) in modified or _full_weights(bundle, cfg)
     }
+    tensors = full_state if full_state is not None else dict(model.named_parameters())
+    state = {n: t.detach().contiguous().cpu().clone() for n, t in tensors.items() if n in keep}
     save_file(state, str(folder / WEIGHTS))
 
 
 def load_weights(bundle, cfg: ExperimentConfig, folder: Path) -> None:
+    try:
+        _load_weights(bundle, cfg, folder)
+    except (SafetensorError, OSError) as err:  # never anything but safetensors: no pickle, no code
+        raise PathVQAError(f"{folder / WEIGHTS} is not a readable safetensors file ({err})") from None
+
+
+def _load_weights(bundle, cfg: ExperimentConfig, folder: Path) -> None:
     model = unwrap(bundle.model)
     if _full_weights(bundle, cfg):
         missing, unexpected = load_model(model, str(folder / WEIGHTS), strict=False)
@@ -140,7 +151,11 @@ def _sha256(path: Path) -> str:
 
 
 def write_manifest(folder: Path) -> None:
-    files = {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = {
+        p.relative_to(folder).as_posix(): _sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
     (folder / "manifest.json").write_text(json.dumps(files, indent=1))
 
 
@@ -171,6 +186,7 @@ def save(
     scheduler,
     trainer_state: dict,
     rng_files: dict[int, tuple[dict, dict]],
+    full_state: dict | None = None,
 ) -> Path:
     """Write ``checkpoints/step-N`` atomically: everything goes to a temp folder, then one rename."""
     root = run_dir / "checkpoints"
@@ -180,7 +196,7 @@ def save(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_config(cfg, tmp / "config.yaml")
-    save_weights(bundle, cfg, tmp)
+    save_weights(bundle, cfg, tmp, full_state)
     bundle.tokenizer.save_pretrained(tmp / "tokenizer")
     if optimizer is not None:
         tensors, rest = _optimizer_split(optimizer.state_dict())

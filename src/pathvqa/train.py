@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -253,9 +253,16 @@ def _fit_stage(
             if accelerator.num_processes > 1
             else [(0, rng)]
         )
+        # DeepSpeed ZeRO / FSDP shard parameters across processes: gather a full state dict (every
+        # process takes part). Their optimizer state is sharded too and is not saved: a resume there
+        # restores weights, schedule, data position and RNG, and restarts the optimizer moments.
+        full_state = accelerator.get_state_dict(bundle.model) if sharded else None
         if main:
             state = {k: getattr(pos, k) for k in Position.__dataclass_fields__}
-            checkpoint.save(run_dir, pos.step, bundle, cfg, optimizer, scheduler, state, dict(gathered))
+            checkpoint.save(
+                run_dir, pos.step, bundle, cfg, None if sharded else optimizer, scheduler, state, dict(gathered),
+                full_state=full_state,
+            )  # fmt: skip
             if pos.best_step is not None:
                 (run_dir / "checkpoints" / "best.json").write_text(
                     json.dumps(
@@ -267,6 +274,12 @@ def _fit_stage(
             )
         accelerator.wait_for_everyone()
 
+    sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    if sharded and main:
+        log.warning(
+            "%s: checkpoints hold gathered weights but not the sharded optimizer state",
+            accelerator.distributed_type,
+        )
     eval_every = cfg.train.eval_every or steps_per_epoch
     save_every = cfg.train.save_every or eval_every
     while pos.step < total_steps:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pathvqa.config import ExperimentConfig, load_config
 from pathvqa.errors import PathVQAError
 from pathvqa.models.base import Bundle, Family
 from pathvqa.models.tuning import apply_tuning
+
+log = logging.getLogger(__name__)
 
 
 def get_family(name: str) -> Family:
@@ -36,6 +39,11 @@ def build(cfg: ExperimentConfig, init: Path | None = None) -> tuple[Family, Bund
     from pathvqa import checkpoint
 
     family = get_family(cfg.model.family)
+    if cfg.model.trust_remote_code:
+        log.warning(
+            "model.trust_remote_code is ON: loading %s may run Python code from its repository",
+            ", ".join(n for n in (cfg.model.name, cfg.model.vision, cfg.model.language) if n),
+        )
     bundle = family.build(cfg)
     if init is not None:
         init_cfg = load_config(init / "config.yaml")

@@ -182,3 +182,32 @@ def test_to_rgb_scales_16_bit():
     assert images.to_rgb(image).getpixel((0, 0)) == (255, 255, 255)
     rgba = Image.new("RGBA", (2, 2), (0, 0, 0, 0))  # fully transparent → white background
     assert images.to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("writer", [write_hub_layout, write_save_to_disk, write_jsonl_images])
+def test_lazy_images_hold_references_not_bytes(tmp_path, writer):
+    writer(tmp_path / "ds", messy_rows())
+    eager = load_split(str(tmp_path / "ds"), "train", progress=False)
+    lazy = load_split(str(tmp_path / "ds"), "train", progress=False, lazy_images=True)
+    assert lazy.stats() == eager.stats()
+    assert all(not isinstance(s.image_source, bytes) for s in lazy.samples)
+    assert [s.image for s in lazy.samples] == [s.image for s in eager.samples]
+
+
+def test_training_and_evaluation_read_images_lazily(tmp_path, synth_dir):
+    from pathvqa.config import load_config
+    from pathvqa.evaluate import run
+    from pathvqa.train import fit
+
+    sets = [
+        f"data.dataset={synth_dir}",
+        "data.lazy_images=true",
+        "data.cache_images=false",
+        "train.max_steps=2",
+        "model.hidden_size=32",
+        "model.num_layers=1",
+        "model.image_size=32",
+        "train.threads=2",
+    ]
+    fit(load_config("configs/blip_tiny.yaml", sets), tmp_path / "run", progress=False)
+    assert run(out=tmp_path / "eval", checkpoint_dir=str(tmp_path / "run"), progress=False)["n"] == 80

@@ -35,6 +35,9 @@ class DataConfig(_Section):
     max_pixels: int = Field(default=40_000_000, gt=0)
     cache_images: bool = True
     """Keep resized images in memory after the first epoch (small sets, tiny models)."""
+    lazy_images: bool = False
+    """Read encoded images from the (memory-mapped) dataset files at batch time instead of holding
+    them in RAM: for datasets larger than memory (with ``cache_images: false``)."""
 
 
 class LoraSettings(_Section):

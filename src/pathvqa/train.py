@@ -103,6 +103,7 @@ def load_cfg_split(cfg: ExperimentConfig, split: str, samples: int | None, progr
         samples=samples,
         seed=cfg.data.seed,
         progress=progress,
+        lazy_images=cfg.data.lazy_images,
     )
 
 

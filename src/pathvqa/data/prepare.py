@@ -35,8 +35,8 @@ def answer_type(clean: str) -> str:
 @dataclass
 class Sample:
     id: str
-    image: bytes
-    """Encoded image (decoded lazily by the model's data pipeline)."""
+    image_source: bytes | ImageRef
+    """Encoded image bytes, or where to read them at batch time (``data.lazy_images``)."""
     image_key: str
     """sha1 of the image bytes: groups questions of one image."""
     question: str
@@ -46,6 +46,27 @@ class Sample:
     """Cleaned answer the model is trained to produce."""
     type: str
     caption: str | None = None
+
+    @property
+    def image(self) -> bytes:
+        """Encoded image (decoded lazily by the model's data pipeline)."""
+        source = self.image_source
+        return source if isinstance(source, bytes) else source.load()
+
+
+@dataclass(frozen=True, eq=False)
+class ImageRef:
+    """Row ``index`` of a split's table: for parquet / Arrow sources a memory-mapped read, so a split
+    larger than RAM is never held in it."""
+
+    table: RowTable
+    index: int
+
+    def load(self) -> bytes:
+        data = self.table.image_bytes(self.table.row(self.index).get("image"))
+        if not data:
+            raise BadImage("missing_image")
+        return data
 
 
 @dataclass
@@ -105,8 +126,12 @@ def load_split(
     samples: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    lazy_images: bool = False,
 ) -> SplitData:
-    """Load, validate and clean one split; with ``samples``, a seeded sample of that many valid rows."""
+    """Load, validate and clean one split; with ``samples``, a seeded sample of that many valid rows.
+
+    Every image is decoded once here (bad ones are skipped and counted); ``lazy_images`` keeps only a
+    reference to each row, not its bytes."""
     table = open_split(source, split)
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
@@ -138,7 +163,16 @@ def load_split(
         target = clean_answer(answer)
         caption = row.get("caption") if has_caption else None
         kept.append(
-            Sample(f"{split}-{index:06d}", data, key, question, answer, target, answer_type(target), caption)
+            Sample(
+                f"{split}-{index:06d}",
+                ImageRef(table, index) if lazy_images else data,
+                key,
+                question,
+                answer,
+                target,
+                answer_type(target),
+                caption,
+            )
         )
     kept.sort(key=lambda s: s.id)
     return SplitData(split, kept, len(table), skipped)

@@ -72,7 +72,10 @@ class RowTable:
 
 def _parquet_table(files: list[Path], description: str, root: Path) -> RowTable:
     try:
-        table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+        # memory-mapped: rows are read from the page cache when asked for (data.lazy_images)
+        table = pa.concat_tables(
+            [pq.read_table(f, memory_map=True) for f in files], promote_options="default"
+        )
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"cannot read parquet in {description}: {err}") from None
     return RowTable(table, None, root, description)

@@ -34,6 +34,17 @@ def samples(synth_dir):
     return load_split(str(synth_dir), "train", progress=False).samples
 
 
+def tiny_clip_config(layers: int) -> CLIPVisionConfig:
+    return CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+
+
 def pixels(bundle, chosen):
     return bundle.image_spec.normalize(ImagePipeline(bundle.image_spec).batch(chosen))
 
@@ -62,14 +73,7 @@ def test_open_clip_tower_is_a_timm_vit_without_weights():
 
 
 def test_hf_vision_tower_loads_a_folder_and_takes_the_chosen_layer(tmp_path):
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
+    config = tiny_clip_config(layers=3)
     torch.manual_seed(0)
     reference = CLIPVisionModel(config).eval()
     reference.save_pretrained(tmp_path / "clip")
@@ -194,14 +198,7 @@ def hub_like_parts(tmp_path_factory):
     """A CLIP vision folder and a causal-LM folder (tokenizer with chat template), as downloaded ids."""
     root = tmp_path_factory.mktemp("parts")
     torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
+    config = tiny_clip_config(layers=2)
     CLIPVisionModel(config).save_pretrained(root / "vision")
     tokenizer = tiny_chat_tokenizer()
     tiny_language_model(tokenizer, 32, 1).save_pretrained(root / "language")

@@ -50,6 +50,18 @@ class Family(Protocol):
     def export(self, bundle: Bundle, out: str, merge: bool) -> None: ...
 
 
+def unwrap_to(model: torch.nn.Module, kind: type) -> Any:
+    """The ``kind`` module under peft (``get_base_model``) and accelerate / DDP (``module``) wrappers."""
+    while not isinstance(model, kind):
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif hasattr(model, "module"):
+            model = model.module
+        else:
+            raise TypeError(f"not a {kind.__name__}: {type(model).__name__}")
+    return model
+
+
 def token_loss(
     logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ from transformers import BlipConfig, BlipForQuestionAnswering, BlipProcessor
 from pathvqa.config import EvalConfig, ExperimentConfig
 from pathvqa.data.images import ImageSpec
 from pathvqa.data.prepare import Sample
-from pathvqa.models.base import CLIP_MEAN, CLIP_STD, Bundle, load_error, prompt_and_target
+from pathvqa.models.base import CLIP_MEAN, CLIP_STD, Bundle, load_error, prompt_and_target, unwrap_to
 from pathvqa.models.tokenizers import tiny_bert_tokenizer
 from pathvqa.models.tuning import base_state_dict
 
@@ -145,12 +145,4 @@ class BlipFamily:
 
 
 def _unwrap(model: torch.nn.Module) -> BlipForQuestionAnswering:
-    """The BlipForQuestionAnswering under peft / accelerate wrappers."""
-    while not isinstance(model, BlipForQuestionAnswering):
-        if hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        elif hasattr(model, "module"):
-            model = model.module
-        else:
-            raise TypeError(f"not a BLIP model: {type(model).__name__}")
-    return model
+    return unwrap_to(model, BlipForQuestionAnswering)

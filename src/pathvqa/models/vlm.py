@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, Mis
 
 from pathvqa.config import EvalConfig, ExperimentConfig, ModelConfig
 from pathvqa.data.prepare import Sample
-from pathvqa.models.base import Bundle, load_error, prompt_and_target, token_loss
+from pathvqa.models.base import Bundle, load_error, prompt_and_target, token_loss, unwrap_to
 from pathvqa.models.projector import build_projector
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
 from pathvqa.models.vision import build_vision
@@ -268,12 +268,4 @@ class VlmFamily:
 
 
 def unwrap(model: nn.Module) -> VisionLanguageModel:
-    """The VisionLanguageModel under peft / accelerate wrappers."""
-    while not isinstance(model, VisionLanguageModel):
-        if hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        elif hasattr(model, "module"):
-            model = model.module
-        else:
-            raise TypeError(f"not a VisionLanguageModel: {type(model).__name__}")
-    return model
+    return unwrap_to(model, VisionLanguageModel)

@@ -130,8 +130,9 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
         if done.is_file():  # finished before an interruption
             result = json.loads(done.read_text())
         else:
+            started = resume and bool(checkpoint.checkpoints(stage_dir))  # else it starts from `init`
             result = _fit_stage(
-                cfg.stage_config(stage), stage_dir, resume, progress, init, f"{cfg.name}/{stage.name}"
+                cfg.stage_config(stage), stage_dir, started, progress, init, f"{cfg.name}/{stage.name}"
             )
         init = checkpoint.latest_valid(stage_dir)  # the stage's last checkpoint
         results.append({"stage": stage.name, **result})

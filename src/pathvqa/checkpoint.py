@@ -51,16 +51,13 @@ def _full_weights(bundle, cfg: ExperimentConfig) -> bool:
 def save_weights(bundle, cfg: ExperimentConfig, folder: Path, full_state: dict | None = None) -> None:
     """``full_state``: the model's state dict gathered from sharded processes (DeepSpeed / FSDP)."""
     model = unwrap(bundle.model)
-    if _full_weights(bundle, cfg) and full_state is None:
+    full = _full_weights(bundle, cfg)
+    if full and full_state is None:
         save_model(model, str(folder / WEIGHTS))  # handles tied (shared) tensors
         return
     # Trainable weights, plus base weights an earlier stage changed (they are not on the hub).
     modified = bundle.extras.get("modified", set())
-    keep = {
-        n
-        for n, p in model.named_parameters()
-        if p.requires_grad or plain_name(n) in modified or _full_weights(bundle, cfg)
-    }
+    keep = {n for n, p in model.named_parameters() if full or p.requires_grad or plain_name(n) in modified}
     tensors = full_state if full_state is not None else dict(model.named_parameters())
     state = {n: t.detach().contiguous().cpu().clone() for n, t in tensors.items() if n in keep}
     save_file(state, str(folder / WEIGHTS))

@@ -1,10 +1,10 @@
 """One training loop for every model family (Hugging Face accelerate).
 
 Single process or ``accelerate launch`` alike: ``train.batch_size`` is the global micro-batch,
-split across processes (``split_batches``), so one process and N processes see the same batches
-and reach the same weights. Data order is a seeded permutation per epoch and augmentations draw
-from a generator seeded by (seed, step, rank), so ``--resume`` continues exactly where a
-checkpoint left off.
+split across processes (``split_batches``), and the loss is the mean over the target tokens of all
+processes, so one process and N processes take the same steps. Data order is a seeded permutation
+per epoch and each sample's augmentation is seeded by (seed, epoch, sample index), so ``--resume``
+continues exactly where a checkpoint left off.
 """
 
 from __future__ import annotations
@@ -118,9 +118,7 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
     if not cfg.stages:
         return _fit_stage(cfg, run_dir, resume, progress)
     if not resume and any(checkpoint.checkpoints(run_dir / s.name) for s in cfg.stages):
-        raise PathVQAError(
-            f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --out"
-        )
+        raise _run_exists(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     init, results = None, []
@@ -142,6 +140,10 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
     return summary
 
 
+def _run_exists(run_dir: Path) -> PathVQAError:
+    return PathVQAError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --out")
+
+
 def _fit_stage(
     cfg: ExperimentConfig,
     run_dir: Path,
@@ -160,9 +162,7 @@ def _fit_stage(
     if resume and start is None and main:
         log.warning("--resume: no valid checkpoint in %s, starting from scratch", run_dir)
     if not resume and checkpoint.checkpoints(run_dir):
-        raise PathVQAError(
-            f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --out"
-        )
+        raise _run_exists(run_dir)
     set_seed(cfg.train.seed)
 
     train_data = load_cfg_split(cfg, cfg.data.train_split, cfg.data.train_samples, progress and main)
@@ -223,8 +223,7 @@ def _fit_stage(
             log_file.write(json.dumps(row) + "\n")
             log_file.flush()
 
-    def validate_and_save(final: bool) -> None:
-        nonlocal pos
+    def validate_and_save() -> None:
         record = {"step": pos.step, "epoch": pos.epoch, "time_s": round(time.perf_counter() - started, 2)}
         if val_samples:
             rows = predict(
@@ -246,9 +245,9 @@ def _fit_stage(
                 {f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=pos.step
             )
         write_log(record)
-        save(final)
+        save()
 
-    def save(final: bool) -> None:
+    def save() -> None:
         rng = checkpoint.rng_state()
         gathered = (
             accelerator.gather_for_metrics([(accelerator.process_index, rng)], use_gather_object=True)
@@ -350,15 +349,15 @@ def _fit_stage(
             if pos.step == total_steps:
                 break
             if pos.step % eval_every == 0:
-                validate_and_save(final=False)
+                validate_and_save()
             elif pos.step % save_every == 0:
-                save(final=False)
+                save()
         else:
             pos.epoch += 1
             pos.batch_in_epoch = 0
             continue
         break
-    validate_and_save(final=True)
+    validate_and_save()
     bar.close()
     for tracker in accelerator.trackers:  # not end_training(): it ends the process group, and a next
         tracker.finish()  # stage (or the evaluation after a demo fine-tune) still needs it

@@ -112,6 +112,7 @@ def _open_clip_name(name: str) -> str | None:
 
 def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None, seed: int):
     """(VisionTower, ImageSpec, output width, random weights?) for a vision name."""
+    torch.manual_seed(seed)  # random (tiny) weights: the same seed builds the same encoder
     if name == "tiny-openclip":
         _register_tiny_timm_vit()
         name, random = f"local-dir:{TINY_OPEN_CLIP}", True
@@ -127,7 +128,6 @@ def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None, s
             image_size=size,
             patch_size=8,
         )
-        torch.manual_seed(seed)
         tower = VisionTower(CLIPVisionModel(config), "hf", layer, use_cls)
         return tower, ImageSpec(size, CLIP_MEAN, CLIP_STD), 64, True
     else:
@@ -137,7 +137,6 @@ def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None, s
     if clip_name is not None:
         import open_clip
 
-        torch.manual_seed(seed)
         try:
             with _quiet("root"):  # open_clip warns that a tiny local config has no weights
                 model = open_clip.create_model(clip_name, pretrained=None)
@@ -153,16 +152,15 @@ def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None, s
         tower = VisionTower(model.visual, "open_clip", layer, use_cls)
         del model  # the text tower is not needed
     else:
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
 
         try:
-            config = AutoConfig.from_pretrained(name)
             model = AutoModel.from_pretrained(name)
         except (OSError, ValueError) as err:
             raise load_error("vision model", name, err) from None
         vision_model = getattr(model, "vision_model", model)  # CLIPModel / SiglipModel → vision half
+        vision_config = getattr(model.config, "vision_config", model.config)
         del model
-        vision_config = getattr(config, "vision_config", config)
         mean, std = _hf_normalization(name)
         spec = ImageSpec(image_size or vision_config.image_size, mean, std)
         tower = VisionTower(vision_model, "hf", layer, use_cls)

@@ -72,24 +72,19 @@ class VisionLanguageModel(nn.Module):
         if not bool((is_image.sum(dim=1) == 1).all()):
             raise ValueError("every prompt must hold exactly one image placeholder")
         text = embed(input_ids.masked_fill(is_image, 0))  # (B, T, D)
-        images = images.to(text.dtype)
         where = is_image.int().argmax(dim=1).tolist()
-        n = images.shape[1]
-        ones = attention_mask.new_ones(n)
-        ignore = torch.full((n,), -100, dtype=torch.long, device=input_ids.device)
-        embeds = torch.stack(
-            [torch.cat([text[b, :p], images[b], text[b, p + 1 :]]) for b, p in enumerate(where)]
-        )
-        mask = torch.stack(
-            [
-                torch.cat([attention_mask[b, :p], ones, attention_mask[b, p + 1 :]])
-                for b, p in enumerate(where)
-            ]
-        )
-        if labels is not None:
-            labels = torch.stack(
-                [torch.cat([labels[b, :p], ignore, labels[b, p + 1 :]]) for b, p in enumerate(where)]
+
+        def around(rows: torch.Tensor, middle: torch.Tensor) -> torch.Tensor:
+            """(B, T, …) with row b's placeholder position replaced by middle[b] (N, …)."""
+            return torch.stack(
+                [torch.cat([rows[b, :p], middle[b], rows[b, p + 1 :]]) for b, p in enumerate(where)]
             )
+
+        shape = images.shape[:2]  # (B, N)
+        embeds = around(text, images.to(text.dtype))
+        mask = around(attention_mask, attention_mask.new_ones(shape))
+        if labels is not None:
+            labels = around(labels, labels.new_full(shape, -100))
         return embeds, mask, labels
 
     def forward(self, input_ids, attention_mask, pixel_values, labels=None):
@@ -148,18 +143,32 @@ def _load_language_model(m: ModelConfig):
     return tokenizer, model
 
 
-def prompt_ids(tokenizer, question: str) -> list[int]:
-    """Chat-template prompt ids with IMAGE_TOKEN_INDEX where ``<image>`` is, ready for the answer."""
-    content = f"{IMAGE_PLACEHOLDER}\n{question}"
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-        )
-    else:  # a base LM without a chat template
-        text = f"{tokenizer.bos_token or ''}USER: {content}\nASSISTANT:"
-    before, after = text.split(IMAGE_PLACEHOLDER, 1)
-    encode = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    return [*encode(before), IMAGE_TOKEN_INDEX, *encode(after)[:MAX_TEXT_TOKENS]]
+class ChatPrompt:
+    """The LM's chat template rendered once around a question slot: per question, only the text after
+    the image is tokenized (no template rendering on the training hot path)."""
+
+    SLOT = "\x00question\x00"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        content = f"{IMAGE_PLACEHOLDER}\n{self.SLOT}"
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            )
+        else:  # a base LM without a chat template
+            text = f"{tokenizer.bos_token or ''}USER: {content}\nASSISTANT:"
+        before, after = text.split(IMAGE_PLACEHOLDER, 1)
+        self.before = self._encode(before)
+        self.middle, self.tail = after.split(self.SLOT, 1)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def ids(self, question: str) -> list[int]:
+        """Prompt ids with IMAGE_TOKEN_INDEX where ``<image>`` is, ready for the answer."""
+        after = self._encode(f"{self.middle}{question}{self.tail}")[:MAX_TEXT_TOKENS]
+        return [*self.before, IMAGE_TOKEN_INDEX, *after]
 
 
 def _pad(rows: list[list[int]], value: int, left: bool) -> torch.Tensor:
@@ -187,7 +196,8 @@ class VlmFamily:
         projector = build_projector(m.projector, vision_width, text_width)
         model = VisionLanguageModel(vision, projector, language_model)
         random_base = random_vision or m.language in TINY_LANGUAGE
-        return Bundle(model, tokenizer, spec, random_base, extras={"model_config": m.model_dump()})
+        extras = {"model_config": m.model_dump(), "prompt": ChatPrompt(tokenizer)}
+        return Bundle(model, tokenizer, spec, random_base, extras=extras)
 
     def pinned_modules(self, m: ModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(always trainable, never trainable) module prefixes: the projector, a frozen encoder."""
@@ -198,11 +208,11 @@ class VlmFamily:
     def collate(
         self, bundle: Bundle, samples: list[Sample], task: str, train: bool
     ) -> dict[str, torch.Tensor]:
-        tok = bundle.tokenizer
+        tok, prompt = bundle.tokenizer, bundle.extras["prompt"]
         prompts, targets = [], []
         for sample in samples:
             question, target = prompt_and_target(sample, task)
-            prompts.append(prompt_ids(tok, question))
+            prompts.append(prompt.ids(question))
             targets.append(tok(target, add_special_tokens=False)["input_ids"][:MAX_TEXT_TOKENS])
         if not train:  # left padding: every row's answer starts right after its prompt
             ids = _pad(prompts, tok.pad_token_id, left=True)
@@ -249,10 +259,10 @@ class VlmFamily:
         model = bundle.model
         if hasattr(model, "merge_and_unload") and merge:
             model = model.merge_and_unload()
+        plain = unwrap(model)
         if hasattr(model, "peft_config"):
             model.save_pretrained(out_dir / "adapter")
-        plain = unwrap(model)
-        if not hasattr(model, "peft_config"):
+        else:
             plain.language_model.save_pretrained(out_dir / "language_model")
         save_file(
             {k: v.contiguous() for k, v in plain.projector.state_dict().items()},

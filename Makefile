@@ -7,7 +7,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup test lint format demo clean
+.PHONY: setup test lint format demo clean gpu-check gpu-wheels
 
 setup: $(STAMP)
 
@@ -27,10 +27,23 @@ format: setup
 	$(BIN)/ruff format src tests benchmarks
 
 test: setup lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/pathvqa demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+
+# GPU machine (not part of `make test`): its own torch, plus the wheels it lacks from .whl/.
+gpu-check:
+	bash scripts/gpu_check.sh
+
+# Wheels the GPU machine lacks (Python 3.12, x86-64), fetched here into the ignored .whl/ (about 60 MB).
+GPU_WHEELS := bitsandbytes==0.50.2 transformers==5.24.0 pydantic==2.14.4 pydantic_core==2.50.5 \
+	annotated-types==0.8.0 typing-inspection==0.4.5
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl $(GPU_WHEELS)
+	du -sh .whl

@@ -55,3 +55,11 @@ def write_jsonl(folder: Path, split: str, rows: list[dict]) -> Path:
     path = folder / f"{split}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def model_inputs(family, bundle, samples, train: bool, task: str = "vqa") -> dict:
+    """The family's model inputs for ``samples`` with their images (no augmentation), as the loop gets them."""
+    from pathvqa.data.batches import ImagePipeline
+
+    images = ImagePipeline(bundle.image_size).batch(samples)
+    return family.inputs(bundle, samples, images, task, train).tensors

@@ -5,12 +5,12 @@ import torch
 
 from pathvqa import checkpoint
 from pathvqa.config import load_config
-from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import load_split
 from pathvqa.evaluate import predict
+from pathvqa.inference import load_trained
 from pathvqa.models.registry import build
 from pathvqa.train import fit
-from tests.conftest import run_cli
+from tests.conftest import model_inputs, run_cli
 
 TINY = ["model.hidden_size=32", "model.num_layers=1", "model.image_size=32", "train.threads=2"]
 
@@ -30,7 +30,7 @@ def test_collate_builds_decoder_inputs_and_masked_labels(synth_dir, samples):
     chosen = [s for s in samples if len(s.target.split()) > 1][:3] + [
         s for s in samples if s.target == "yes"
     ][:2]
-    batch = family.collate(bundle, chosen, "vqa", train=True)
+    batch = model_inputs(family, bundle, chosen, train=True)
     assert "token_type_ids" not in batch
     bos = bundle.model.config.text_config.bos_token_id
     assert (batch["decoder_input_ids"][:, 0] == bos).all()
@@ -46,10 +46,7 @@ def test_loss_is_finite_and_deterministic(synth_dir, samples):
     losses = []
     for _ in range(2):
         family, bundle = build(cfg)
-        batch = family.collate(bundle, samples[:4], "vqa", train=True)
-        batch["pixel_values"] = bundle.image_spec.normalize(
-            ImagePipeline(bundle.image_spec).batch(samples[:4])
-        )
+        batch = model_inputs(family, bundle, samples[:4], train=True)
         total, tokens = family.loss(bundle, batch)
         losses.append((total / tokens).item())
     assert torch.isfinite(torch.tensor(losses)).all() and losses[0] == losses[1]
@@ -62,8 +59,7 @@ def test_lora_trains_only_adapters_and_saved_modules(synth_dir, samples):
     names = [n for n, p in bundle.model.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n or "modules_to_save" in n for n in names)
     assert any("vision_model" in n for n in names) and any("text_decoder" in n for n in names)
-    batch = family.collate(bundle, samples[:4], "vqa", train=True)
-    batch["pixel_values"] = bundle.image_spec.normalize(ImagePipeline(bundle.image_spec).batch(samples[:4]))
+    batch = model_inputs(family, bundle, samples[:4], train=True)
     family.loss(bundle, batch)[0].backward()
     grads = [n for n, p in bundle.model.named_parameters() if p.grad is not None]
     assert set(grads) <= set(names) and grads
@@ -95,10 +91,10 @@ def test_train_checkpoint_reload_gives_same_predictions(tmp_path, synth_dir, tun
         "trainer_state.json",
     }
     assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))
-    cfg2, family, bundle, _ = checkpoint.load_for_inference(folder)
+    cfg2, family, bundle, _ = load_trained(folder)
     test = load_split(str(synth_dir), "test", progress=False).samples[:20]
     first = predict(family, bundle, test, cfg2, progress=False)
-    _, family, again, _ = checkpoint.load_for_inference(folder)
+    _, family, again, _ = load_trained(folder)
     assert predict(family, again, test, cfg2, progress=False) == first
     lines = (tmp_path / "run" / "logs" / "train.jsonl").read_text().splitlines()
     assert any('"val_exact_match"' in line for line in lines) and any(

@@ -90,3 +90,36 @@ def test_accelerate_configs_load_with_accelerate():
     kinds = {p.stem: load_config_from_file(str(p)) for p in ACCELERATE}
     assert kinds["ddp"].distributed_type == "MULTI_GPU" and kinds["fsdp"].distributed_type == "FSDP"
     assert [kinds[f"deepspeed_zero{z}"].deepspeed_config["zero_stage"] for z in (2, 3)] == [2, 3]
+
+
+def test_best_metric_must_name_a_metric():
+    with pytest.raises(ConfigError, match=r"train\.best_metric: not a metric"):
+        load_config("configs/blip_tiny.yaml", ["train.best_metric=accuracy"])
+    assert load_config("configs/blip_tiny.yaml", ["train.best_metric=meteor"]).train.best_metric == "meteor"
+
+
+def test_a_key_another_family_reads_is_an_error_not_silence():
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/blip_tiny.yaml", ["model.quantization=4bit", "model.vision=tiny-clip"])
+    assert err.value.problems == [
+        "model.quantization: not a setting of model.family 'blip' (got '4bit')",
+        "model.vision: not a setting of model.family 'blip' (got 'tiny-clip')",
+    ]
+    with pytest.raises(ConfigError, match=r"model\.family: 'llava' is not a model family"):
+        load_config(None, ["model.family=llava"])
+
+
+def test_configs_ship_with_the_package_and_load_from_any_directory(tmp_path, synth_dir):
+    import subprocess
+    import sys
+
+    from pathvqa.config import PACKAGED
+
+    assert {p.name for p in PACKAGED.glob("*.yaml")} == {p.name for p in CONFIGS}
+    args = ["train", "configs/blip_tiny.yaml", "--out", "run", "--set", f"data.dataset={synth_dir}"]
+    args += ["--set", "train.max_steps=1", "--set", "data.eval_samples=4", "--set", "model.image_size=32"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pathvqa", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "step-1").is_dir()

@@ -11,16 +11,17 @@ from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
 
 from pathvqa import checkpoint
 from pathvqa.config import EvalConfig, load_config
-from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import load_split
 from pathvqa.evaluate import predict
+from pathvqa.inference import load_trained, start_from
+from pathvqa.models import tiny
 from pathvqa.models.projector import build_projector
 from pathvqa.models.registry import build
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
 from pathvqa.models.vision import build_vision
-from pathvqa.models.vlm import IMAGE_TOKEN_INDEX, tiny_language_model, unwrap
+from pathvqa.models.vlm import IMAGE_TOKEN_INDEX, unwrap
 from pathvqa.train import fit
-from tests.conftest import run_cli
+from tests.conftest import model_inputs, run_cli
 
 TINY = ["model.hidden_size=32", "model.num_layers=1", "train.threads=2", "eval.max_new_tokens=4"]
 
@@ -45,10 +46,6 @@ def tiny_clip_config(layers: int) -> CLIPVisionConfig:
     )
 
 
-def pixels(bundle, chosen):
-    return bundle.image_spec.normalize(ImagePipeline(bundle.image_spec).batch(chosen))
-
-
 @pytest.mark.parametrize(("kind", "layers"), [("linear", 1), ("mlp2x_gelu", 2), ("mlp3x_gelu", 3)])
 def test_projector_from_string(kind, layers):
     projector = build_projector(kind, 48, 32)
@@ -59,16 +56,16 @@ def test_projector_from_string(kind, layers):
 
 
 def test_open_clip_tower_is_a_timm_vit_without_weights():
-    tower, spec, width, random = build_vision("tiny-openclip", -2, False, None, seed=0)
-    assert type(tower.encoder).__name__ == "TimmModel" and random and width == 64
+    tower, spec, width = tiny.vision("tiny-openclip", -2, False, None, seed=0)
+    assert type(tower.encoder).__name__ == "TimmModel" and width == 64
     assert len(tower.encoder.trunk.blocks) == 2  # 3 blocks, pruned after the penultimate
     x = torch.randn(2, 3, spec.size, spec.size)
     tokens = tower(x)
     assert tokens.shape == (2, (64 // 8) ** 2, 64)
-    with_cls, *_ = build_vision("tiny-openclip", -2, True, None, seed=0)
+    with_cls, *_ = tiny.vision("tiny-openclip", -2, True, None, seed=0)
     both = with_cls(x)
     assert both.shape == (2, 65, 64) and torch.allclose(both[:, 1:], tokens)
-    last, *_ = build_vision("tiny-openclip", -1, False, None, seed=0)
+    last, *_ = tiny.vision("tiny-openclip", -1, False, None, seed=0)
     assert not torch.allclose(last(x), tokens)
 
 
@@ -77,8 +74,8 @@ def test_hf_vision_tower_loads_a_folder_and_takes_the_chosen_layer(tmp_path):
     torch.manual_seed(0)
     reference = CLIPVisionModel(config).eval()
     reference.save_pretrained(tmp_path / "clip")
-    tower, spec, width, random = build_vision(str(tmp_path / "clip"), -2, False, None, seed=0)
-    assert not random and width == 32 and spec.size == 32
+    tower, spec, width = build_vision(str(tmp_path / "clip"), -2, False, None)
+    assert width == 32 and spec.size == 32
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = reference(pixel_values=x, output_hidden_states=True).hidden_states[-2][:, 1:]  # no CLS
@@ -90,20 +87,19 @@ def test_splice_puts_image_tokens_at_the_placeholder_and_masks_labels(synth_dir,
     family, bundle = build(vlm_cfg(synth_dir))
     model = unwrap(bundle.model).eval()
     chosen = [s for s in samples if s.type == "open"][:2] + [s for s in samples if s.type == "closed"][:2]
-    batch = family.collate(bundle, chosen, "vqa", train=True)
-    ids, labels = batch["input_ids"], batch["labels"]
+    batch = model_inputs(family, bundle, chosen, train=True)
+    ids, labels, px = batch["input_ids"], batch["labels"], batch["pixel_values"]
     assert ((ids == IMAGE_TOKEN_INDEX).sum(dim=1) == 1).all()
     assert (batch["attention_mask"] == 0).any(), "questions of different lengths must exercise padding"
     tok = bundle.tokenizer
     for row, sample in zip(labels, chosen, strict=True):  # labels: the answer and EOS, nothing else
         kept = row[row != -100].tolist()
         assert kept[-1] == tok.eos_token_id and tok.decode(kept[:-1]) == sample.target
-    px = pixels(bundle, chosen)
     with torch.no_grad():
         embeds, mask, spliced = model.splice(ids, batch["attention_mask"], px, labels)
         images = model.image_tokens(px)  # (B, N, D)
         text = model.language_model.get_input_embeddings()(ids.clamp(min=0))
-        total, tokens = family.loss(bundle, {**batch, "pixel_values": px})
+        total, tokens = family.loss(bundle, batch)
         hf = model.language_model(inputs_embeds=embeds, attention_mask=mask, labels=spliced).loss
     assert abs((total / tokens).item() - hf.item()) < 1e-5  # the summed loss / tokens = transformers' mean
     assert tokens == (labels != -100).sum()  # answer tokens + EOS per row
@@ -121,13 +117,11 @@ def test_generation_does_not_depend_on_batch_padding(synth_dir, samples):
     family, bundle = build(vlm_cfg(synth_dir, "eval.max_new_tokens=6"))
     bundle.model.eval()
     chosen = sorted(samples[:6], key=lambda s: len(s.question))
-    batch = family.collate(bundle, chosen, "vqa", train=False)
-    batch["pixel_values"] = pixels(bundle, chosen)
+    batch = model_inputs(family, bundle, chosen, train=False)
     together = family.generate(bundle, batch, EvalConfig(max_new_tokens=6))
     alone = []
     for s in chosen:
-        one = family.collate(bundle, [s], "vqa", train=False)
-        one["pixel_values"] = pixels(bundle, [s])
+        one = model_inputs(family, bundle, [s], train=False)
         alone += family.generate(bundle, one, EvalConfig(max_new_tokens=6))
     assert together == alone and all(together)
 
@@ -166,7 +160,7 @@ def test_two_stages_align_then_instruct_and_reload(tmp_path, synth_dir):
     assert changed and all(k.startswith("projector.") for k in changed), "stage 1 trains the projector only"
 
     instruct_cfg = cfg.stage_config(cfg.stages[1])
-    _, started = build(instruct_cfg, init=align)
+    _, started = start_from(instruct_cfg, align)
     started_state = unwrap(started.model).state_dict()
     assert all(torch.equal(started_state[k], aligned[k]) for k in aligned), "stage 2 starts from stage 1"
 
@@ -201,7 +195,7 @@ def hub_like_parts(tmp_path_factory):
     config = tiny_clip_config(layers=2)
     CLIPVisionModel(config).save_pretrained(root / "vision")
     tokenizer = tiny_chat_tokenizer()
-    tiny_language_model(tokenizer, 32, 1).save_pretrained(root / "language")
+    tiny.language_model(tokenizer, 32, 1).save_pretrained(root / "language")
     tokenizer.save_pretrained(root / "language")
     return root
 
@@ -233,7 +227,7 @@ def test_lora_checkpoints_hold_projector_and_adapters_and_reload(
     saved = yaml.safe_load((folder / "config.yaml").read_text())["model"]
     assert saved["vision"] == str(hub_like_parts / "vision") and saved["language"].endswith("language")
 
-    cfg, family, bundle, _ = checkpoint.load_for_inference(tmp_path / "run")
+    cfg, family, bundle, _ = load_trained(tmp_path / "run")
     hub_state = load_file(str(hub_like_parts / "language" / "model.safetensors"))
     q_proj = "model.layers.0.self_attn.q_proj.weight"
     loaded = dict(bundle.model.named_parameters())[
@@ -254,3 +248,27 @@ def test_real_vlm_ids_fail_offline_with_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "microsoft/BiomedCLIP" in lines[0] and "local" in lines[0], proc.stderr
+
+
+def test_a_tiny_encoder_with_a_real_language_model_stores_the_encoder_only(
+    tmp_path, synth_dir, hub_like_parts
+):
+    """'Random base' is per part: the tiny encoder's weights exist nowhere else, the LM's are on the hub."""
+    path = write_staged_config(
+        tmp_path,
+        synth_dir,
+        vision="tiny-openclip",
+        language=str(hub_like_parts / "language"),
+        instruct_tuning="lora",
+    )
+    fit(load_config(path), tmp_path / "run", progress=False)
+    folder = checkpoint.latest_valid(tmp_path / "run" / "instruct")
+    stored = load_file(str(folder / "weights.safetensors"))
+    encoder = [k for k in stored if ".vision." in f".{k}"]
+    assert encoder and any("lora_B" in k for k in stored) and any("projector." in k for k in stored)
+    frozen_lm = [k for k in stored if "language_model" in k and "lora_" not in k]
+    assert not frozen_lm, f"hub weights stored: {frozen_lm[:3]}"
+    cfg, family, bundle, _ = load_trained(tmp_path / "run")
+    test = load_split(str(synth_dir), "test", progress=False).samples[:24]
+    first = predict(family, bundle, test, cfg, progress=False)
+    assert first == predict(*load_trained(tmp_path / "run")[1:3], test, cfg, progress=False)

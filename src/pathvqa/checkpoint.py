@@ -3,8 +3,8 @@
 ``RUN_DIR/checkpoints/step-N/``::
 
     config.yaml             resolved config (eval and serve need nothing else)
-    weights.safetensors     trainable weights (LoRA adapters, projector, heads); the whole model
-                            for named tiny sizes (their random base exists nowhere else) and full tuning
+    weights.safetensors     trainable weights (LoRA adapters, projector, heads) and the weights of
+                            named tiny parts (they exist nowhere else); the whole model for full tuning
     tokenizer/              tokenizer files
     optimizer.safetensors   optimizer tensors  + optimizer.json (the rest of its state)
     scheduler.json          LR scheduler state
@@ -12,7 +12,8 @@
     trainer_state.json      step, epoch, batch position in the epoch, best metric so far
     manifest.json           sha256 of every file (a corrupted checkpoint is detected and skipped)
 
-Nothing is pickled: loading never runs code from a checkpoint.
+Nothing is pickled: loading never runs code from a checkpoint. Pure I/O: which weights a model
+stores is decided by the caller (``models.tuning.stored_names``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from pathvqa.config import ExperimentConfig, load_config, save_config
+from pathvqa.config import ExperimentConfig, save_config
 from pathvqa.errors import PathVQAError
-from pathvqa.models.tuning import plain_name
 
 log = logging.getLogger(__name__)
 WEIGHTS = "weights.safetensors"
@@ -44,51 +44,48 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
 
 
-def _full_weights(bundle, cfg: ExperimentConfig) -> bool:
-    return bundle.random_base or cfg.model.tuning == "full"
+def save_weights(
+    model: torch.nn.Module, folder: Path, names: set[str] | None, full_state: dict | None = None
+) -> None:
+    """The parameters in ``names`` (``None``: the whole model) as ``weights.safetensors``.
 
-
-def save_weights(bundle, cfg: ExperimentConfig, folder: Path, full_state: dict | None = None) -> None:
-    """``full_state``: the model's state dict gathered from sharded processes (DeepSpeed / FSDP)."""
-    model = unwrap(bundle.model)
-    full = _full_weights(bundle, cfg)
-    if full and full_state is None:
+    ``full_state``: the model's state dict gathered from sharded processes (DeepSpeed / FSDP)."""
+    model = unwrap(model)
+    if names is None and full_state is None:
         save_model(model, str(folder / WEIGHTS))  # handles tied (shared) tensors
         return
-    # Trainable weights, plus base weights an earlier stage changed (they are not on the hub).
-    modified = bundle.extras.get("modified", set())
-    keep = {n for n, p in model.named_parameters() if full or p.requires_grad or plain_name(n) in modified}
     tensors = full_state if full_state is not None else dict(model.named_parameters())
-    state = {n: t.detach().contiguous().cpu().clone() for n, t in tensors.items() if n in keep}
-    save_file(state, str(folder / WEIGHTS))
+    if names is not None:
+        tensors = {n: t for n, t in tensors.items() if n in names}
+    save_file({n: t.detach().contiguous().cpu().clone() for n, t in tensors.items()}, str(folder / WEIGHTS))
 
 
-def load_weights(bundle, cfg: ExperimentConfig, folder: Path) -> None:
+def load_weights(model: torch.nn.Module, folder: Path, names: set[str] | None) -> set[str]:
+    """Load ``weights.safetensors`` into ``model``; it must hold exactly ``names`` (``None``: the whole
+    model). Returns the names loaded. Never anything but safetensors: no pickle, no code."""
     try:
-        _load_weights(bundle, cfg, folder)
-    except (SafetensorError, OSError) as err:  # never anything but safetensors: no pickle, no code
+        return _load_weights(unwrap(model), folder, names)
+    except (SafetensorError, OSError) as err:
         raise PathVQAError(f"{folder / WEIGHTS} is not a readable safetensors file ({err})") from None
 
 
-def _load_weights(bundle, cfg: ExperimentConfig, folder: Path) -> None:
-    model = unwrap(bundle.model)
-    if _full_weights(bundle, cfg):
+def _load_weights(model: torch.nn.Module, folder: Path, names: set[str] | None) -> set[str]:
+    if names is None:
         missing, unexpected = load_model(model, str(folder / WEIGHTS), strict=False)
         if missing or unexpected:
             raise PathVQAError(
                 f"{folder}: weights do not fit the model ({len(missing)} missing, "
                 f"{len(unexpected)} unexpected, e.g. {(missing or unexpected)[:2]})"
             )
-        return
+        return set(model.state_dict())
     state = load_file(str(folder / WEIGHTS))
     result = model.load_state_dict(state, strict=False)
-    expected = {n for n, p in model.named_parameters() if p.requires_grad}
-    if result.unexpected_keys or expected - set(state):
+    if result.unexpected_keys or names - set(state):
         raise PathVQAError(
             f"{folder}: adapter weights do not fit the model "
-            f"({len(expected - set(state))} missing, {len(result.unexpected_keys)} unexpected)"
+            f"({len(names - set(state))} missing, {len(result.unexpected_keys)} unexpected)"
         )
-    bundle.extras["modified"] = bundle.extras.get("modified", set()) | {plain_name(n) for n in state}
+    return set(state)
 
 
 def _optimizer_split(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -179,6 +176,7 @@ def save(
     step: int,
     bundle,
     cfg: ExperimentConfig,
+    names: set[str] | None,
     optimizer,
     scheduler,
     trainer_state: dict,
@@ -193,7 +191,7 @@ def save(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_config(cfg, tmp / "config.yaml")
-    save_weights(bundle, cfg, tmp, full_state)
+    save_weights(bundle.model, tmp, names, full_state)
     bundle.tokenizer.save_pretrained(tmp / "tokenizer")
     if optimizer is not None:
         tensors, rest = _optimizer_split(optimizer.state_dict())
@@ -264,6 +262,8 @@ def resolve(path: str | Path) -> Path:
         if problem:
             raise PathVQAError(f"checkpoint {path} is corrupted: {problem}")
         return path
+    if path.is_file():
+        raise PathVQAError(f"{path} is a file: give a run folder or a checkpoints/step-N folder")
     if not path.is_dir():
         raise PathVQAError(f"checkpoint not found: {path}")
     if not (path / "checkpoints").is_dir() and (path / "config.yaml").is_file():
@@ -281,15 +281,3 @@ def resolve(path: str | Path) -> Path:
             f"no checkpoint in {path} (looked for checkpoints/step-N with config.yaml and weights)"
         )
     return latest
-
-
-def load_for_inference(path: str | Path, overrides: list[str] | None = None):
-    """(cfg, family, bundle) from a checkpoint or run folder, model in eval mode."""
-    from pathvqa.models.registry import build
-
-    folder = resolve(path)
-    cfg = load_config(folder / "config.yaml", overrides)
-    family, bundle = build(cfg)
-    load_weights(bundle, cfg, folder)
-    bundle.model.eval()
-    return cfg, family, bundle, folder

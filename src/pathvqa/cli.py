@@ -24,6 +24,13 @@ DatasetOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
+def out_folder(path: Path) -> Path:
+    """An ``--out`` folder: created when missing; a file of that name is an error (never overwritten)."""
+    if path.exists() and not path.is_dir():
+        raise PathVQAError(f"--out {path} is a file: give a folder (it is created if missing)")
+    return path
+
+
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option(help="Output folder (hub layout: OUT/data/{split}-*.parquet).")],
@@ -35,6 +42,7 @@ def synth(
     preview: Annotated[Path | None, typer.Option(help="Also write a labelled grid of samples (PNG).")] = None,
 ) -> None:
     """Generate the synthetic pathology VQA set (the offline default dataset)."""
+    out_folder(out)
     from pathvqa.data import synthetic
     from pathvqa.data.prepare import load_split
     from pathvqa.evaluate import prior_baseline
@@ -127,6 +135,7 @@ def train(
     from pathvqa.config import load_config
     from pathvqa.train import fit
 
+    out_folder(out)
     cfg = load_config(config, overrides)  # every config error is reported before any model loads
     _setup_logging()
     result = fit(cfg, out, resume=resume)
@@ -154,6 +163,7 @@ def eval_cmd(
     """Generate answers for a split and score them."""
     from pathvqa.evaluate import run
 
+    out_folder(out)
     _setup_logging()
     result = run(
         out=out,
@@ -178,6 +188,7 @@ def export(
     """Export a checkpoint for plain transformers / peft."""
     from pathvqa.export import export as run_export
 
+    out_folder(out)
     typer.echo(f"exported to {run_export(checkpoint, out, merge)}")
 
 
@@ -192,6 +203,7 @@ def report_cmd(
     """Tables (md/csv/json), gallery, curves and one self-contained HTML page from run folders."""
     from pathvqa.report import build
 
+    out_folder(out)
     files = build(runs, out, title=title)
     typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")
 
@@ -205,6 +217,7 @@ def demo(
     """The offline study end to end on the synthetic set: baselines, blip-tiny, vlm-tiny, report."""
     from pathvqa.demo import run_demo
 
+    out_folder(out)
     _setup_logging()
     run_demo(out, fresh=fresh, overrides=overrides)
 

@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pathvqa.errors import ConfigError
+from pathvqa.metrics import METRIC_KEYS
+
+BEST_METRICS = tuple(k for k in METRIC_KEYS if not k.startswith("n"))
 
 
 class _Section(BaseModel):
@@ -25,7 +37,8 @@ class DataConfig(_Section):
     dataset: str = "runs/data/synthetic"
     """Hub id, a folder (hub layout, ``{split}.parquet``, ``save_to_disk``), or a JSONL + images folder."""
     train_split: str = "train"
-    eval_split: str = "validation"
+    eval_split: str | None = "validation"
+    """Scored during training (``null``: no validation; checkpoints are still saved)."""
     test_split: str = "test"
     train_samples: int | None = Field(default=None, gt=0)
     """Seeded subsample of the training split (the earlier experiments used 8,000)."""
@@ -50,26 +63,13 @@ class LoraSettings(_Section):
     """Modules trained in full beside the adapters (a random-weight model needs its heads here)."""
 
 
-class ModelConfig(_Section):
-    family: Literal["blip", "vlm"] = "blip"
-    name: str = "blip-tiny"
-    """BLIP: hub id, local folder or named size. VLM: a label; the parts are ``vision``/``language``."""
-    vision: str | None = None
-    """VLM image encoder: ``hf-hub:`` open_clip id, HF vision model id, local folder, or ``tiny``."""
-    language: str | None = None
-    """VLM decoder: any causal LM id or folder, or ``tiny``."""
-    projector: str = Field(default="mlp2x_gelu", pattern=r"^(linear|mlp\d+x_gelu)$")
-    """VLM projector: ``linear`` or ``mlp<N>x_gelu`` (LLaVA-1.5 uses ``mlp2x_gelu``)."""
-    vision_layer: int = -2
-    """VLM: the encoder layer whose patch tokens are used (LLaVA: the penultimate, -2)."""
-    use_cls: bool = False
-    """VLM: keep the CLS token in front of the patch tokens."""
-    train_projector: bool = True
-    train_vision: bool = False
-    """VLM: train the image encoder too (the random-weight tiny sizes need it; LLaVA keeps it frozen)."""
+class _ModelBase(_Section):
+    """What every family reads; each family's class adds its own keys (a key another family would
+    read is an error here, not silently ignored)."""
+
+    name: str
     tuning: Literal["frozen", "lora", "full"] = "lora"
     lora: LoraSettings = Field(default_factory=LoraSettings)
-    quantization: Literal["none", "4bit"] = "none"
     trust_remote_code: bool = False
     image_size: int | None = Field(default=None, gt=0)
     """Override the processor's input size (tiny models)."""
@@ -77,6 +77,75 @@ class ModelConfig(_Section):
     """Width of the named tiny sizes (ignored for real ids)."""
     num_layers: int = Field(default=2, gt=0)
     """Depth of the named tiny sizes (ignored for real ids)."""
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The model ids or folders this config loads (for messages)."""
+        return (self.name,)
+
+
+class BlipModelConfig(_ModelBase):
+    """``model.family: blip``: ``Salesforce/blip-vqa-base`` (or a folder), or the named size ``blip-tiny``."""
+
+    family: Literal["blip"] = "blip"
+    name: str = "blip-tiny"
+
+
+class _QuantizedModel(_ModelBase):
+    quantization: Literal["none", "4bit"] = "none"
+    """``4bit``: NF4 weights for QLoRA (bitsandbytes, CUDA only)."""
+    train_vision: bool = False
+    """Train the image encoder too (the random-weight tiny sizes need it; LLaVA keeps it frozen)."""
+
+    @model_validator(mode="after")
+    def _qlora_needs_adapters(self):
+        if self.quantization == "4bit" and self.tuning == "full":
+            raise ValueError("model.quantization '4bit' needs model.tuning 'lora' or 'frozen' (QLoRA)")
+        return self
+
+
+class VlmModelConfig(_QuantizedModel):
+    """``model.family: vlm``: image encoder → projector → causal LM (the LLaVA recipe)."""
+
+    family: Literal["vlm"] = "vlm"
+    name: str = "vlm"
+    """A label; the parts are ``vision`` and ``language``."""
+    vision: str | None = None
+    """Image encoder: ``hf-hub:`` open_clip id, HF vision model id, local folder, or a tiny size."""
+    language: str | None = None
+    """Decoder: any causal LM id or folder, or ``tiny-mistral``."""
+    projector: str = Field(default="mlp2x_gelu", pattern=r"^(linear|mlp\d+x_gelu)$")
+    """``linear`` or ``mlp<N>x_gelu`` (LLaVA-1.5 uses ``mlp2x_gelu``)."""
+    vision_layer: int = -2
+    """The encoder layer whose patch tokens are used (LLaVA: the penultimate, -2)."""
+    use_cls: bool = False
+    """Keep the CLS token in front of the patch tokens."""
+    train_projector: bool = True
+
+    @model_validator(mode="after")
+    def _needs_both_parts(self):
+        if not (self.vision and self.language):
+            raise ValueError("model.vision and model.language are required when model.family is 'vlm'")
+        return self
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.vision, self.language) if p)
+
+
+def _family_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("family", "blip")
+    return getattr(value, "family", "blip")
+
+
+ModelConfig = Annotated[
+    Annotated[BlipModelConfig, Tag("blip")] | Annotated[VlmModelConfig, Tag("vlm")],
+    Discriminator(_family_of),
+]
+"""One class per ``model.family``; the family key picks it (``blip`` when absent)."""
+FAMILY_CONFIGS: dict[str, type[_ModelBase]] = {"blip": BlipModelConfig, "vlm": VlmModelConfig}
+_ANY_FAMILY_KEYS = {key for cls in FAMILY_CONFIGS.values() for key in cls.model_fields}
 
 
 class AugmentConfig(_Section):
@@ -110,6 +179,7 @@ class TrainConfig(_Section):
     """Checkpoint every N optimizer steps (``null``: when validating)."""
     keep_last: int = Field(default=2, gt=0)
     best_metric: str = "exact_match"
+    """The validation metric that picks the best checkpoint (higher is better)."""
     log_every: int = Field(default=10, gt=0)
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"]
@@ -118,6 +188,13 @@ class TrainConfig(_Section):
     num_workers: int = Field(default=0, ge=0)
     threads: int | None = Field(default=None, gt=0)
     """CPU threads for torch (``null``: torch's default)."""
+
+    @field_validator("best_metric")
+    @classmethod
+    def _is_a_metric(cls, v: str) -> str:
+        if v not in BEST_METRICS:
+            raise ValueError(f"not a metric (one of {', '.join(BEST_METRICS)})")
+        return v
 
 
 class EvalConfig(_Section):
@@ -140,7 +217,7 @@ class ExperimentConfig(_Section):
     name: str = "experiment"
     task: Literal["vqa", "caption"] = "vqa"
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=BlipModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     stages: list[StageConfig] = Field(default_factory=list)
@@ -155,10 +232,6 @@ class ExperimentConfig(_Section):
     @model_validator(mode="after")
     def _check_combinations(self) -> ExperimentConfig:
         problems = []
-        if self.model.family == "vlm" and not (self.model.vision and self.model.language):
-            problems.append("model.vision and model.language are required when model.family is 'vlm'")
-        if self.model.quantization == "4bit" and self.model.tuning == "full":
-            problems.append("model.quantization '4bit' needs model.tuning 'lora' or 'frozen' (QLoRA)")
         names = [stage.name for stage in self.stages]
         if len(set(names)) != len(names):
             problems.append(f"stages: names must be unique (got {names})")
@@ -236,13 +309,22 @@ def _merge_named(items: list[Any], extra: dict[str, Any], where: str) -> list[An
 def _format_errors(err: ValidationError) -> list[str]:
     problems = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "config"
+        loc = list(e["loc"])
+        family = loc.pop(1) if len(loc) > 1 and loc[0] == "model" and loc[1] in FAMILY_CONFIGS else None
+        where = ".".join(str(p) for p in loc) or "config"
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and family and len(loc) == 2 and loc[1] in _ANY_FAMILY_KEYS:
+            msg = f"not a setting of model.family {family!r} (got {e['input']!r})"
+        elif e["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif e["type"] == "union_tag_invalid":
+            where, msg = (
+                "model.family",
+                f"{e['ctx']['tag']!r} is not a model family (one of {', '.join(FAMILY_CONFIGS)})",
+            )
         elif "input" in e and not isinstance(e["input"], dict | list):
             msg += f" (got {e['input']!r})"
-        problems.append(f"{where}: {msg}")
+        problems.extend(msg.split("; ") if not loc else [f"{where}: {msg}"])  # [] : cross-field checks
     return problems
 
 
@@ -256,17 +338,40 @@ def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
         raise ConfigError(_format_errors(err), source) from None
 
 
+PACKAGED = Path(__file__).parent / "configs"
+"""The configs that ship with pathvqa (``configs/`` in a checkout links here)."""
+
+
+def packaged_config(name: str) -> Path:
+    """``blip_tiny``, ``blip_tiny.yaml`` or ``configs/blip_tiny.yaml`` → the config shipped with pathvqa."""
+    return PACKAGED / f"{Path(name).name.removesuffix('.yaml')}.yaml"
+
+
+def find_config(path: str | Path) -> Path:
+    """``path`` if it is a file, else the shipped config of that name (so ``configs/x.yaml`` works from
+    any directory), else ``path`` (reported as not found)."""
+    path = Path(path)
+    if path.is_file() or path.suffix not in ("", ".yaml") or len(path.parts) > 2:
+        return path
+    shipped = packaged_config(str(path))
+    return shipped if shipped.is_file() and path.parent.name in ("", "configs") else path
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML config (or start from defaults), apply ``key=value`` overrides, validate."""
     raw: dict[str, Any] = {}
     source = "config"
     if path is not None:
-        path = Path(path)
+        path = find_config(path)
         source = str(path)
+        if path.is_dir():
+            raise ConfigError(["is a folder: give an experiment YAML file (see configs/)"], source)
         if not path.is_file():
             raise ConfigError([f"file not found: {path}"], source)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(["not UTF-8 text"], source) from None
         except yaml.YAMLError as err:
             raise ConfigError(
                 [f"not valid YAML ({err.__class__.__name__}: {err})".replace("\n", " ")], source

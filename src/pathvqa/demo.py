@@ -17,7 +17,7 @@ import typer
 
 from pathvqa import checkpoint, report
 from pathvqa.baseline import QuestionPrior
-from pathvqa.config import load_config
+from pathvqa.config import load_config, packaged_config
 from pathvqa.data import synthetic
 from pathvqa.data.prepare import load_split
 from pathvqa.evaluate import run, write_predictions
@@ -70,7 +70,7 @@ def run_demo(
 
     _stage("blip-tiny untrained (zero-shot)")
     results["blip-tiny zero-shot"] = _evaluated(
-        out / "blip_tiny_zeroshot", fresh, config="configs/blip_tiny.yaml", overrides=sets
+        out / "blip_tiny_zeroshot", fresh, config=str(packaged_config("blip_tiny")), overrides=sets
     )
 
     for label, name in TRAINED.items():
@@ -79,7 +79,7 @@ def run_demo(
         if not (run_dir / "train_summary.json").is_file():  # unfinished (e.g. interrupted): resume it
             _stage(f"fine-tune {name}")
             resume = checkpoint.latest_valid(run_dir) is not None or any(run_dir.glob("*/checkpoints"))
-            fit(load_config(f"configs/{name}.yaml", sets), run_dir, resume=resume)
+            fit(load_config(packaged_config(name), sets), run_dir, resume=resume)
             stale = True  # evaluations of an earlier, unfinished model are stale
         _stage(f"evaluate {name} (normal and blind)")
         results[label] = _evaluated(run_dir / "eval", stale, checkpoint_dir=str(run_dir))

@@ -1,8 +1,6 @@
-"""Evaluation: batched generation over a split → predictions.jsonl + metrics.json.
-
-Questions are sorted by length and generated in batches (no per-sample loop), the model in eval
-mode without gradients. Under ``accelerate launch`` each process takes a share of the batches
-and the main process gathers them: every question appears exactly once.
+"""Evaluation: batched generation over a split (``generation.predict``) → predictions.jsonl +
+metrics.json. Under ``accelerate launch`` each process takes a share of the batches and the main
+process writes them: every question appears exactly once.
 """
 
 from __future__ import annotations
@@ -11,79 +9,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from tqdm.auto import tqdm
-
 from pathvqa.baseline import QuestionPrior
-from pathvqa.config import ExperimentConfig, load_config
-from pathvqa.data.batches import ImagePipeline
-from pathvqa.data.prepare import Sample
+from pathvqa.config import load_config
+from pathvqa.data.prepare import Sample, load_data_split
 from pathvqa.errors import PathVQAError
+from pathvqa.generation import predict
+from pathvqa.inference import load_trained
 from pathvqa.metrics import score
-from pathvqa.models.base import caption_reference
+from pathvqa.models.registry import build
+from pathvqa.runtime import cpu_processes, mixed_precision
 
 
 def prior_baseline(train: list[Sample], test: list[Sample]) -> dict[str, Any]:
     """Metric suite of the question-only prior (majority answer per question, from train)."""
     return score(QuestionPrior(train).predictions(test))
-
-
-def predict(
-    family,
-    bundle,
-    samples: list[Sample],
-    cfg: ExperimentConfig,
-    *,
-    accelerator=None,
-    blind: bool = False,
-    progress: bool = True,
-    pipeline: ImagePipeline | None = None,
-) -> list[dict]:
-    """Predictions rows (``id, question, answer, prediction, type``) for ``samples``, sorted by id."""
-    pipeline = pipeline or ImagePipeline(bundle.image_spec, cfg.data.cache_images, cfg.data.max_pixels)
-    size = cfg.eval.batch_size
-    order = sorted(range(len(samples)), key=lambda i: (len(samples[i].question), samples[i].id))
-    batches = [order[i : i + size] for i in range(0, len(order), size)]
-    device = accelerator.device if accelerator is not None else next(bundle.model.parameters()).device
-    rank, world = (
-        (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
-    )
-    mine = batches[rank::world]  # round-robin shares; gathered below
-    model_was_training = bundle.model.training
-    bundle.model.eval()
-    rows = []
-    with torch.inference_mode():
-        for indices in tqdm(
-            mine, desc="generate", unit="batch", disable=not (progress and rank == 0), leave=False
-        ):
-            chosen = [samples[i] for i in indices]
-            batch = family.collate(bundle, chosen, cfg.task, train=False)
-            batch["pixel_values"] = bundle.image_spec.normalize(pipeline.batch(chosen, blind))
-            batch = {k: v.to(device) for k, v in batch.items()}
-            if accelerator is not None:
-                with accelerator.autocast():
-                    answers = family.generate(bundle, batch, cfg.eval)
-            else:
-                answers = family.generate(bundle, batch, cfg.eval)
-            for sample, answer in zip(chosen, answers, strict=True):
-                reference = caption_reference(sample) if cfg.task == "caption" else sample.answer
-                rows.append(
-                    {
-                        "id": sample.id,
-                        "question": sample.question,
-                        "answer": reference,
-                        "prediction": answer,
-                        "type": sample.type,
-                    }
-                )
-    if model_was_training:
-        bundle.model.train()
-    if world > 1:
-        from accelerate.utils import gather_object
-
-        rows = gather_object(rows)
-    unique = {row["id"]: row for row in rows}
-    return [unique[k] for k in sorted(unique)]
 
 
 def write_predictions(rows: list[dict], path: Path) -> None:
@@ -108,17 +47,13 @@ def run(
     """Evaluate a config (zero-shot) or a checkpoint on a split; write predictions.jsonl and metrics.json."""
     from accelerate import Accelerator
 
-    from pathvqa import checkpoint
-    from pathvqa.models.registry import build
-    from pathvqa.train import cpu_processes, load_cfg_split, mixed_precision
-
     if (config is None) == (checkpoint_dir is None):
         raise PathVQAError("pass exactly one of --config (zero-shot) or --checkpoint")
     overrides = list(overrides or [])
     if dataset:
         overrides.append(f"data.dataset={dataset}")
     if checkpoint_dir is not None:
-        cfg, family, bundle, source = checkpoint.load_for_inference(checkpoint_dir, overrides)
+        cfg, family, bundle, source = load_trained(checkpoint_dir, overrides)
     else:
         cfg = load_config(config, overrides)
         family, bundle = build(cfg)
@@ -127,7 +62,7 @@ def run(
     accelerator = Accelerator(cpu=cpu_processes(), mixed_precision=mixed_precision(cfg))
     if not getattr(bundle.model, "hf_device_map", None):  # quantized models are already placed
         bundle.model.to(accelerator.device)
-    data = load_cfg_split(cfg, split, limit, progress and accelerator.is_main_process)
+    data = load_data_split(cfg.data, split, limit, progress and accelerator.is_main_process)
     rows = predict(family, bundle, data.samples, cfg, accelerator=accelerator, blind=blind, progress=progress)
     result: dict[str, Any] = {}
     if accelerator.is_main_process:

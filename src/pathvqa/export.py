@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from pathvqa import checkpoint
+from pathvqa.inference import load_trained
 
 
 def model_card(cfg, folder: Path, merged: bool) -> str:
@@ -55,9 +55,9 @@ def model_card(cfg, folder: Path, merged: bool) -> str:
 
 
 def export(checkpoint_dir: str | Path, out: str | Path, merge: bool = False) -> Path:
-    cfg, family, bundle, folder = checkpoint.load_for_inference(checkpoint_dir)
+    cfg, family, bundle, folder = load_trained(checkpoint_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    family.export(bundle, str(out), merge)
+    family.export(bundle, cfg, str(out), merge)
     (out / "README.md").write_text(model_card(cfg, folder, merge))
     return out

@@ -152,10 +152,16 @@ def score(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """Read predictions.jsonl; each row needs ``answer`` and ``prediction``."""
     path = Path(path)
+    if path.is_dir():
+        raise PathVQAError(f"{path} is a folder: give its predictions.jsonl")
     if not path.is_file():
         raise PathVQAError(f"predictions file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PathVQAError(f"{path}: cannot be read as UTF-8 text ({err.__class__.__name__})") from None
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -165,6 +171,10 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
         missing = [k for k in ("answer", "prediction") if not isinstance(row, dict) or k not in row]
         if missing:
             raise PathVQAError(f"{path}:{lineno}: missing {', '.join(missing)}")
+        wrong = [k for k in ("answer", "prediction") if not isinstance(row[k], str)]
+        if wrong:
+            found = ", ".join(f"{k} is {json.dumps(row[k])}" for k in wrong)
+            raise PathVQAError(f"{path}:{lineno}: {found} (answers and predictions are strings)")
         rows.append(row)
     return rows
 

@@ -1,10 +1,14 @@
-"""One training loop for every model family (Hugging Face accelerate).
+"""One training recipe for every model family (Hugging Face accelerate).
+
+``fit`` runs a config's stages in order; each stage is a :class:`Trainer`: set-up (data, model,
+optimizer, restore), optimizer steps over accumulation windows, validation, saving, closing.
 
 Single process or ``accelerate launch`` alike: ``train.batch_size`` is the global micro-batch,
-split across processes (``split_batches``), and the loss is the mean over the target tokens of all
-processes, so one process and N processes take the same steps. Data order is a seeded permutation
-per epoch and each sample's augmentation is seeded by (seed, epoch, sample index), so ``--resume``
-continues exactly where a checkpoint left off.
+split across processes (``split_batches``). The loss of an optimizer step is the mean over the
+target tokens of its whole accumulation window on all processes, so ``batch 16 × grad_accum 2``
+takes the step ``batch 32`` takes, and N processes the step one takes. Data order is a seeded
+permutation per epoch and each sample's augmentation is seeded by (seed, epoch, sample index), so
+``--resume`` continues exactly where a checkpoint left off.
 """
 
 from __future__ import annotations
@@ -12,15 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, PartialState
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -28,12 +31,14 @@ from transformers import get_scheduler
 from pathvqa import checkpoint
 from pathvqa.config import ExperimentConfig, save_config
 from pathvqa.data.batches import Collator, ImagePipeline
-from pathvqa.data.images import augment
-from pathvqa.data.prepare import load_split
+from pathvqa.data.prepare import load_data_split
 from pathvqa.errors import PathVQAError
+from pathvqa.generation import predict
+from pathvqa.inference import restore, start_from
 from pathvqa.metrics import score
 from pathvqa.models.registry import build
-from pathvqa.models.tuning import trainable_summary
+from pathvqa.models.tuning import stored_names, trainable_summary
+from pathvqa.runtime import is_main_process, make_accelerator, mixed_precision, sharded, upcast_trainable
 
 log = logging.getLogger(__name__)
 
@@ -53,58 +58,8 @@ class Position:
     best_step: int | None = None
 
 
-def mixed_precision(cfg: ExperimentConfig) -> str:
-    wanted = cfg.train.precision
-    if not torch.cuda.is_available() or wanted == "fp32":
-        return "no"
-    if wanted == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return wanted
-
-
-def cpu_processes() -> bool:
-    """Several processes and no CUDA (``torchrun`` / ``accelerate launch --multi_gpu`` on CPUs):
-    accelerate must be told ``cpu=True`` to join them with gloo, or each would train alone."""
-    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def make_accelerator(cfg: ExperimentConfig, run_dir: Path) -> Accelerator:
-    trackers = cfg.train.report_to or None
-    return Accelerator(
-        cpu=cpu_processes(),
-        split_batches=True,
-        mixed_precision=mixed_precision(cfg),
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        log_with=trackers,
-        project_dir=str(run_dir / "logs"),
-        step_scheduler_with_optimizer=False,
-    )
-
-
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
-
-
-def train_pixels(
-    images: torch.Tensor, indices: torch.Tensor, bundle, cfg: ExperimentConfig, epoch: int
-) -> torch.Tensor:
-    """(B, 3, S, S) uint8 → augmented, normalized pixels. A sample's draw depends only on (seed,
-    epoch, its index): the same on one process or many, and after a resume."""
-    seeds = [(cfg.train.seed * 1_000_003 + epoch) * 10_000_019 + int(i) for i in indices]
-    return bundle.image_spec.normalize(augment(images, cfg.train.augment, seeds))
-
-
-def load_cfg_split(cfg: ExperimentConfig, split: str, samples: int | None, progress: bool):
-    """One split of the config's dataset, validated, with the config's pixel limit and sampling seed."""
-    return load_split(
-        cfg.data.dataset,
-        split,
-        max_pixels=cfg.data.max_pixels,
-        samples=samples,
-        seed=cfg.data.seed,
-        progress=progress,
-        lazy_images=cfg.data.lazy_images,
-    )
 
 
 def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -116,7 +71,7 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
     """
     run_dir = Path(run_dir)
     if not cfg.stages:
-        return _fit_stage(cfg, run_dir, resume, progress)
+        return Trainer(cfg, run_dir, resume, progress).run()
     if not resume and any(checkpoint.checkpoints(run_dir / s.name) for s in cfg.stages):
         raise _run_exists(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -129,13 +84,13 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
             result = json.loads(done.read_text())
         else:
             started = resume and bool(checkpoint.checkpoints(stage_dir))  # else it starts from `init`
-            result = _fit_stage(
-                cfg.stage_config(stage), stage_dir, started, progress, init, f"{cfg.name}/{stage.name}"
-            )
+            stage_cfg = cfg.stage_config(stage)
+            label = f"{cfg.name}/{stage.name}"
+            result = Trainer(stage_cfg, stage_dir, started, progress, init=init, label=label).run()
         init = checkpoint.latest_valid(stage_dir)  # the stage's last checkpoint
         results.append({"stage": stage.name, **result})
     summary = {**results[-1], "stages": results}
-    if PartialState(cpu=cpu_processes()).is_main_process:
+    if is_main_process():
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -144,231 +99,326 @@ def _run_exists(run_dir: Path) -> PathVQAError:
     return PathVQAError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --out")
 
 
-def _fit_stage(
-    cfg: ExperimentConfig,
-    run_dir: Path,
-    resume: bool,
-    progress: bool,
-    init: Path | None = None,
-    label: str | None = None,
-) -> dict:
-    from pathvqa.evaluate import predict
+class Trainer:
+    """One training stage of ``cfg`` in ``run_dir`` (``init``: the previous stage's checkpoint)."""
 
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    accelerator = make_accelerator(cfg, run_dir)
-    main = accelerator.is_main_process
-    start = checkpoint.latest_valid(run_dir) if resume else None
-    if resume and start is None and main:
-        log.warning("--resume: no valid checkpoint in %s, starting from scratch", run_dir)
-    if not resume and checkpoint.checkpoints(run_dir):
-        raise _run_exists(run_dir)
-    set_seed(cfg.train.seed)
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        resume: bool = False,
+        progress: bool = True,
+        init: Path | None = None,
+        label: str | None = None,
+    ):
+        self.cfg, self.run_dir, self.resume, self.init = cfg, run_dir, resume, init
+        self.label = label or cfg.name
+        self.progress = progress
+        self.pos = Position()
+        self.log_file = None
+        self.bar = None
 
-    train_data = load_cfg_split(cfg, cfg.data.train_split, cfg.data.train_samples, progress and main)
-    val_samples = []
-    if cfg.data.eval_split:
-        val_samples = load_cfg_split(cfg, cfg.data.eval_split, cfg.data.eval_samples, False).samples
-    if not train_data.samples:
-        raise PathVQAError(f"no usable training rows in {cfg.data.dataset} [{cfg.data.train_split}]")
+    # ---- the stage -------------------------------------------------------------------------------
+    def run(self) -> dict:
+        try:
+            self.setup()
+            self.train()
+            return self.finish()
+        finally:
+            self.close()
 
-    family, bundle = build(cfg, init=init)
-    if start is not None:
-        checkpoint.load_weights(bundle, cfg, start)
-    params = [p for p in bundle.model.parameters() if p.requires_grad]
-    if not params:
-        raise PathVQAError("nothing to train: model.tuning is 'frozen' and no module is trainable")
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    samples = train_data.samples
-    micro_per_epoch = math.ceil(len(samples) / cfg.train.batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / cfg.train.grad_accum)
-    total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
-    scheduler = get_scheduler(
-        cfg.train.scheduler if cfg.train.scheduler != "constant" else "constant_with_warmup",
-        optimizer,
-        num_warmup_steps=int(cfg.train.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
-    bundle.model, optimizer = accelerator.prepare(bundle.model, optimizer)
+    def setup(self) -> None:
+        if self.cfg.train.threads:
+            torch.set_num_threads(self.cfg.train.threads)
+        self.accelerator = make_accelerator(self.cfg, self.run_dir)
+        self.main = self.accelerator.is_main_process
+        self.start = self._resume_point()
+        set_seed(self.cfg.train.seed)
+        self._load_data()
+        self._build_model()
+        self._build_optimizer()
+        self._prepare()
+        self._make_pipelines()
+        self._open_logs()
 
-    pos = Position()
-    if start is not None:
-        state = checkpoint.load_training_state(start, optimizer, scheduler, accelerator.process_index)
-        pos = Position(**{k: state[k] for k in Position.__dataclass_fields__})
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "logs").mkdir(exist_ok=True)
-        summary = {**trainable_summary(bundle.model), "train_rows": len(samples), "total_steps": total_steps}
-        log.info("training %s: %s", cfg.name, summary)
-    accelerator.init_trackers("pathvqa", config={"name": cfg.name, "lr": cfg.train.lr, "steps": total_steps})
-    log_file = (run_dir / "logs" / "train.jsonl").open("a") if main else None
+    def _resume_point(self) -> Path | None:
+        start = checkpoint.latest_valid(self.run_dir) if self.resume else None
+        if self.resume and start is None and self.main:
+            log.warning("--resume: no valid checkpoint in %s, starting from scratch", self.run_dir)
+        if not self.resume and checkpoint.checkpoints(self.run_dir):
+            raise _run_exists(self.run_dir)
+        return start
 
-    pipeline = ImagePipeline(bundle.image_spec, cfg.data.cache_images, cfg.data.max_pixels)
-    collate = Collator(samples, family, bundle, pipeline, cfg.task, train=True)
-    bar = tqdm(
-        total=total_steps,
-        initial=pos.step,
-        desc=f"train {label or cfg.name}",
-        unit="step",
-        disable=not (progress and main),
-        dynamic_ncols=True,
-    )
-    window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
-    bundle.model.train()
-    started = time.perf_counter()
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        train = load_data_split(
+            cfg.data, cfg.data.train_split, cfg.data.train_samples, self.progress and self.main
+        )
+        if not train.samples:
+            raise PathVQAError(f"no usable training rows in {cfg.data.dataset} [{cfg.data.train_split}]")
+        self.samples = train.samples
+        self.val_samples = []
+        if cfg.data.eval_split:
+            split = load_data_split(cfg.data, cfg.data.eval_split, cfg.data.eval_samples, False)
+            self.val_samples = split.samples
 
-    def write_log(row: dict) -> None:
-        if log_file is not None:
-            log_file.write(json.dumps(row) + "\n")
-            log_file.flush()
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        if self.init is not None:
+            self.family, self.bundle = start_from(cfg, self.init)
+        else:
+            self.family, self.bundle = build(cfg)
+        if self.start is not None:
+            restore(self.bundle, cfg, self.start)
+        if mixed_precision(cfg) != "no":
+            upcast_trainable(self.bundle.model)  # fp32 master weights under bf16/fp16 autocast
+        if not any(p.requires_grad for p in self.bundle.model.parameters()):
+            raise PathVQAError("nothing to train: model.tuning is 'frozen' and no module is trainable")
 
-    def validate_and_save() -> None:
-        record = {"step": pos.step, "epoch": pos.epoch, "time_s": round(time.perf_counter() - started, 2)}
-        if val_samples:
-            rows = predict(
-                family,
-                bundle,
-                val_samples,
-                cfg,
-                accelerator=accelerator,
-                progress=False,
-                pipeline=ImagePipeline(bundle.image_spec, True, cfg.data.max_pixels),
+    def _build_optimizer(self) -> None:
+        cfg, model = self.cfg.train, self.bundle.model
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.accum = self.accelerator.gradient_accumulation_steps  # what accelerate does (= train.grad_accum)
+        micro_per_epoch = math.ceil(len(self.samples) / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(micro_per_epoch / self.accum)
+        self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.steps_per_epoch)
+        self.scheduler = get_scheduler(
+            cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup",
+            self.optimizer,
+            num_warmup_steps=int(cfg.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+
+    def _prepare(self) -> None:
+        acc = self.accelerator
+        self.sharded = sharded(acc)
+        if self.sharded and self.val_samples:
+            raise PathVQAError(
+                f"validation during training generates answers, which {acc.distributed_type.value} cannot do "
+                "with weights sharded across processes: set data.eval_split=null (checkpoints are still "
+                "saved) and score the checkpoint afterwards with `pathvqa eval --checkpoint`"
             )
-            bundle.model.train()
-            metrics = score(rows) if main else {}
+        self.bundle.model, self.optimizer = acc.prepare(self.bundle.model, self.optimizer)
+        if self.start is not None:
+            state = checkpoint.load_training_state(
+                self.start, self.optimizer, self.scheduler, acc.process_index
+            )
+            self.pos = Position(**{k: state[k] for k in Position.__dataclass_fields__})
+        if self.sharded and self.main:
+            log.warning(
+                "%s: checkpoints hold gathered weights but not the sharded optimizer state",
+                acc.distributed_type,
+            )
+
+    def _make_pipelines(self) -> None:
+        cfg = self.cfg
+        pipeline = ImagePipeline(self.bundle.image_size, cfg.data.cache_images, cfg.data.max_pixels)
+        if cfg.train.num_workers:  # decode once, here: forked workers then share the cache
+            pipeline.warm(self.samples, progress=self.progress and self.main)
+        self.collate = Collator(
+            self.samples, self.family, self.bundle, pipeline, cfg.task,
+            train=True, augment=cfg.train.augment, seed=cfg.train.seed,
+        )  # fmt: skip
+        self.val_pipeline = ImagePipeline(self.bundle.image_size, True, cfg.data.max_pixels)
+
+    def _open_logs(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            (self.run_dir / "logs").mkdir(exist_ok=True)
+            summary = {**trainable_summary(self.bundle.model), "train_rows": len(self.samples)}
+            log.info("training %s: %s", cfg.name, {**summary, "total_steps": self.total_steps})
+            self.log_file = (self.run_dir / "logs" / "train.jsonl").open("a")
+        acc.init_trackers("pathvqa", config={"name": cfg.name, "lr": cfg.train.lr, "steps": self.total_steps})
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=self.pos.step,
+            desc=f"train {self.label}",
+            unit="step",
+            disable=not (self.progress and self.main),
+            dynamic_ncols=True,
+        )
+
+    # ---- training --------------------------------------------------------------------------------
+    def train(self) -> None:
+        cfg = self.cfg.train
+        eval_every = cfg.eval_every or self.steps_per_epoch
+        save_every = cfg.save_every or eval_every
+        self.bundle.model.train()
+        self.started = time.perf_counter()
+        self.window = {"loss": 0.0, "tokens": 0.0, "samples": 0, "t": time.perf_counter()}
+        while self.pos.step < self.total_steps:
+            for micro_batches in self._windows(self._loader()):
+                self.step(micro_batches)
+                if self.pos.step == self.total_steps:
+                    return
+                if self.pos.step % eval_every == 0:
+                    self.validate()
+                    self.save()
+                elif self.pos.step % save_every == 0:
+                    self.save()
+            self.pos.epoch += 1
+            self.pos.batch_in_epoch = 0
+
+    def _loader(self):
+        """This epoch's micro-batches (the seeded order; already-consumed ones skipped after a resume)."""
+        cfg = self.cfg
+        self.collate.epoch = self.pos.epoch
+        workers = cfg.train.num_workers
+        loader = DataLoader(
+            epoch_order(len(self.samples), cfg.train.seed, self.pos.epoch),
+            batch_size=cfg.train.batch_size,
+            collate_fn=self.collate,
+            num_workers=workers,
+            multiprocessing_context="fork" if workers else None,
+        )
+        acc = self.accelerator
+        loader = prepare_data_loader(
+            loader, num_processes=acc.num_processes, process_index=acc.process_index, split_batches=True
+        )
+        return skip_first_batches(loader, self.pos.batch_in_epoch) if self.pos.batch_in_epoch else loader
+
+    def _windows(self, loader):
+        """Accumulation windows: ``grad_accum`` micro-batches each (the last of an epoch may be shorter)."""
+        window = []
+        for inputs in loader:
+            window.append(inputs)
+            if len(window) == self.accum:
+                yield window
+                window = []
+        if window:
+            yield window
+
+    def step(self, micro_batches: list) -> None:
+        """One optimizer step over an accumulation window: every micro-batch's summed token loss is
+        divided by the target tokens of the whole window on all processes (one reduction)."""
+        acc, model = self.accelerator, self.bundle.model
+        local = float(sum(inputs.targets for inputs in micro_batches))
+        tokens = acc.reduce(torch.tensor(local, device=acc.device), "sum")
+        # accelerate divides by grad_accum and DDP averages over processes: undo both, divide by tokens
+        scale = acc.num_processes * self.accum / tokens.clamp(min=1)
+        loss_sum = torch.zeros((), device=acc.device)
+        for i, inputs in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            acc.gradient_state._set_sync_gradients(last)  # this window, not a micro-batch counter, decides
+            with nullcontext() if last else acc.no_sync(model):
+                total, _ = self.family.loss(self.bundle, inputs.to(acc.device))
+                acc.backward(total * scale)
+            loss_sum += total.detach()
+        self.pos.batch_in_epoch += len(micro_batches)
+        loss_sum, tokens = torch.stack([acc.reduce(loss_sum, "sum"), tokens]).tolist()  # the step's host sync
+        mean = loss_sum / max(tokens, 1.0)
+        if not math.isfinite(mean):
+            raise TrainingDiverged(
+                f"loss is {mean} at step {self.pos.step + 1}: stopped; the last good checkpoint is in "
+                f"{self.run_dir / 'checkpoints'} (try a lower train.lr)"
+            )
+        if self.cfg.train.max_grad_norm:
+            acc.clip_grad_norm_(model.parameters(), self.cfg.train.max_grad_norm)  # the prepared model's
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        if not acc.optimizer_step_was_skipped:
+            self.scheduler.step()
+        self.pos.step += 1
+        self.bar.update(1)
+        self._log_step(loss_sum, tokens, self.cfg.train.batch_size * len(micro_batches))
+
+    def _log_step(self, loss_sum: float, tokens: float, samples: int) -> None:
+        window = self.window
+        window["loss"] += loss_sum
+        window["tokens"] += tokens
+        window["samples"] += samples
+        if self.pos.step % self.cfg.train.log_every and self.pos.step != self.total_steps:
+            return
+        elapsed = time.perf_counter() - window["t"]
+        row = {
+            "step": self.pos.step,
+            "epoch": self.pos.epoch,
+            "loss": window["loss"] / max(window["tokens"], 1.0),
+            "lr": self.scheduler.get_last_lr()[0],
+            "samples_per_s": window["samples"] / max(elapsed, 1e-9),
+            "time_s": round(time.perf_counter() - self.started, 2),
+        }
+        self._write_log(row)
+        self.accelerator.log({"train/loss": row["loss"], "train/lr": row["lr"]}, step=self.pos.step)
+        self.bar.set_postfix(
+            loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}", sps=f"{row['samples_per_s']:.0f}"
+        )
+        self.window = {"loss": 0.0, "tokens": 0.0, "samples": 0, "t": time.perf_counter()}
+
+    def _write_log(self, row: dict) -> None:
+        if self.log_file is not None:
+            self.log_file.write(json.dumps(row) + "\n")
+            self.log_file.flush()
+
+    # ---- validation and checkpoints --------------------------------------------------------------
+    def validate(self) -> None:
+        """Score the validation questions (if any); log the row; track the best step."""
+        cfg, pos, acc = self.cfg, self.pos, self.accelerator
+        record = {
+            "step": pos.step,
+            "epoch": pos.epoch,
+            "time_s": round(time.perf_counter() - self.started, 2),
+        }
+        if self.val_samples:
+            rows = predict(
+                self.family, self.bundle, self.val_samples, cfg,
+                accelerator=acc, progress=False, pipeline=self.val_pipeline,
+            )  # fmt: skip
+            metrics = score(rows) if self.main else {}
             value = metrics.get(cfg.train.best_metric)
             record.update({f"val_{k}": v for k, v in metrics.items()})
-            if main and value is not None and (pos.best_value is None or value > pos.best_value):
+            if self.main and value is not None and (pos.best_value is None or value > pos.best_value):
                 pos.best_value, pos.best_step = value, pos.step
-            accelerator.log(
-                {f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=pos.step
-            )
-        write_log(record)
-        save()
+            acc.log({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=pos.step)
+        self._write_log(record)
 
-    def save() -> None:
+    def save(self) -> None:
+        acc, pos = self.accelerator, self.pos
         rng = checkpoint.rng_state()
         gathered = (
-            accelerator.gather_for_metrics([(accelerator.process_index, rng)], use_gather_object=True)
-            if accelerator.num_processes > 1
+            acc.gather_for_metrics([(acc.process_index, rng)], use_gather_object=True)
+            if acc.num_processes > 1
             else [(0, rng)]
         )
         # DeepSpeed ZeRO / FSDP shard parameters across processes: gather a full state dict (every
         # process takes part). Their optimizer state is sharded too and is not saved: a resume there
         # restores weights, schedule, data position and RNG, and restarts the optimizer moments.
-        full_state = accelerator.get_state_dict(bundle.model) if sharded else None
-        if main:
-            state = {k: getattr(pos, k) for k in Position.__dataclass_fields__}
+        full_state = acc.get_state_dict(self.bundle.model) if self.sharded else None
+        if self.main:
+            names = stored_names(self.bundle, self.cfg.model.tuning)
+            optimizer = None if self.sharded else self.optimizer
             checkpoint.save(
-                run_dir, pos.step, bundle, cfg, None if sharded else optimizer, scheduler, state, dict(gathered),
-                full_state=full_state,
+                self.run_dir, pos.step, self.bundle, self.cfg, names, optimizer, self.scheduler, asdict(pos),
+                dict(gathered), full_state=full_state,
             )  # fmt: skip
             if pos.best_step is not None:
-                (run_dir / "checkpoints" / "best.json").write_text(
-                    json.dumps(
-                        {"step": pos.best_step, "metric": cfg.train.best_metric, "value": pos.best_value}
-                    )
-                )
-            checkpoint.prune(
-                run_dir, cfg.train.keep_last, {pos.best_step} if pos.best_step is not None else set()
-            )
-        accelerator.wait_for_everyone()
+                best = {"step": pos.best_step, "metric": self.cfg.train.best_metric, "value": pos.best_value}
+                (self.run_dir / "checkpoints" / "best.json").write_text(json.dumps(best))
+            keep = {pos.best_step} if pos.best_step is not None else set()
+            checkpoint.prune(self.run_dir, self.cfg.train.keep_last, keep)
+        acc.wait_for_everyone()
 
-    sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
-    if sharded and main:
-        log.warning(
-            "%s: checkpoints hold gathered weights but not the sharded optimizer state",
-            accelerator.distributed_type,
-        )
-    eval_every = cfg.train.eval_every or steps_per_epoch
-    save_every = cfg.train.save_every or eval_every
-    while pos.step < total_steps:
-        loader = DataLoader(
-            epoch_order(len(samples), cfg.train.seed, pos.epoch),
-            batch_size=cfg.train.batch_size,
-            collate_fn=collate,
-            num_workers=cfg.train.num_workers,
-        )
-        loader = prepare_data_loader(
-            loader,
-            num_processes=accelerator.num_processes,
-            process_index=accelerator.process_index,
-            split_batches=True,
-        )
-        if pos.batch_in_epoch:
-            loader = skip_first_batches(loader, pos.batch_in_epoch)
-        for batch in loader:
-            pos.batch_in_epoch += 1
-            batch["pixel_values"] = train_pixels(
-                batch.pop("images"), batch.pop("indices"), bundle, cfg, pos.epoch
-            )
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            with accelerator.accumulate(bundle.model):
-                loss_sum, tokens = family.loss(bundle, batch)
-                # Mean over the target tokens of all processes (DDP averages gradients over processes,
-                # hence the factor): N processes take the step one process takes on the whole batch.
-                sums = accelerator.reduce(torch.stack([loss_sum.detach(), tokens.float()]), "sum")
-                loss = loss_sum * accelerator.num_processes / sums[1].clamp(min=1)
-                mean_loss = (sums[0] / sums[1].clamp(min=1)).item()
-                if not math.isfinite(mean_loss):
-                    raise TrainingDiverged(
-                        f"loss is {mean_loss} at step {pos.step + 1}: stopped; the last "
-                        f"good checkpoint is in {run_dir / 'checkpoints'} (try a lower train.lr)"
-                    )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.train.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            window["loss"] += mean_loss
-            window["n"] += 1
-            window["samples"] += cfg.train.batch_size
-            if not accelerator.sync_gradients:
-                continue
-            if not accelerator.optimizer_step_was_skipped:
-                scheduler.step()
-            pos.step += 1
-            bar.update(1)
-            if pos.step % cfg.train.log_every == 0 or pos.step == total_steps:
-                elapsed = time.perf_counter() - window["t"]
-                row = {
-                    "step": pos.step,
-                    "epoch": pos.epoch,
-                    "loss": window["loss"] / window["n"],
-                    "lr": scheduler.get_last_lr()[0],
-                    "samples_per_s": window["samples"] / max(elapsed, 1e-9),
-                    "time_s": round(time.perf_counter() - started, 2),
-                }
-                write_log(row)
-                accelerator.log({"train/loss": row["loss"], "train/lr": row["lr"]}, step=pos.step)
-                bar.set_postfix(
-                    loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}", sps=f"{row['samples_per_s']:.0f}"
-                )
-                window = {"loss": 0.0, "n": 0, "samples": 0, "t": time.perf_counter()}
-            if pos.step == total_steps:
-                break
-            if pos.step % eval_every == 0:
-                validate_and_save()
-            elif pos.step % save_every == 0:
-                save()
-        else:
-            pos.epoch += 1
-            pos.batch_in_epoch = 0
-            continue
-        break
-    validate_and_save()
-    bar.close()
-    for tracker in accelerator.trackers:  # not end_training(): it ends the process group, and a next
-        tracker.finish()  # stage (or the evaluation after a demo fine-tune) still needs it
-    if log_file is not None:
-        log_file.close()
-    result = {
-        "steps": pos.step,
-        "best_step": pos.best_step,
-        "best_value": pos.best_value,
-        "checkpoint": str(run_dir / "checkpoints" / f"step-{pos.step}"),
-    }
-    if main:  # written last: its presence means the run finished
-        (run_dir / "train_summary.json").write_text(json.dumps(result, indent=1))
-    return result
+    def finish(self) -> dict:
+        self.validate()
+        self.save()
+        result = {
+            "steps": self.pos.step,
+            "best_step": self.pos.best_step,
+            "best_value": self.pos.best_value,
+            "checkpoint": str(self.run_dir / "checkpoints" / f"step-{self.pos.step}"),
+        }
+        if self.main:  # written last: its presence means the run finished
+            (self.run_dir / "train_summary.json").write_text(json.dumps(result, indent=1))
+        return result
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if hasattr(self, "accelerator"):
+            for tracker in self.accelerator.trackers:  # not end_training(): it ends the process group, and a
+                tracker.finish()  # next stage (or the evaluation after a demo fine-tune) still needs it
+        if self.log_file is not None:
+            self.log_file.close()

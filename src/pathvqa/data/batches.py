@@ -1,43 +1,62 @@
-"""Samples → model inputs: resized image tensors (cached) plus the family's text tensors."""
+"""Samples → batches: decoded, resized uint8 tiles (cached), augmentation, then the family's inputs.
+
+Everything here runs in DataLoader workers when ``train.num_workers`` > 0. Augmentation stays on
+uint8 tiles, before any model processor; what a model takes (normalised pixels, image grids, token
+ids) is the family's business (``family.inputs``), called last.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from pathvqa.data.images import ImageSpec, decode, resize_uint8
+from pathvqa.data.images import augment, augment_seeds, decode, resize_uint8
 from pathvqa.data.prepare import Sample
 
 BLIND_GREY = 128
 
 
 class ImagePipeline:
-    """Decodes and resizes images to the encoder's square size; keeps them in memory if asked."""
+    """Decodes and resizes images to the family's square size; keeps them in memory if asked."""
 
-    def __init__(self, spec: ImageSpec, cache: bool = True, max_pixels: int = 40_000_000):
-        self.spec = spec
+    def __init__(self, size: int, cache: bool = True, max_pixels: int = 40_000_000):
+        self.size = size
         self.cache: dict[str, np.ndarray] | None = {} if cache else None
         self.max_pixels = max_pixels
 
     def tile(self, sample: Sample) -> np.ndarray:
         if self.cache is not None and sample.image_key in self.cache:
             return self.cache[sample.image_key]
-        array = resize_uint8(decode(sample.image, self.max_pixels), self.spec.size)  # (3, S, S)
+        array = resize_uint8(decode(sample.image, self.max_pixels), self.size)  # (3, S, S)
         if self.cache is not None:
             self.cache[sample.image_key] = array
         return array
 
+    def warm(self, samples: list[Sample], progress: bool = False) -> None:
+        """Fill the cache in this process, before DataLoader workers fork: they then share it (copy on
+        write) instead of each decoding every image again, every epoch."""
+        if self.cache is None:
+            return
+        todo = {s.image_key: s for s in samples if s.image_key not in self.cache}
+        for sample in tqdm(
+            todo.values(), desc="decode images", unit="img", disable=not progress, leave=False
+        ):
+            self.tile(sample)
+
     def batch(self, samples: list[Sample], blind: bool = False) -> torch.Tensor:
         """(B, 3, S, S) uint8; ``blind`` swaps every image for a constant grey one."""
         if blind:
-            return torch.full(
-                (len(samples), 3, self.spec.size, self.spec.size), BLIND_GREY, dtype=torch.uint8
-            )
+            return torch.full((len(samples), 3, self.size, self.size), BLIND_GREY, dtype=torch.uint8)
         return torch.from_numpy(np.stack([self.tile(s) for s in samples]))
 
 
 class Collator:
-    """DataLoader ``collate_fn``: sample indices → {text tensors…, images (uint8), indices}."""
+    """DataLoader ``collate_fn``: sample indices → the family's model inputs.
+
+    Training (``augment`` given) draws each sample's augmentation from (seed, epoch, its index), so a
+    sample looks the same whatever batch or process it lands in; set ``epoch`` before each epoch's loader.
+    """
 
     def __init__(
         self,
@@ -46,15 +65,19 @@ class Collator:
         bundle,
         pipeline: ImagePipeline,
         task: str,
+        *,
         train: bool,
+        augment=None,
+        seed: int = 0,
         blind: bool = False,
     ):
-        self.samples, self.family, self.bundle = samples, family, bundle
-        self.pipeline, self.task, self.train, self.blind = pipeline, task, train, blind
+        self.samples, self.family, self.bundle, self.pipeline = samples, family, bundle, pipeline
+        self.task, self.train, self.augment, self.seed, self.blind = task, train, augment, seed, blind
+        self.epoch = 0
 
-    def __call__(self, indices: list[int]) -> dict:
+    def __call__(self, indices: list[int]):
         chosen = [self.samples[i] for i in indices]
-        batch = self.family.collate(self.bundle, chosen, self.task, self.train)
-        batch["images"] = self.pipeline.batch(chosen, self.blind)
-        batch["indices"] = torch.tensor(indices)  # (B,) positions in ``samples``: seeds augmentation
-        return batch
+        images = self.pipeline.batch(chosen, self.blind)  # (B, 3, S, S) uint8
+        if self.augment is not None:
+            images = augment(images, self.augment, augment_seeds(self.seed, self.epoch, indices))
+        return self.family.inputs(self.bundle, chosen, images, self.task, self.train)

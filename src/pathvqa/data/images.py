@@ -88,15 +88,20 @@ class ImageSpec:
         return (images - mean) / std
 
 
+def augment_seeds(seed: int, epoch: int, indices: list[int]) -> list[int]:
+    """One seed per sample from (run seed, epoch, sample index): the same draw on one process or many,
+    in any batch, and after a resume."""
+    return [(seed * 1_000_003 + epoch) * 10_000_019 + int(i) for i in indices]
+
+
 def augment(images: torch.Tensor, cfg, seeds: list[int]) -> torch.Tensor:
     """Label-preserving tile augmentation: flips, 90° rotations, mild stain jitter.
 
-    images: (B, 3, S, S) uint8 → (B, 3, S, S) float in [0, 1]. Image i draws only from a generator
-    seeded with ``seeds[i]``, so the same sample gets the same augmentation whatever the batch it
-    lands in: on one process or split across several, and after a resume.
+    images: (B, 3, S, S) uint8 → (B, 3, S, S) uint8, before any model processor sees them. Image i
+    draws only from a generator seeded with ``seeds[i]`` (see :func:`augment_seeds`).
     """
     tiles = []
-    for tile, seed in zip(images.float() / 255.0, seeds, strict=True):
+    for tile, seed in zip(images, seeds, strict=True):
         generator = torch.Generator().manual_seed(seed)
         draws = torch.rand(2, generator=generator)
         rotation = int(torch.randint(0, 4, (1,), generator=generator))
@@ -112,7 +117,9 @@ def augment(images: torch.Tensor, cfg, seeds: list[int]) -> torch.Tensor:
             s = cfg.stain_jitter
             scale = 1 + (torch.rand(3, 1, 1, generator=generator) * 2 - 1) * s
             shift = (torch.rand(3, 1, 1, generator=generator) * 2 - 1) * s * 0.2
-            od = -torch.log(tile.clamp(min=1 / 255))
-            tile = torch.exp(-(od * scale + shift).clamp(min=0)).clamp(0, 1)
+            od = -torch.log((tile.float() / 255.0).clamp(min=1 / 255))
+            tile = (
+                (torch.exp(-(od * scale + shift).clamp(min=0)) * 255.0).round().clamp(0, 255).to(torch.uint8)
+            )
         tiles.append(tile)
     return torch.stack(tiles)

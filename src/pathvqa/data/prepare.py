@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from pathvqa.config import DataConfig
 from pathvqa.data.images import BadImage, decode
 from pathvqa.data.sources import REQUIRED_COLUMNS, RowTable, open_split
 from pathvqa.errors import DataError
@@ -176,3 +177,16 @@ def load_split(
         )
     kept.sort(key=lambda s: s.id)
     return SplitData(split, kept, len(table), skipped)
+
+
+def load_data_split(data: DataConfig, split: str, samples: int | None, progress: bool) -> SplitData:
+    """One split of a config's dataset, validated, with the config's pixel limit and sampling seed."""
+    return load_split(
+        data.dataset,
+        split,
+        max_pixels=data.max_pixels,
+        samples=samples,
+        seed=data.seed,
+        progress=progress,
+        lazy_images=data.lazy_images,
+    )

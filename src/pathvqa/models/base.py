@@ -1,4 +1,10 @@
-"""What every model family provides to the one training loop and the one evaluator."""
+"""What every model family provides to the one training loop and the one evaluator.
+
+The seam: the data layer hands a family samples and their images as square uint8 tiles (after
+augmentation, when training); the family turns them into model inputs (:class:`ModelInputs`).
+The loop and the evaluator only move those tensors to the device and call ``loss`` / ``generate``:
+nothing above this module knows ``pixel_values``, image grids or token types.
+"""
 
 from __future__ import annotations
 
@@ -8,46 +14,73 @@ from typing import Any, Protocol
 import torch
 
 from pathvqa.config import EvalConfig, ExperimentConfig
-from pathvqa.data.images import ImageSpec
 from pathvqa.data.prepare import Sample
 from pathvqa.errors import ModelLoadError
 
 CAPTION_PROMPT = "describe the image in detail."
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+WHOLE_MODEL = ""
+"""A ``random_parts`` prefix that matches every weight: the whole model exists only in checkpoints."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Bundle:
-    """A built model with what it needs to read inputs and write answers."""
+    """A built model with what it needs to read inputs and write answers. Families extend it with
+    their own typed fields (an image normalisation, a processor, a prompt)."""
 
     model: torch.nn.Module
     tokenizer: Any
-    image_spec: ImageSpec
-    random_base: bool
-    """True for the named tiny sizes: their base weights exist only in checkpoints."""
-    extras: dict[str, Any] = field(default_factory=dict)
+    """Saved with every checkpoint (anything with ``save_pretrained``: a tokenizer or a processor)."""
+    image_size: int
+    """The data layer hands the family square uint8 tiles of this size."""
+    random_parts: tuple[str, ...] = ()
+    """Module-name prefixes whose base weights exist nowhere but in checkpoints: the named tiny parts
+    (``WHOLE_MODEL`` when every part is tiny). A real part is never stored: it is on the hub."""
+    modified: set[str] = field(default_factory=set)
+    """Plain names of base weights an earlier stage changed (its LoRA merged): stored in later checkpoints."""
+
+    def is_random(self, plain_name: str) -> bool:
+        return any(plain_name.startswith(prefix) for prefix in self.random_parts)
+
+
+@dataclass
+class ModelInputs:
+    """A batch as the model takes it, built by the family; ``targets`` counts the target tokens (0 when
+    generating), so the loop can normalise the loss over an accumulation window before any forward."""
+
+    tensors: dict[str, torch.Tensor]
+    targets: int = 0
+
+    def to(self, device: torch.device | str) -> dict[str, torch.Tensor]:
+        return {k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}
 
 
 class Family(Protocol):
-    """One per model family (``blip``, ``vlm``); stateless, so one instance serves every run."""
+    """One per model family (``blip``, ``vlm``, ``hf``); stateless, so one instance serves every run."""
 
     name: str
 
     def build(self, cfg: ExperimentConfig) -> Bundle: ...
 
-    def collate(
-        self, bundle: Bundle, samples: list[Sample], task: str, train: bool
-    ) -> dict[str, torch.Tensor]:
-        """Text tensors for a batch (images are added by the data pipeline as ``images``)."""
+    def pinned_modules(self, model_cfg: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(always trainable, never trainable) module-name prefixes, whatever ``model.tuning`` says."""
+        return (), ()
+
+    def inputs(
+        self, bundle: Bundle, samples: list[Sample], images: torch.Tensor, task: str, train: bool
+    ) -> ModelInputs:
+        """Samples and their images, (B, 3, S, S) uint8, → model inputs; with ``train`` the targets too."""
+        ...
 
     def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed token loss, number of target tokens): the loop divides by the count over all
-        processes, so N processes compute the same mean as one."""
+        """(summed token loss, number of target tokens): the loop divides by the count over the whole
+        accumulation window and all processes."""
+        ...
 
     def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]: ...
 
-    def export(self, bundle: Bundle, out: str, merge: bool) -> None: ...
+    def export(self, bundle: Bundle, cfg: ExperimentConfig, out: str, merge: bool) -> None: ...
 
 
 def unwrap_to(model: torch.nn.Module, kind: type) -> Any:
@@ -75,6 +108,11 @@ def token_loss(
         label_smoothing=label_smoothing,
     )
     return total, (shifted != -100).sum()
+
+
+def shifted_targets(labels: torch.Tensor) -> int:
+    """Target tokens of next-token labels (B, T): position 0 is never predicted."""
+    return int((labels[:, 1:] != -100).sum())
 
 
 def prompt_and_target(sample: Sample, task: str) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""BLIP VQA (``Salesforce/blip-vqa-base`` and the offline ``blip-tiny``): build, collate, loss, generate.
+"""BLIP VQA (``Salesforce/blip-vqa-base`` and the offline ``blip-tiny``): build, inputs, loss, generate.
 
 BLIP answers in three parts: a ViT encodes the image (B, P, Dv); a BERT text encoder reads the
 question with cross-attention to the patches (B, Tq, D); a BERT decoder writes the answer with
@@ -8,84 +8,93 @@ text config's bos token (``[DEC]``) and the same ids as ``labels`` with pads set
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import BlipConfig, BlipForQuestionAnswering, BlipProcessor
+from transformers import BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
 
-from pathvqa.config import EvalConfig, ExperimentConfig
+from pathvqa.config import BlipModelConfig, EvalConfig, ExperimentConfig
 from pathvqa.data.images import ImageSpec
 from pathvqa.data.prepare import Sample
-from pathvqa.models.base import CLIP_MEAN, CLIP_STD, Bundle, load_error, prompt_and_target, unwrap_to
-from pathvqa.models.tokenizers import tiny_bert_tokenizer
+from pathvqa.models import tiny
+from pathvqa.models.base import (
+    CLIP_MEAN,
+    CLIP_STD,
+    WHOLE_MODEL,
+    Bundle,
+    Family,
+    ModelInputs,
+    load_error,
+    prompt_and_target,
+    shifted_targets,
+    unwrap_to,
+)
 from pathvqa.models.tuning import base_state_dict
 
-TINY_SIZES = {"blip-tiny"}
+MAX_TEXT_TOKENS = 64
 
 
-def tiny_config(vocab_size: int, tokenizer, hidden: int, layers: int, image_size: int) -> BlipConfig:
-    heads = max(1, hidden // 32)
-    text = dict(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        encoder_hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=hidden * 4,
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-    )
-    vision = dict(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=hidden * 4,
-        image_size=image_size,
-        patch_size=8,
-    )
-    return BlipConfig(text_config=text, vision_config=vision, projection_dim=hidden)
+@dataclass(kw_only=True)
+class BlipBundle(Bundle):
+    image_spec: ImageSpec
+    processor: Any = None
+    """The hub processor of a real id (saved on export); None for ``blip-tiny``."""
 
 
-class BlipFamily:
+class BlipFamily(Family):
     name = "blip"
 
-    def build(self, cfg: ExperimentConfig) -> Bundle:
-        m = cfg.model
-        if m.name in TINY_SIZES:
-            tokenizer = tiny_bert_tokenizer()
+    def build(self, cfg: ExperimentConfig) -> BlipBundle:
+        m: BlipModelConfig = cfg.model
+        if m.name in tiny.BLIP_SIZES:
             size = m.image_size or 64
-            config = tiny_config(len(tokenizer), tokenizer, m.hidden_size, m.num_layers, size)
-            torch.manual_seed(cfg.train.seed)  # fixed init: the same config builds the same weights
-            model = BlipForQuestionAnswering(config)
-            return Bundle(model, tokenizer, ImageSpec(size, CLIP_MEAN, CLIP_STD), random_base=True)
+            model, tokenizer = tiny.blip(m.hidden_size, m.num_layers, size, cfg.train.seed)
+            mask_cross_attention(model)
+            spec = ImageSpec(size, CLIP_MEAN, CLIP_STD)
+            return BlipBundle(
+                model=model,
+                tokenizer=tokenizer,
+                image_size=size,
+                image_spec=spec,
+                random_parts=(WHOLE_MODEL,),
+            )
         try:
             processor = BlipProcessor.from_pretrained(m.name, trust_remote_code=m.trust_remote_code)
             model = BlipForQuestionAnswering.from_pretrained(m.name, trust_remote_code=m.trust_remote_code)
         except (OSError, ValueError) as err:
             raise load_error("BLIP model", m.name, err) from None
+        mask_cross_attention(model)
         ip = processor.image_processor
         size = m.image_size or ip.size["height"]
         spec = ImageSpec(size, tuple(ip.image_mean), tuple(ip.image_std))
-        return Bundle(model, processor.tokenizer, spec, random_base=False, extras={"processor": processor})
+        return BlipBundle(
+            model=model, tokenizer=processor.tokenizer, image_size=size, image_spec=spec, processor=processor
+        )
 
-    def collate(
-        self, bundle: Bundle, samples: list[Sample], task: str, train: bool
-    ) -> dict[str, torch.Tensor]:
+    def inputs(
+        self, bundle: BlipBundle, samples: list[Sample], images: torch.Tensor, task: str, train: bool
+    ) -> ModelInputs:
         questions, targets = zip(*(prompt_and_target(s, task) for s in samples), strict=True)
         tok = bundle.tokenizer
-        q = tok(list(questions), padding=True, truncation=True, max_length=64, return_tensors="pt")
-        batch = {"input_ids": q["input_ids"], "attention_mask": q["attention_mask"]}  # no token_type_ids
-        if train:
-            a = tok(list(targets), padding=True, truncation=True, max_length=64, return_tensors="pt")
-            decoder_ids = a["input_ids"].clone()
-            decoder_ids[:, 0] = _unwrap(bundle.model).config.text_config.bos_token_id  # [CLS] → [DEC]
-            batch["decoder_input_ids"] = decoder_ids
-            batch["decoder_attention_mask"] = a["attention_mask"]
-            batch["labels"] = decoder_ids.masked_fill(a["attention_mask"] == 0, -100)  # (B, Ta)
-        return batch
+        q = tok(
+            list(questions), padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
+        )
+        batch = {  # no token_type_ids: they must not reach generate()
+            "input_ids": q["input_ids"],
+            "attention_mask": q["attention_mask"],
+            "pixel_values": bundle.image_spec.normalize(images),  # (B, 3, S, S)
+        }
+        if not train:
+            return ModelInputs(batch)
+        a = tok(list(targets), padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt")
+        decoder_ids = a["input_ids"].clone()
+        decoder_ids[:, 0] = _unwrap(bundle.model).config.text_config.bos_token_id  # [CLS] → [DEC]
+        batch["decoder_input_ids"] = decoder_ids
+        batch["decoder_attention_mask"] = a["attention_mask"]
+        batch["labels"] = decoder_ids.masked_fill(a["attention_mask"] == 0, -100)  # (B, Ta)
+        return ModelInputs(batch, targets=shifted_targets(batch["labels"]))
 
     def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         mean = bundle.model(
@@ -127,21 +136,49 @@ class BlipFamily:
         )
         return [t.strip() for t in bundle.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
-    def export(self, bundle: Bundle, out: str, merge: bool) -> None:
+    def export(self, bundle: BlipBundle, cfg: ExperimentConfig, out: str, merge: bool) -> None:
+        """``save_pretrained`` folder plus a processor (tokenizer + image processor), so
+        ``AutoProcessor`` / ``BlipForQuestionAnswering.from_pretrained`` load it as they are."""
         model = bundle.model
         if merge and hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         model.save_pretrained(out)
-        if bundle.random_base and hasattr(bundle.model, "peft_config"):
+        if bundle.random_parts and hasattr(bundle.model, "peft_config"):
             base = BlipForQuestionAnswering(
                 _unwrap(bundle.model).config
             )  # the random base exists nowhere else
             base.load_state_dict(base_state_dict(bundle.model))
             base.save_pretrained(Path(out) / "base_model")
-        processor = bundle.extras.get("processor")
-        (processor.tokenizer if processor is not None else bundle.tokenizer).save_pretrained(out)
-        if processor is not None:
-            processor.save_pretrained(out)
+        processor = bundle.processor or BlipProcessor(
+            image_processor=_image_processor(bundle.image_spec), tokenizer=bundle.tokenizer
+        )
+        processor.save_pretrained(out)
+
+
+def mask_cross_attention(model: BlipForQuestionAnswering) -> int:
+    """Make BLIP's text cross-attention honour its key mask. In transformers 5.24 ``BlipTextAttention``
+    hands the encoder mask to its inner attention as ``attention_mask``, which the inner module ignores
+    for cross-attention (it reads ``encoder_attention_mask``): the answer decoder then attends to the
+    question's pad tokens, so an answer depends on how long the other questions of its batch are.
+    A forward pre-hook passes the mask where it is read. Returns the number of modules hooked."""
+
+    def pass_mask(module, args, kwargs):
+        if kwargs.get("encoder_hidden_states") is not None and kwargs.get("encoder_attention_mask") is None:
+            kwargs["encoder_attention_mask"] = kwargs.get("attention_mask")
+        return args, kwargs
+
+    hooked = 0
+    for name, module in model.named_modules():
+        if name.endswith("crossattention.self"):
+            module.register_forward_pre_hook(pass_mask, with_kwargs=True)
+            hooked += 1
+    return hooked
+
+
+def _image_processor(spec: ImageSpec) -> BlipImageProcessor:
+    return BlipImageProcessor(
+        size={"height": spec.size, "width": spec.size}, image_mean=list(spec.mean), image_std=list(spec.std)
+    )
 
 
 def _unwrap(model: torch.nn.Module) -> BlipForQuestionAnswering:

@@ -6,6 +6,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from pathvqa.config import ModelConfig
+from pathvqa.models.base import WHOLE_MODEL, Bundle
 
 
 def apply_tuning(
@@ -74,3 +75,18 @@ def base_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             continue
         state[plain_name(name)] = tensor
     return state
+
+
+def stored_names(bundle: Bundle, tuning: str) -> set[str] | None:
+    """The parameters a checkpoint of this model holds (``None``: all of them).
+
+    Everything that trains, the named tiny parts (their random weights exist nowhere else) and base
+    weights an earlier stage changed; never a real part's frozen weights, which are on the hub."""
+    if tuning == "full" or WHOLE_MODEL in bundle.random_parts:
+        return None
+    model = bundle.model.module if hasattr(bundle.model, "module") else bundle.model  # DDP
+    return {
+        name
+        for name, param in model.named_parameters()
+        if param.requires_grad or plain_name(name) in bundle.modified or bundle.is_random(plain_name(name))
+    }

@@ -9,9 +9,7 @@ Two sources, one interface:
 * Hugging Face vision models — CLIP / SigLIP ids or folders (``AutoModel``; the vision half of
   a dual encoder is used).
 
-Named tiny sizes, random weights, nothing downloaded: ``tiny-openclip`` (open_clip config in
-``open_clip_tiny/`` over a registered timm ViT, 64 px, patch 8, width 64, 3 blocks) and
-``tiny-clip`` (``CLIPVisionModel`` from a small config).
+The named tiny encoders (random weights, nothing downloaded) are built in ``models/tiny.py``.
 """
 
 from __future__ import annotations
@@ -25,29 +23,6 @@ from torch import nn
 from pathvqa.data.images import ImageSpec
 from pathvqa.errors import ModelLoadError
 from pathvqa.models.base import CLIP_MEAN, CLIP_STD, load_error
-
-TINY_OPEN_CLIP = Path(__file__).parent / "open_clip_tiny"
-
-
-def _register_tiny_timm_vit() -> None:
-    """``vit_pathvqa_tiny_patch8_64`` in timm's registry, so open_clip's TimmModel can build it by name."""
-    import timm
-    from timm.models import register_model
-    from timm.models.vision_transformer import VisionTransformer
-
-    if "vit_pathvqa_tiny_patch8_64" in timm.list_models("vit_pathvqa_*"):
-        return
-
-    @register_model
-    def vit_pathvqa_tiny_patch8_64(pretrained: bool = False, **kwargs) -> VisionTransformer:
-        if pretrained:
-            raise ValueError("vit_pathvqa_tiny_patch8_64 has no pretrained weights")
-        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm factory extras
-            kwargs.pop(key, None)
-        args = dict(img_size=64, patch_size=8, embed_dim=64, depth=3, num_heads=2, mlp_ratio=4.0)
-        model = VisionTransformer(**{**args, **kwargs})
-        model.pretrained_cfg = model.default_cfg = {"input_size": (3, 64, 64), "num_classes": 0}
-        return model
 
 
 class VisionTower(nn.Module):
@@ -110,64 +85,51 @@ def _open_clip_name(name: str) -> str | None:
     return None
 
 
-def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None, seed: int):
-    """(VisionTower, ImageSpec, output width, random weights?) for a vision name."""
-    torch.manual_seed(seed)  # random (tiny) weights: the same seed builds the same encoder
-    if name == "tiny-openclip":
-        _register_tiny_timm_vit()
-        name, random = f"local-dir:{TINY_OPEN_CLIP}", True
-    elif name == "tiny-clip":
-        from transformers import CLIPVisionConfig, CLIPVisionModel
-
-        size = image_size or 64
-        config = CLIPVisionConfig(
-            hidden_size=64,
-            intermediate_size=256,
-            num_hidden_layers=3,
-            num_attention_heads=2,
-            image_size=size,
-            patch_size=8,
-        )
-        tower = VisionTower(CLIPVisionModel(config), "hf", layer, use_cls)
-        return tower, ImageSpec(size, CLIP_MEAN, CLIP_STD), 64, True
-    else:
-        random = False
-
+def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None):
+    """(VisionTower, ImageSpec, output width) for an open_clip or Hugging Face encoder id / folder."""
     clip_name = _open_clip_name(name)
     if clip_name is not None:
-        import open_clip
+        return open_clip_tower(clip_name, layer, use_cls, image_size, label=name)
+    from transformers import AutoModel
 
-        try:
-            with _quiet("root"):  # open_clip warns that a tiny local config has no weights
-                model = open_clip.create_model(clip_name, pretrained=None)
-        except (OSError, RuntimeError, ValueError) as err:
-            raise load_error("open_clip image encoder", name, err) from None
-        pre = open_clip.get_model_preprocess_cfg(model)
-        size = pre["size"] if isinstance(pre["size"], int) else pre["size"][0]
-        if image_size and image_size != size:
-            if not hasattr(model.visual, "set_input_size"):
-                raise ModelLoadError(f"{name}: this open_clip encoder cannot change its input size")
-            model.visual.set_input_size(image_size)  # resamples the position embeddings
-        spec = ImageSpec(image_size or size, tuple(pre["mean"]), tuple(pre["std"]))
-        tower = VisionTower(model.visual, "open_clip", layer, use_cls)
-        del model  # the text tower is not needed
-    else:
-        from transformers import AutoModel
+    try:
+        model = AutoModel.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise load_error("vision model", name, err) from None
+    vision_model = getattr(model, "vision_model", model)  # CLIPModel / SiglipModel → vision half
+    vision_config = getattr(model.config, "vision_config", model.config)
+    del model
+    mean, std = _hf_normalization(name)
+    spec = ImageSpec(image_size or vision_config.image_size, mean, std)
+    tower = VisionTower(vision_model, "hf", layer, use_cls)
+    tower.interpolate = spec.size != vision_config.image_size
+    return tower, spec, output_width(tower, spec)
 
-        try:
-            model = AutoModel.from_pretrained(name)
-        except (OSError, ValueError) as err:
-            raise load_error("vision model", name, err) from None
-        vision_model = getattr(model, "vision_model", model)  # CLIPModel / SiglipModel → vision half
-        vision_config = getattr(model.config, "vision_config", model.config)
-        del model
-        mean, std = _hf_normalization(name)
-        spec = ImageSpec(image_size or vision_config.image_size, mean, std)
-        tower = VisionTower(vision_model, "hf", layer, use_cls)
-        tower.interpolate = spec.size != vision_config.image_size
+
+def open_clip_tower(clip_name: str, layer: int, use_cls: bool, image_size: int | None, label: str):
+    """(VisionTower, ImageSpec, width) of an open_clip model's image tower (``hf-hub:`` / ``local-dir:``)."""
+    import open_clip
+
+    try:
+        with _quiet("root"):  # open_clip warns that a tiny local config has no weights
+            model = open_clip.create_model(clip_name, pretrained=None)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise load_error("open_clip image encoder", label, err) from None
+    pre = open_clip.get_model_preprocess_cfg(model)
+    size = pre["size"] if isinstance(pre["size"], int) else pre["size"][0]
+    if image_size and image_size != size:
+        if not hasattr(model.visual, "set_input_size"):
+            raise ModelLoadError(f"{label}: this open_clip encoder cannot change its input size")
+        model.visual.set_input_size(image_size)  # resamples the position embeddings
+    spec = ImageSpec(image_size or size, tuple(pre["mean"]), tuple(pre["std"]))
+    tower = VisionTower(model.visual, "open_clip", layer, use_cls)
+    del model  # the text tower is not needed
+    return tower, spec, output_width(tower, spec)
+
+
+def output_width(tower: nn.Module, spec: ImageSpec) -> int:
     with torch.no_grad():
-        width = tower(torch.zeros(1, 3, spec.size, spec.size)).shape[-1]
-    return tower, spec, width, random
+        return tower(torch.zeros(1, 3, spec.size, spec.size)).shape[-1]
 
 
 def _hf_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

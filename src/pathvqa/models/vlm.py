@@ -11,23 +11,35 @@ where ``<image>`` stood:
 Training follows LLaVA-1.5: stage ``align`` trains the projector alone on captions (encoder and LM
 frozen), stage ``instruct`` trains projector + LoRA on the LM on VQA. The loss covers answer tokens
 only. The LM is any ``AutoModelForCausalLM`` (4-bit QLoRA on CUDA when the config asks), or
-``tiny-mistral``: a small ``MistralForCausalLM`` with random weights and a local tokenizer.
+``tiny-mistral`` (``models/tiny.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pathvqa.config import EvalConfig, ExperimentConfig, ModelConfig
+from pathvqa.config import EvalConfig, ExperimentConfig, VlmModelConfig
+from pathvqa.data.images import ImageSpec
 from pathvqa.data.prepare import Sample
-from pathvqa.models.base import Bundle, load_error, prompt_and_target, token_loss, unwrap_to
+from pathvqa.models import tiny
+from pathvqa.models.base import (
+    Bundle,
+    Family,
+    ModelInputs,
+    load_error,
+    prompt_and_target,
+    shifted_targets,
+    token_loss,
+    unwrap_to,
+)
 from pathvqa.models.projector import build_projector
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
 from pathvqa.models.vision import build_vision
@@ -36,7 +48,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<image>"
 IMAGE_TOKEN_INDEX = -200  # sentinel in input_ids where the N image tokens go (LLaVA's value)
-TINY_LANGUAGE = {"tiny-mistral"}
 MAX_TEXT_TOKENS = 64
 
 
@@ -94,25 +105,7 @@ class VisionLanguageModel(nn.Module):
         return self.language_model(inputs_embeds=embeds, attention_mask=mask).logits, labels
 
 
-def tiny_language_model(tokenizer, hidden: int, layers: int) -> MistralForCausalLM:
-    config = MistralConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=hidden * 4,
-        num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 32),
-        num_key_value_heads=max(1, hidden // 64),
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-        sliding_window=None,
-    )
-    return MistralForCausalLM(config)
-
-
-def _load_language_model(m: ModelConfig):
+def _load_language_model(m: VlmModelConfig):
     """(tokenizer, model) for a real id or folder: 4-bit on CUDA if asked, bf16 on GPU, fp32 on CPU."""
     kwargs: dict = {"trust_remote_code": m.trust_remote_code}
     if torch.cuda.is_available():
@@ -178,53 +171,76 @@ def _pad(rows: list[list[int]], value: int, left: bool) -> torch.Tensor:
     )
 
 
-class VlmFamily:
+@dataclass(kw_only=True)
+class VlmBundle(Bundle):
+    image_spec: ImageSpec
+    prompt: ChatPrompt
+
+
+class VlmFamily(Family):
     name = "vlm"
 
-    def build(self, cfg: ExperimentConfig) -> Bundle:
-        m = cfg.model
-        torch.manual_seed(cfg.train.seed)  # fixed init: the same config builds the same weights
-        vision, spec, vision_width, random_vision = build_vision(
-            m.vision, m.vision_layer, m.use_cls, m.image_size, cfg.train.seed
-        )
-        if m.language in TINY_LANGUAGE:
+    def build(self, cfg: ExperimentConfig) -> VlmBundle:
+        m: VlmModelConfig = cfg.model
+        seed = cfg.train.seed  # fixed init: the same config builds the same weights
+        torch.manual_seed(seed)
+        if m.vision in tiny.VISION_SIZES:
+            vision, spec, vision_width = tiny.vision(m.vision, m.vision_layer, m.use_cls, m.image_size, seed)
+        else:
+            vision, spec, vision_width = build_vision(m.vision, m.vision_layer, m.use_cls, m.image_size)
+        if m.language in tiny.LANGUAGE_SIZES:
             tokenizer = tiny_chat_tokenizer()
-            language_model = tiny_language_model(tokenizer, m.hidden_size, m.num_layers)
+            language_model = tiny.language_model(tokenizer, m.hidden_size, m.num_layers)
         else:
             tokenizer, language_model = _load_language_model(m)
         text_width = language_model.get_input_embeddings().embedding_dim
         projector = build_projector(m.projector, vision_width, text_width)
-        model = VisionLanguageModel(vision, projector, language_model)
-        random_base = random_vision or m.language in TINY_LANGUAGE
-        extras = {"model_config": m.model_dump(), "prompt": ChatPrompt(tokenizer)}
-        return Bundle(model, tokenizer, spec, random_base, extras=extras)
+        random_parts = tuple(
+            prefix
+            for prefix, name, sizes in (
+                ("vision.", m.vision, tiny.VISION_SIZES),
+                ("language_model.", m.language, tiny.LANGUAGE_SIZES),
+            )
+            if name in sizes
+        )  # a tiny part's weights are stored with every checkpoint; a real part's never
+        return VlmBundle(
+            model=VisionLanguageModel(vision, projector, language_model),
+            tokenizer=tokenizer,
+            image_size=spec.size,
+            image_spec=spec,
+            prompt=ChatPrompt(tokenizer),
+            random_parts=random_parts,
+        )
 
-    def pinned_modules(self, m: ModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def pinned_modules(self, m: VlmModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(always trainable, never trainable) module prefixes: the projector, a frozen encoder."""
         always = ("projector.",) if m.train_projector else ()
         never = (() if m.train_vision else ("vision.",)) + (() if m.train_projector else ("projector.",))
         return always, never
 
-    def collate(
-        self, bundle: Bundle, samples: list[Sample], task: str, train: bool
-    ) -> dict[str, torch.Tensor]:
-        tok, prompt = bundle.tokenizer, bundle.extras["prompt"]
+    def inputs(
+        self, bundle: VlmBundle, samples: list[Sample], images: torch.Tensor, task: str, train: bool
+    ) -> ModelInputs:
+        tok, prompt = bundle.tokenizer, bundle.prompt
         prompts, targets = [], []
         for sample in samples:
             question, target = prompt_and_target(sample, task)
             prompts.append(prompt.ids(question))
             targets.append(tok(target, add_special_tokens=False)["input_ids"][:MAX_TEXT_TOKENS])
+        pixels = bundle.image_spec.normalize(images)  # (B, 3, S, S)
         if not train:  # left padding: every row's answer starts right after its prompt
             ids = _pad(prompts, tok.pad_token_id, left=True)
             mask = _pad([[1] * len(p) for p in prompts], 0, left=True)
-            return {"input_ids": ids, "attention_mask": mask}
+            return ModelInputs({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels})
         rows = [p + t + [tok.eos_token_id] for p, t in zip(prompts, targets, strict=True)]
         labels = [[-100] * len(p) + t + [tok.eos_token_id] for p, t in zip(prompts, targets, strict=True)]
-        return {
+        batch = {
             "input_ids": _pad(rows, tok.pad_token_id, left=False),
             "attention_mask": _pad([[1] * len(r) for r in rows], 0, left=False),
             "labels": _pad(labels, -100, left=False),
+            "pixel_values": pixels,
         }
+        return ModelInputs(batch, targets=shifted_targets(batch["labels"]))
 
     def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits, labels = bundle.model(
@@ -251,8 +267,8 @@ class VlmFamily:
         )  # (B, new tokens): with inputs_embeds only the continuation comes back
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
 
-    def export(self, bundle: Bundle, out: str, merge: bool) -> None:
-        """``language_model/`` (merged LM, or the LoRA adapter with ``merge=False``), ``projector.safetensors``,
+    def export(self, bundle: VlmBundle, cfg: ExperimentConfig, out: str, merge: bool) -> None:
+        """``language_model/`` (merged LM, or ``adapter/`` with ``merge=False``), ``projector.safetensors``,
         the encoder's weights when they are not on the hub, the tokenizer, and ``vlm.json``."""
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -264,17 +280,15 @@ class VlmFamily:
             model.save_pretrained(out_dir / "adapter")
         else:
             plain.language_model.save_pretrained(out_dir / "language_model")
-        save_file(
-            {k: v.contiguous() for k, v in plain.projector.state_dict().items()},
-            str(out_dir / "projector.safetensors"),
-        )
-        if bundle.random_base:
-            save_file(
-                {k: v.contiguous() for k, v in plain.vision.state_dict().items()},
-                str(out_dir / "vision.safetensors"),
-            )
+        _save_module(plain.projector, out_dir / "projector.safetensors")
+        if bundle.is_random("vision."):
+            _save_module(plain.vision, out_dir / "vision.safetensors")
         bundle.tokenizer.save_pretrained(out_dir / "tokenizer")
-        (out_dir / "vlm.json").write_text(json.dumps(bundle.extras.get("model_config", {}), indent=1))
+        (out_dir / "vlm.json").write_text(json.dumps(cfg.model.model_dump(), indent=1))
+
+
+def _save_module(module: nn.Module, path: Path) -> None:
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
 
 
 def unwrap(model: nn.Module) -> VisionLanguageModel:

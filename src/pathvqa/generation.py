@@ -1,0 +1,75 @@
+"""Batched generation over samples → prediction rows (used by validation during training and by
+``pathvqa eval``).
+
+Questions are sorted by length and generated in batches (no per-sample loop), the model in eval
+mode without gradients. With an accelerator of several processes each takes a share of the
+batches and every process gets all rows back: every question appears exactly once.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from pathvqa.config import ExperimentConfig
+from pathvqa.data.batches import Collator, ImagePipeline
+from pathvqa.data.prepare import Sample
+from pathvqa.models.base import caption_reference
+
+
+def predict(
+    family,
+    bundle,
+    samples: list[Sample],
+    cfg: ExperimentConfig,
+    *,
+    accelerator=None,
+    blind: bool = False,
+    progress: bool = True,
+    pipeline: ImagePipeline | None = None,
+) -> list[dict]:
+    """Predictions rows (``id, question, answer, prediction, type``) for ``samples``, sorted by id."""
+    pipeline = pipeline or ImagePipeline(bundle.image_size, cfg.data.cache_images, cfg.data.max_pixels)
+    collate = Collator(samples, family, bundle, pipeline, cfg.task, train=False, blind=blind)
+    size = cfg.eval.batch_size
+    order = sorted(range(len(samples)), key=lambda i: (len(samples[i].question), samples[i].id))
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    device = accelerator.device if accelerator is not None else next(bundle.model.parameters()).device
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    model_was_training = bundle.model.training
+    bundle.model.eval()
+    rows = []
+    with torch.inference_mode():
+        for indices in tqdm(
+            batches[rank::world],  # round-robin shares; gathered below
+            desc="generate",
+            unit="batch",
+            disable=not (progress and rank == 0),
+            leave=False,
+        ):
+            batch = collate(indices).to(device)
+            if accelerator is not None:
+                with accelerator.autocast():
+                    answers = family.generate(bundle, batch, cfg.eval)
+            else:
+                answers = family.generate(bundle, batch, cfg.eval)
+            rows += [_row(samples[i], answer, cfg.task) for i, answer in zip(indices, answers, strict=True)]
+    if model_was_training:
+        bundle.model.train()
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        rows = gather_object(rows)
+    unique = {row["id"]: row for row in rows}
+    return [unique[k] for k in sorted(unique)]
+
+
+def _row(sample: Sample, prediction: str, task: str) -> dict:
+    reference = caption_reference(sample) if task == "caption" else sample.answer
+    return {
+        "id": sample.id,
+        "question": sample.question,
+        "answer": reference,
+        "prediction": prediction,
+        "type": sample.type,
+    }

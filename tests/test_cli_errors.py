@@ -1,0 +1,71 @@
+"""Bad arguments to every command: exit status 2 and one line on stderr, never a traceback, nothing lost."""
+
+import json
+
+import pytest
+
+from pathvqa.cli import app
+from tests.conftest import run_cli
+
+COMMANDS = {c.name or c.callback.__name__ for c in app.registered_commands}
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory, synth_dir):
+    root = tmp_path_factory.mktemp("bad")
+    (root / "a_file.txt").write_text("not a folder\n")
+    (root / "a_folder").mkdir()
+    (root / "garbage.jsonl").write_bytes(b"\xff\xfe\x00binary\x80")
+    rows = [{"id": "1", "answer": "yes", "prediction": "yes"}]
+    for name, answer in (("null_answer", None), ("number_answer", 3)):
+        bad = [*rows, {"id": "2", "answer": answer, "prediction": "no"}]
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bad))
+    return root
+
+
+def cases(root, synth_dir):
+    f, d, missing = root / "a_file.txt", root / "a_folder", root / "missing"
+    return {
+        "synth --out FILE": ["synth", "--out", f],
+        "data-stats --dataset missing": ["data-stats", "--dataset", missing],
+        "data-stats --dataset FILE": ["data-stats", "--dataset", f],
+        "score FOLDER": ["score", d],
+        "score missing": ["score", missing],
+        "score unreadable bytes": ["score", root / "garbage.jsonl"],
+        "score answer null": ["score", root / "null_answer.jsonl"],
+        "score answer number": ["score", root / "number_answer.jsonl"],
+        "train FOLDER": ["train", d, "--out", root / "run"],
+        "train --out FILE": [
+            "train",
+            "configs/blip_tiny.yaml",
+            "--out",
+            f,
+            "--set",
+            f"data.dataset={synth_dir}",
+        ],
+        "eval --checkpoint FILE": ["eval", "--checkpoint", f, "--out", root / "e"],
+        "eval --checkpoint missing": ["eval", "--checkpoint", missing, "--out", root / "e"],
+        "eval --config FOLDER": ["eval", "--config", d, "--out", root / "e"],
+        "eval --out FILE": ["eval", "--config", "configs/blip_tiny.yaml", "--out", f, "--dataset", synth_dir],
+        "export --checkpoint FOLDER without checkpoints": ["export", "--checkpoint", d, "--out", root / "x"],
+        "export --out FILE": ["export", "--checkpoint", d, "--out", f],
+        "report missing": ["report", missing, "--out", root / "r"],
+        "report --out FILE": ["report", d, "--out", f],
+        "demo --out FILE": ["demo", "--out", f],
+    }
+
+
+def test_every_command_is_swept():
+    names = {case.split()[0] for case in cases(__import__("pathlib").Path("/x"), "/y")}
+    assert names >= COMMANDS, f"no bad-argument case for {sorted(COMMANDS - names)}"
+
+
+def test_bad_arguments_exit_2_with_one_line(paths, synth_dir):
+    failures = []
+    for name, args in cases(paths, synth_dir).items():
+        proc = run_cli(*args, check=False)
+        lines = proc.stderr.strip().splitlines()
+        if proc.returncode != 2 or len(lines) != 1 or "Traceback" in proc.stderr:
+            failures.append(f"{name}: exit {proc.returncode}, stderr: {proc.stderr.strip()[-300:]!r}")
+    assert (paths / "a_file.txt").read_text() == "not a folder\n", "a file passed as --out was overwritten"
+    assert not failures, "\n".join(failures)

@@ -1,0 +1,83 @@
+"""The shape of the code: no import cycles, small functions, and a loop that never names a model's tensors."""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).parent.parent / "src"
+LOOP_MODULES = ("train.py", "evaluate.py", "generation.py", "data/batches.py")
+MODEL_TENSORS = ("pixel_values", "input_ids", "attention_mask", "labels", "image_grid_thw", "token_type_ids")
+
+
+def modules() -> dict[str, Path]:
+    return {
+        ".".join(f.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__"): f
+        for f in sorted(SRC.rglob("*.py"))
+    }
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Project modules ``name`` imports anywhere in its file (top level or inside functions)."""
+    found = set()
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            for candidate in [base, *(f"{base}.{a.name}" for a in node.names)]:
+                if candidate in known:
+                    found.add(candidate)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in known}
+    return found - {name}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycles_in_src():
+    mods = modules()
+    graph = {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
+    assert graph["pathvqa.train"], "the walk must see imports (sanity)"
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_cycle_finder_finds_a_cycle_of_three():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_function_in_src_is_over_80_lines():
+    long = [
+        f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in SRC.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert not long, long
+
+
+def test_the_loop_and_evaluator_never_name_a_model_tensor():
+    for module in LOOP_MODULES:
+        text = (SRC / "pathvqa" / module).read_text()
+        named = [t for t in MODEL_TENSORS if f'"{t}"' in text or f"'{t}'" in text]
+        assert not named, f"{module} names {named}: that is the family's business"

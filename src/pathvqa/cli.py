@@ -213,13 +213,19 @@ def demo(
     out: Annotated[Path, typer.Option(help="Demo folder (data, runs, results).")] = Path("runs/demo"),
     fresh: Annotated[bool, typer.Option(help="Start over instead of reusing finished stages.")] = False,
     overrides: SetOpt = None,
+    with_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--with", help="Also fine-tune and compare a shipped config (llava_tiny, …; repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """The offline study end to end on the synthetic set: baselines, blip-tiny, vlm-tiny, report."""
     from pathvqa.demo import run_demo
 
     out_folder(out)
     _setup_logging()
-    run_demo(out, fresh=fresh, overrides=overrides)
+    run_demo(out, fresh=fresh, overrides=overrides, extra=with_config)
 
 
 def main() -> None:

@@ -133,6 +133,21 @@ class VlmModelConfig(_QuantizedModel):
         return tuple(p for p in (self.vision, self.language) if p)
 
 
+class HfModelConfig(_QuantizedModel):
+    """``model.family: hf``: any ``AutoModelForImageTextToText`` checkpoint with its ``AutoProcessor``
+    (BLIP-2, LLaVA-1.5, Qwen2.5-VL, PaliGemma, SmolVLM…), or a tiny offline size of one."""
+
+    family: Literal["hf"] = "hf"
+    name: str = "tiny-llava"
+    """Hub id or folder, or ``tiny-blip2`` / ``tiny-llava`` / ``tiny-qwen25vl`` / ``tiny-paligemma`` /
+    ``tiny-smolvlm``."""
+    lora: LoraSettings = Field(default_factory=lambda: LoraSettings(target_modules="language-model"))
+    """``target_modules: language-model`` (default): the architecture's language-model projections only;
+    a list of suffixes (``q_proj``, ``fc1``…) also wraps vision and connector layers that match."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% slower)."""
+
+
 def _family_of(value: Any) -> str:
     if isinstance(value, dict):
         return value.get("family", "blip")
@@ -140,11 +155,17 @@ def _family_of(value: Any) -> str:
 
 
 ModelConfig = Annotated[
-    Annotated[BlipModelConfig, Tag("blip")] | Annotated[VlmModelConfig, Tag("vlm")],
+    Annotated[BlipModelConfig, Tag("blip")]
+    | Annotated[VlmModelConfig, Tag("vlm")]
+    | Annotated[HfModelConfig, Tag("hf")],
     Discriminator(_family_of),
 ]
 """One class per ``model.family``; the family key picks it (``blip`` when absent)."""
-FAMILY_CONFIGS: dict[str, type[_ModelBase]] = {"blip": BlipModelConfig, "vlm": VlmModelConfig}
+FAMILY_CONFIGS: dict[str, type[_ModelBase]] = {
+    "blip": BlipModelConfig,
+    "vlm": VlmModelConfig,
+    "hf": HfModelConfig,
+}
 _ANY_FAMILY_KEYS = {key for cls in FAMILY_CONFIGS.values() for key in cls.model_fields}
 
 
@@ -200,6 +221,8 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     batch_size: int = Field(default=32, gt=0)
     max_new_tokens: int = Field(default=12, gt=0)
+    min_new_tokens: int = Field(default=0, ge=0)
+    """Generate at least this many tokens (a random-weight model would otherwise stop at once)."""
     num_beams: int = Field(default=1, gt=0)
 
 

@@ -24,6 +24,7 @@ def model_card(cfg, folder: Path, merged: bool) -> str:
     lines = [
         "---",
         "library_name: transformers",
+        *(["pipeline_tag: image-text-to-text"] if cfg.model.family == "hf" else []),
         "tags: [pathology, vqa, pathvqa]",
         "---",
         "",

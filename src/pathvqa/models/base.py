@@ -63,9 +63,13 @@ class Family(Protocol):
 
     def build(self, cfg: ExperimentConfig) -> Bundle: ...
 
-    def pinned_modules(self, model_cfg: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def pinned_modules(self, bundle: Bundle, model_cfg: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(always trainable, never trainable) module-name prefixes, whatever ``model.tuning`` says."""
         return (), ()
+
+    def lora_targets(self, bundle: Bundle, model_cfg: Any) -> str | list[str]:
+        """What ``model.lora.target_modules`` means for this model (a family may define presets)."""
+        return model_cfg.lora.target_modules
 
     def inputs(
         self, bundle: Bundle, samples: list[Sample], images: torch.Tensor, task: str, train: bool

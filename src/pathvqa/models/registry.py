@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 FAMILIES = {
     "blip": "pathvqa.models.blip:BlipFamily",
     "vlm": "pathvqa.models.vlm:VlmFamily",
+    "hf": "pathvqa.models.hf:HfFamily",
 }
 """``model.family`` → the class that implements it (imported on first use: a family's heavy imports,
 open_clip for one, are paid only by the runs that use it)."""
@@ -43,4 +44,6 @@ def build(cfg: ExperimentConfig, tuned: bool = True) -> tuple[Family, Bundle]:
 
 def tune(family: Family, bundle: Bundle, cfg: ExperimentConfig) -> None:
     """Set what trains by ``cfg.model.tuning`` and the family's pinned modules (in place)."""
-    bundle.model = apply_tuning(bundle.model, cfg.model, *family.pinned_modules(cfg.model))
+    always, never = family.pinned_modules(bundle, cfg.model)
+    targets = family.lora_targets(bundle, cfg.model)
+    bundle.model = apply_tuning(bundle.model, cfg.model, always, never, targets)

@@ -14,12 +14,13 @@ def apply_tuning(
     cfg: ModelConfig,
     always_trainable: tuple[str, ...] = (),
     never_trainable: tuple[str, ...] = (),
+    targets: str | list[str] | None = None,
 ) -> torch.nn.Module:
     """Set ``requires_grad`` by ``cfg.tuning``; LoRA wraps the model with peft (no ``task_type``:
     the families call their models with explicit keyword arguments).
 
     ``always_trainable`` / ``never_trainable`` are module-name prefixes a family pins either way
-    (the VLM projector; a frozen vision tower).
+    (the VLM projector; a frozen vision tower); ``targets``: the LoRA targets (default: the config's).
     """
     if cfg.tuning == "lora":
         lora = cfg.lora
@@ -29,7 +30,7 @@ def apply_tuning(
                 r=lora.r,
                 lora_alpha=lora.alpha,
                 lora_dropout=lora.dropout,
-                target_modules=lora.target_modules,
+                target_modules=targets or lora.target_modules,
                 modules_to_save=lora.modules_to_save or None,
             ),
         )

@@ -212,7 +212,7 @@ class VlmFamily(Family):
             random_parts=random_parts,
         )
 
-    def pinned_modules(self, m: VlmModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def pinned_modules(self, bundle: VlmBundle, m: VlmModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(always trainable, never trainable) module prefixes: the projector, a frozen encoder."""
         always = ("projector.",) if m.train_projector else ()
         never = (() if m.train_vision else ("vision.",)) + (() if m.train_projector else ("projector.",))

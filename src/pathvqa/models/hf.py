@@ -1,0 +1,254 @@
+"""Hugging Face's own VLM classes (``model.family: hf``): ``AutoModelForImageTextToText`` with its
+``AutoProcessor`` — BLIP-2, LLaVA-1.5, Qwen2.5-VL, PaliGemma 2, SmolVLM — through the one recipe.
+
+The processor builds pixels and token ids together (image tokens expanded, Qwen's image grid,
+BLIP-2's query tokens). Training renders (question, answer) with the architecture's chat template
+(``models/hf_archs.py``) and keeps the loss on the assistant's tokens only (the template's
+``{% generation %}`` span; image and pad tokens never count). Generation renders the question with
+the generation prompt and pads on the left, so a batch answers as each question would alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel
+
+from pathvqa.config import EvalConfig, ExperimentConfig, HfModelConfig
+from pathvqa.data.prepare import Sample
+from pathvqa.errors import ModelLoadError
+from pathvqa.models import tiny_hf
+from pathvqa.models.base import (
+    WHOLE_MODEL,
+    Bundle,
+    Family,
+    ModelInputs,
+    load_error,
+    prompt_and_target,
+    shifted_targets,
+    token_loss,
+    unwrap_to,
+)
+from pathvqa.models.hf_archs import ARCHITECTURES, LANGUAGE_MODEL_PRESET, Architecture
+from pathvqa.models.tuning import base_state_dict
+
+log = logging.getLogger(__name__)
+PALIGEMMA_PREFIX = "answer en "  # PaliGemma's task prefix for visual question answering
+
+
+@dataclass(kw_only=True)
+class HfBundle(Bundle):
+    processor: Any
+    arch: Architecture
+    template: str | None
+    """The chat template in use (None: PaliGemma's ``suffix``)."""
+    image_token_id: int | None
+
+
+class HfFamily(Family):
+    name = "hf"
+
+    def build(self, cfg: ExperimentConfig) -> HfBundle:
+        m: HfModelConfig = cfg.model
+        tiny = m.name in tiny_hf.BUILDERS
+        if tiny:
+            size = m.image_size or 32
+            processor, model = tiny_hf.build(m.name, m.hidden_size, m.num_layers, size, cfg.train.seed)
+        else:
+            processor, model = _load(m)
+        arch = _architecture(model.config.model_type, m.name)
+        if not tiny:
+            size = m.image_size or _processor_size(processor, arch)
+        own = getattr(processor, "chat_template", None)
+        template = own if own and "{% generation %}" in own else arch.template
+        if m.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        config = model.config
+        image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
+        return HfBundle(
+            model=model,
+            tokenizer=processor,
+            image_size=size,
+            random_parts=(WHOLE_MODEL,) if tiny else (),
+            processor=processor,
+            arch=arch,
+            template=template,
+            image_token_id=image_token_id,
+        )
+
+    def pinned_modules(self, bundle: HfBundle, m: HfModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The vision tower trains in full with ``model.train_vision``, else it stays frozen."""
+        vision = bundle.arch.vision
+        return ((vision,), ()) if m.train_vision else ((), (vision,))
+
+    def lora_targets(self, bundle: HfBundle, m: HfModelConfig) -> str | list[str]:
+        """``language-model``: the architecture's language-model projections, nothing else."""
+        targets = m.lora.target_modules
+        return bundle.arch.language_targets if targets == LANGUAGE_MODEL_PRESET else targets
+
+    def inputs(
+        self, bundle: HfBundle, samples: list[Sample], images: torch.Tensor, task: str, train: bool
+    ) -> ModelInputs:
+        pairs = [prompt_and_target(s, task) for s in samples]
+        pictures = [[image] for image in images]  # one (3, S, S) uint8 image per question
+        side = "right" if train else "left"  # left: every row's answer starts at the same column
+        if bundle.template is None:
+            batch, labels = _suffix_inputs(bundle.processor, pairs, pictures, train, side)
+        else:
+            batch, labels = _chat_inputs(bundle, pairs, pictures, train, side)
+        tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+        if not train:
+            return ModelInputs(tensors)
+        labels = labels.masked_fill(tensors["attention_mask"] == 0, -100)
+        if bundle.image_token_id is not None:
+            labels = labels.masked_fill(tensors["input_ids"] == bundle.image_token_id, -100)
+        tensors["labels"] = labels
+        return ModelInputs(tensors, targets=shifted_targets(labels))
+
+    def loss(self, bundle: HfBundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = bundle.model(**inputs).logits  # (B, T, V)
+        return token_loss(logits, batch["labels"])
+
+    @torch.no_grad()
+    def generate(self, bundle: HfBundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
+        model = unwrap_to(bundle.model, PreTrainedModel)
+        tokenizer = bundle.processor.tokenizer
+        out = model.generate(
+            **batch,
+            max_new_tokens=cfg.max_new_tokens,
+            min_new_tokens=cfg.min_new_tokens or None,
+            num_beams=cfg.num_beams,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = out[:, batch["input_ids"].shape[1] :]  # (B, new tokens)
+        return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def export(self, bundle: HfBundle, cfg: ExperimentConfig, out: str, merge: bool) -> None:
+        """A folder ``AutoModelForImageTextToText`` / ``AutoProcessor`` load as they are (merged), or the
+        LoRA adapter (not merged; plus ``base_model/`` when the base is a tiny random one)."""
+        model = bundle.model
+        if merge and hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        model.save_pretrained(out)
+        if hasattr(model, "peft_config") and bundle.random_parts:  # the random base exists nowhere else
+            plain = unwrap_to(bundle.model, PreTrainedModel)
+            base = type(plain)(plain.config)
+            base.load_state_dict(base_state_dict(bundle.model))
+            base.save_pretrained(Path(out) / "base_model")
+        if bundle.template is not None:
+            bundle.processor.chat_template = bundle.template
+        bundle.processor.save_pretrained(out)
+
+
+def render_prompt(bundle: HfBundle, question: str) -> str:
+    """The text pathvqa feeds the processor for ``question`` (before image tokens are expanded)."""
+    if bundle.template is None:
+        return f"<image>{PALIGEMMA_PREFIX}{question}"
+    return bundle.processor.apply_chat_template(
+        [_user(question)], chat_template=bundle.template, add_generation_prompt=True, tokenize=False
+    )
+
+
+def _user(question: str) -> dict:
+    return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+
+
+def _chat_inputs(bundle: HfBundle, pairs, pictures, train: bool, side: str):
+    conversations = [
+        [_user(q), {"role": "assistant", "content": [{"type": "text", "text": a}]}] if train else [_user(q)]
+        for q, a in pairs
+    ]
+    batch = bundle.processor.apply_chat_template(
+        conversations,
+        chat_template=bundle.template,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=train,
+        add_generation_prompt=not train,
+        return_tensors="pt",
+        processor_kwargs={"images": pictures, "padding": True, "padding_side": side},
+    )
+    if not train:
+        return batch, None
+    mask = batch.pop("assistant_masks")
+    return batch, batch["input_ids"].masked_fill(mask == 0, -100)
+
+
+def _suffix_inputs(processor, pairs, pictures, train: bool, side: str):
+    """PaliGemma: prefix ``answer en <question>``, the answer as ``suffix`` (the processor labels it)."""
+    text = [f"<image>{PALIGEMMA_PREFIX}{q}" for q, _ in pairs]
+    suffix = [a for _, a in pairs] if train else None
+    batch = processor(
+        text=text, images=pictures, suffix=suffix, padding=True, padding_side=side, return_tensors="pt"
+    )
+    return batch, batch.pop("labels", None)
+
+
+def _architecture(model_type: str, name: str) -> Architecture:
+    if model_type not in ARCHITECTURES:
+        raise ModelLoadError(
+            f"{name}: model type '{model_type}' has no training template in pathvqa yet "
+            f"(supported: {', '.join(sorted(ARCHITECTURES))})"
+        )
+    return ARCHITECTURES[model_type]
+
+
+def _processor_size(processor, arch: Architecture) -> int:
+    """The square tile size the checkpoint's image processor expects."""
+    ip = processor.image_processor
+    if getattr(ip, "do_image_splitting", False):  # Idefics3 / SmolVLM: one tile per image fits 16 GB
+        ip.do_image_splitting = False
+    crop = getattr(ip, "crop_size", None) or {}
+    size = getattr(ip, "max_image_size", None) or getattr(ip, "size", None) or {}
+    for value in (
+        crop.get("height"),
+        size.get("height"),
+        size.get("longest_edge"),
+        size.get("shortest_edge"),
+    ):
+        if value and value <= 2048:
+            return int(value)
+    if arch.default_size:
+        return arch.default_size
+    raise ModelLoadError("cannot tell the input size of this processor: set model.image_size")
+
+
+def _load(m: HfModelConfig):
+    """(processor, model) of a hub id or folder: bf16 on GPU (4-bit NF4 if asked), fp32 on CPU."""
+    try:
+        processor = AutoProcessor.from_pretrained(m.name, trust_remote_code=m.trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(m.name, **_load_kwargs(m))
+    except (OSError, ValueError, ImportError) as err:
+        raise load_error("vision-language model", m.name, err) from None
+    if m.quantization == "4bit" and torch.cuda.is_available():
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing)
+    return processor, model
+
+
+def _load_kwargs(m: HfModelConfig) -> dict:
+    kwargs: dict = {"trust_remote_code": m.trust_remote_code, "dtype": torch.float32}
+    if not torch.cuda.is_available():
+        if m.quantization == "4bit":
+            log.warning("model.quantization '4bit' needs CUDA (bitsandbytes): loading %s in fp32", m.name)
+        return kwargs
+    kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if m.quantization == "4bit":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs["dtype"],
+        )
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    return kwargs

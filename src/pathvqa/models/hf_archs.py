@@ -1,0 +1,70 @@
+"""What pathvqa knows per Hugging Face VLM architecture (``config.model_type``): the training chat
+template, the LoRA targets that wrap the language model only, and the vision tower's module prefix.
+
+Training templates mark the assistant's answer with ``{% generation %}``, so
+``return_assistant_tokens_mask`` gives the tokens the loss covers. Each one renders the prompt its
+checkpoints were trained with (LLaVA-1.5's ``USER: <image>\\n… ASSISTANT:``, Qwen's ChatML with its
+default system message, SmolVLM's ``User:<image>…<end_of_utterance>``, BLIP-2's ``Question: … Answer:``).
+A checkpoint whose own template already marks generation keeps its own. PaliGemma has no chat: its
+processor takes the answer as ``suffix=`` and builds the labels itself. Templates write newlines as
+``{{ '\\n' }}`` because Hugging Face renders with ``trim_blocks``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LLAVA = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>{{ '\\n' }}{% else %}{{ c['text'] }}{% endif %}{% endfor %} ASSISTANT:"
+    "{% else %}{% generation %} {% for c in m['content'] %}{{ c['text'] }}{% endfor %}{{ eos_token }}"
+    "{% endgeneration %}{% endif %}{% endfor %}"
+)
+QWEN = (
+    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}<|im_start|>system{{ '\\n' }}"
+    "You are a helpful assistant.<|im_end|>{{ '\\n' }}{% endif %}<|im_start|>{{ m['role'] }}{{ '\\n' }}"
+    "{% if m['role'] == 'assistant' %}{% generation %}{% for c in m['content'] %}{{ c['text'] }}{% endfor %}"
+    "<|im_end|>{% endgeneration %}{{ '\\n' }}{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>"
+    "{{ '\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}{% endif %}"
+)
+SMOLVLM = (
+    "<|im_start|>{% for m in messages %}{{ m['role'] | capitalize }}:{% if m['role'] == 'assistant' %}"
+    "{% generation %} {% for c in m['content'] %}{{ c['text'] }}{% endfor %}<end_of_utterance>{% endgeneration %}"
+    "{{ '\\n' }}{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}"
+    "{% endif %}{% endfor %}<end_of_utterance>{{ '\\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+BLIP2 = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}Question: {% for c in m['content'] %}"
+    "{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %} Answer:{% else %}{% generation %} "
+    "{% for c in m['content'] %}{{ c['text'] }}{% endfor %}{{ eos_token }}{% endgeneration %}{% endif %}{% endfor %}"
+)
+LM_PROJECTIONS = r"\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    template: str | None
+    """Training chat template; None: the processor takes the answer as ``suffix`` (PaliGemma)."""
+    language_targets: str
+    """LoRA regex over module names that matches the language model's projections only."""
+    vision: str
+    """Module-name prefix of the vision tower (``model.train_vision`` trains it in full)."""
+    default_size: int | None = None
+    """Square input size when the processor has none of its own (Qwen's dynamic resolution)."""
+
+
+ARCHITECTURES = {
+    "llava": Architecture(LLAVA, r".*language_model.*" + LM_PROJECTIONS, "model.vision_tower."),
+    "qwen2_5_vl": Architecture(QWEN, r".*language_model.*" + LM_PROJECTIONS, "model.visual.", 448),
+    "qwen2_vl": Architecture(QWEN, r".*language_model.*" + LM_PROJECTIONS, "model.visual.", 448),
+    "paligemma": Architecture(None, r".*language_model.*" + LM_PROJECTIONS, "model.vision_tower."),
+    "smolvlm": Architecture(SMOLVLM, r".*text_model.*" + LM_PROJECTIONS, "model.vision_model."),
+    "idefics3": Architecture(SMOLVLM, r".*text_model.*" + LM_PROJECTIONS, "model.vision_model."),
+    "blip-2": Architecture(
+        BLIP2, r".*language_model.*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)", "vision_model."
+    ),
+}
+LANGUAGE_MODEL_PRESET = "language-model"
+"""``model.lora.target_modules: language-model``: the architecture's language-model-only regex."""

@@ -11,11 +11,12 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh
+$(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh scripts/install_chromium.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	bash scripts/install_wordnet.sh $(BIN)/python
+	bash scripts/install_chromium.sh
 	touch $(STAMP)
 
 lint: setup

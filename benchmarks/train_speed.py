@@ -35,15 +35,13 @@ with tempfile.TemporaryDirectory() as folder:
     samples = load_split(folder, "train", progress=False).samples
 family, bundle = build(cfg)
 bundle.model.to(device)
-pipeline = ImagePipeline(bundle.image_spec)
+pipeline = ImagePipeline(bundle.image_size)
 params = [p for p in bundle.model.parameters() if p.requires_grad]
 optimizer = torch.optim.AdamW(params, lr=cfg.train.lr)
 batches = []
 for i in range(4):
     chosen = samples[i * cfg.train.batch_size : (i + 1) * cfg.train.batch_size]
-    batch = family.collate(bundle, chosen, cfg.task, train=True)
-    batch["pixel_values"] = bundle.image_spec.normalize(pipeline.batch(chosen))
-    batches.append({k: v.to(device) for k, v in batch.items()})
+    batches.append(family.inputs(bundle, chosen, pipeline.batch(chosen), cfg.task, train=True).to(device))
 
 dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
 bundle.model.train()
@@ -72,11 +70,10 @@ print(line)
 bundle.model.eval()
 start = time.perf_counter()
 with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-    for batch in batches:
-        generate_batch = family.collate(bundle, samples[: cfg.train.batch_size], cfg.task, train=False)
-        generate_batch = {k: v.to(device) for k, v in generate_batch.items()}
-        generate_batch["pixel_values"] = batch["pixel_values"]
-        family.generate(bundle, generate_batch, cfg.eval)
+    for i in range(4):
+        chosen = samples[i * cfg.train.batch_size : (i + 1) * cfg.train.batch_size]
+        inputs = family.inputs(bundle, chosen, pipeline.batch(chosen), cfg.task, train=False)
+        family.generate(bundle, inputs.to(device), cfg.eval)
 seconds = time.perf_counter() - start
 print(
     f"generation: {4 * cfg.train.batch_size / seconds:.0f} answers/s (max {cfg.eval.max_new_tokens} new tokens)"

@@ -147,3 +147,19 @@ def test_real_ids_fail_offline_with_a_clear_message(tmp_path, synth_dir):
     assert (
         proc.returncode == 2 and "Salesforce/blip-vqa-base" in proc.stderr and "Traceback" not in proc.stderr
     )
+
+
+def test_merged_export_carries_a_processor_that_prepares_images(tmp_path, synth_dir):
+    from transformers import AutoProcessor, BlipForQuestionAnswering
+
+    from pathvqa.export import export
+    from tests.conftest import noise_image
+
+    fit(tiny_cfg(synth_dir, "train.max_steps=2", "data.eval_samples=8"), tmp_path / "run", progress=False)
+    export(tmp_path / "run", tmp_path / "merged", merge=True)
+    processor = AutoProcessor.from_pretrained(tmp_path / "merged")
+    inputs = processor(images=noise_image(3, 48), text="what stain is used?", return_tensors="pt")
+    assert type(processor).__name__ == "BlipProcessor" and inputs["pixel_values"].shape == (1, 3, 32, 32)
+    model = BlipForQuestionAnswering.from_pretrained(tmp_path / "merged")
+    out = model.generate(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"], max_new_tokens=3)
+    assert out.shape[0] == 1

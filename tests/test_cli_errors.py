@@ -1,6 +1,7 @@
 """Bad arguments to every command: exit status 2 and one line on stderr, never a traceback, nothing lost."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -52,6 +53,21 @@ def cases(root, synth_dir):
         "report missing": ["report", missing, "--out", root / "r"],
         "report --out FILE": ["report", d, "--out", f],
         "demo --out FILE": ["demo", "--out", f],
+        "predict --checkpoint missing": [
+            "predict",
+            "--checkpoint",
+            missing,
+            "--image",
+            f,
+            "--question",
+            "q?",
+        ],
+        "predict --image FOLDER": ["predict", "--checkpoint", d, "--image", d, "--question", "q?"],
+        "serve --checkpoint missing": ["serve", "--checkpoint", missing, "--demo-dir", missing],
+        "serve without a demo": ["serve", "--demo-dir", missing],
+        "compare missing": ["compare", missing, d],
+        "compare answer null": ["compare", root / "null_answer.jsonl", root / "null_answer.jsonl"],
+        "score --protocol unknown": ["score", root / "null_answer.jsonl", "--protocol", "vqa"],
     }
 
 
@@ -62,8 +78,10 @@ def test_every_command_is_swept():
 
 def test_bad_arguments_exit_2_with_one_line(paths, synth_dir):
     failures = []
-    for name, args in cases(paths, synth_dir).items():
-        proc = run_cli(*args, check=False)
+    todo = cases(paths, synth_dir)
+    with ThreadPoolExecutor(4) as pool:  # independent processes: run them side by side
+        done = dict(zip(todo, pool.map(lambda args: run_cli(*args, check=False), todo.values()), strict=True))
+    for name, proc in done.items():
         lines = proc.stderr.strip().splitlines()
         if proc.returncode != 2 or len(lines) != 1 or "Traceback" in proc.stderr:
             failures.append(f"{name}: exit {proc.returncode}, stderr: {proc.stderr.strip()[-300:]!r}")

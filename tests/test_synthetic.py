@@ -1,9 +1,9 @@
 import pyarrow.parquet as pq
 import pytest
 
+from pathvqa.baseline import prior_scores as prior_baseline
 from pathvqa.data import synthetic
 from pathvqa.data.prepare import load_split
-from pathvqa.evaluate import prior_baseline
 from tests.conftest import run_cli
 
 

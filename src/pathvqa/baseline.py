@@ -34,3 +34,10 @@ class QuestionPrior:
             }
             for s in samples
         ]
+
+
+def prior_scores(train: list[Sample], test: list[Sample]) -> dict:
+    """The metric suite of the question-only prior fitted on ``train``, on ``test``."""
+    from pathvqa.metrics import score_all
+
+    return score_all(QuestionPrior(train).predictions(test))

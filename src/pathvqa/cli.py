@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -43,9 +44,9 @@ def synth(
 ) -> None:
     """Generate the synthetic pathology VQA set (the offline default dataset)."""
     out_folder(out)
+    from pathvqa.baseline import prior_scores
     from pathvqa.data import synthetic
     from pathvqa.data.prepare import load_split
-    from pathvqa.evaluate import prior_baseline
 
     summary = synthetic.write(out, {"train": train, "validation": validation, "test": test}, image_size, seed)
     if preview is not None:
@@ -59,7 +60,7 @@ def synth(
     if train and test:
         closed = sum(v["closed_share"] * v["pairs"] for v in summary["splits"].values())
         line += f"; closed share {closed / sum(v['pairs'] for v in summary['splits'].values()):.2f}"
-        base = prior_baseline(
+        base = prior_scores(
             load_split(str(out), "train", progress=False).samples,
             load_split(str(out), "test", progress=False).samples,
         )
@@ -77,36 +78,91 @@ def data_stats(
     max_pixels: Annotated[int, typer.Option(help="Skip images larger than this many pixels.")] = 40_000_000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate a split and print its statistics (kept/skipped rows by reason, answer types)."""
-    from pathvqa.data.prepare import load_split
+    """A split's statistics (rows kept/skipped by reason, duplicates, yes/no share, answer vocabulary) and,
+    across the dataset's splits, leakage, unseen test answers and the question-only prior."""
+    from pathvqa.audit import dataset_stats
 
-    stats = load_split(dataset, split, max_pixels=max_pixels).stats()
+    stats = dataset_stats(dataset, split, max_pixels=max_pixels)
     if as_json:
         typer.echo(json.dumps(stats))
         return
-    typer.echo(
+    for line in _stats_lines(dataset, split, stats):
+        typer.echo(line)
+
+
+def _stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
+    lines = [
         f"{dataset} [{split}]: {stats['rows_kept']}/{stats['rows_total']} rows kept "
-        f"({stats['closed']} closed, {stats['open']} open, {stats['unique_answers']} unique answers)"
-    )
-    for reason, count in stats["skipped_reasons"].items():
-        typer.echo(f"  skipped {count:>6}  {reason}")
-    typer.echo("  top answers: " + ", ".join(f"{a} ({n})" for a, n in stats["top_answers"]))
+        f"({stats['closed']} closed, yes share {stats['yes_share_of_closed']}; {stats['open']} open; "
+        f"{stats['duplicates']} duplicate rows)",
+        f"  answers: {stats['unique_answers']} unique, {stats['answers_seen_once']} seen once, "
+        f"top 10 cover {stats['top10_answer_coverage']}",
+    ]
+    lines += [f"  skipped {count:>6}  {reason}" for reason, count in stats["skipped_reasons"].items()]
+    lines.append("  top answers: " + ", ".join(f"{a} ({n})" for a, n in stats["top_answers"]))
+    across = stats["across_splits"]
+    for pair, leak in across["leakage"].items():
+        lines.append(
+            f"  {pair}: {leak['shared_images']} shared images ({leak['rows_with_a_seen_image']} rows), "
+            f"{leak['shared_question_answer_pairs']} shared question-answer pairs "
+            f"({leak['rows_with_a_seen_question_answer_pair']} rows), {leak['rows_seen_exactly']} rows seen exactly"
+        )
+    if "question_prior" in across:
+        prior, unseen = across["question_prior"], across["unseen_test_answers"]
+        lines.append(
+            f"  question-only prior on test: EM {prior['exact_match']:.3f}, closed {prior['closed_accuracy']:.3f}, "
+            f"open EM {prior['open_exact_match']:.3f} (LLaVA-Med closed {prior['llava_med']['closed_accuracy']:.3f}, "
+            f"open recall {prior['llava_med']['open_recall']:.3f}); {unseen['unseen']} of {unseen['open_rows']} "
+            "open test answers never occur in train"
+        )
+    return lines
 
 
 @app.command()
 def score(
     predictions: Annotated[Path, typer.Argument(help="predictions.jsonl (rows with answer and prediction).")],
+    protocol: Annotated[
+        str, typer.Option(help="strict (pathvqa's, the default) or llava-med (LLaVA-Med's evaluation code).")
+    ] = "strict",
     as_json: JsonOpt = False,
 ) -> None:
-    """Score a predictions file with the full metric suite."""
+    """Score a predictions file: the metric suite with 95% bootstrap intervals."""
     from pathvqa.metrics import score_file
 
+    if protocol not in ("strict", "llava-med"):
+        raise PathVQAError(f"--protocol {protocol!r}: use strict or llava-med")
     result = score_file(predictions)
+    shown = result if protocol == "strict" else result["llava_med"]
+    if as_json:
+        typer.echo(json.dumps(shown))
+        return
+    for key, value in shown.items():
+        if not key.endswith("_ci") and not isinstance(value, dict):
+            ci = shown.get(f"{key}_ci")
+            number = value if value is None or key.startswith("n") else f"{value:.4f}"
+            typer.echo(f"{key:>24}  {number}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Evaluated run, eval folder or predictions.jsonl (A).")],
+    run_b: Annotated[
+        Path, typer.Argument(help="The same for B: compared with A on the questions both answered.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """B against A on the same questions: paired differences with 95% intervals, McNemar's exact test."""
+    from pathvqa.metrics import compare as compare_runs
+    from pathvqa.metrics import describe_difference, find_predictions, read_predictions
+
+    result = compare_runs(*(read_predictions(find_predictions(p)) for p in (run_a, run_b)))
     if as_json:
         typer.echo(json.dumps(result))
         return
-    for key, value in result.items():
-        typer.echo(f"{key:>18}  {value if value is None or key.startswith('n') else f'{value:.4f}'}")
+    typer.echo(f"A = {run_a}\nB = {run_b}\n{result['n']} questions in common")
+    for key, entry in result["metrics"].items():
+        p = result["mcnemar_closed"]["p"] if key == "closed_accuracy" else None
+        typer.echo("  " + describe_difference(key, entry, p))
 
 
 SetOpt = Annotated[
@@ -132,10 +188,10 @@ def train(
     ] = False,
 ) -> None:
     """Fine-tune a model (one training loop for every family; stages run in order)."""
+    out_folder(out)
     from pathvqa.config import load_config
     from pathvqa.train import fit
 
-    out_folder(out)
     cfg = load_config(config, overrides)  # every config error is reported before any model loads
     _setup_logging()
     result = fit(cfg, out, resume=resume)
@@ -159,11 +215,27 @@ def eval_cmd(
     ] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate a seeded sample of N questions.")] = None,
     overrides: SetOpt = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="question-prior: the majority training answer per question (no model).")
+    ] = None,
+    dedupe: Annotated[
+        bool, typer.Option(help="Drop repeated (image, question, answer) rows of the split.")
+    ] = False,
 ) -> None:
-    """Generate answers for a split and score them."""
-    from pathvqa.evaluate import run
-
+    """Generate answers for a split and score them (every row counts, as in published numbers)."""
     out_folder(out)
+    from pathvqa.evaluate import run, run_baseline
+
+    if baseline is not None:
+        if config or checkpoint or not dataset:
+            raise PathVQAError("--baseline takes --dataset (and --split), not --config or --checkpoint")
+        typer.echo(
+            json.dumps(
+                run_baseline(out=out, dataset=dataset, split=split or "test", dedupe=dedupe, name=baseline)
+            )
+        )
+        return
+
     _setup_logging()
     result = run(
         out=out,
@@ -174,6 +246,7 @@ def eval_cmd(
         blind=blind,
         limit=limit,
         overrides=overrides,
+        dedupe=dedupe,
     )
     if result:
         typer.echo(json.dumps(result))
@@ -186,9 +259,9 @@ def export(
     merge: Annotated[bool, typer.Option(help="Merge LoRA adapters into the base weights.")] = False,
 ) -> None:
     """Export a checkpoint for plain transformers / peft."""
+    out_folder(out)
     from pathvqa.export import export as run_export
 
-    out_folder(out)
     typer.echo(f"exported to {run_export(checkpoint, out, merge)}")
 
 
@@ -201,9 +274,9 @@ def report_cmd(
     title: Annotated[str, typer.Option(help="Report title.")] = "pathvqa results",
 ) -> None:
     """Tables (md/csv/json), gallery, curves and one self-contained HTML page from run folders."""
+    out_folder(out)
     from pathvqa.report import build
 
-    out_folder(out)
     files = build(runs, out, title=title)
     typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")
 
@@ -221,11 +294,91 @@ def demo(
     ] = None,
 ) -> None:
     """The offline study end to end on the synthetic set: baselines, blip-tiny, vlm-tiny, report."""
+    out_folder(out)
     from pathvqa.demo import run_demo
 
-    out_folder(out)
     _setup_logging()
     run_demo(out, fresh=fresh, overrides=overrides, extra=with_config)
+
+
+def image_questions(argv: list[str]) -> list[tuple[Path, list[str]]]:
+    """``--image A --question q1 --question q2 --image B --question q3`` → [(A, [q1, q2]), (B, [q3])]:
+    each ``--question`` belongs to the ``--image`` before it (or to the only image)."""
+    pairs: list[tuple[Path, list[str]]] = []
+    loose: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name not in ("--image", "--question"):
+            continue
+        value = value if eq else next(args, "")
+        if name == "--image":
+            pairs.append((Path(value), []))
+        elif pairs:
+            pairs[-1][1].append(value)
+        else:
+            loose.append(value)
+    if loose and len(pairs) == 1:
+        pairs[0][1][:0] = loose
+    elif loose:
+        raise PathVQAError("give each --question after the --image it is about")
+    return pairs
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Option(help="Run folder, checkpoint folder or merged export.")],
+    image: Annotated[list[Path], typer.Option(help="An image file (repeatable; its questions follow it).")],
+    question: Annotated[list[str], typer.Option(help="A question about the image before it (repeatable).")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer.")] = False,
+) -> None:
+    """Answer questions about images with a trained model (questions about one image: one batch)."""
+    pairs = image_questions(sys.argv[1:]) if image and question else []
+    if not pairs or any(not qs for _, qs in pairs):
+        raise PathVQAError("give at least one --question for every --image")
+    if any(not q.strip() for _, qs in pairs for q in qs):
+        raise PathVQAError("the question is empty: ask something about the image")
+    for path, _ in pairs:
+        if not path.is_file():
+            raise PathVQAError(f"image not found: {path}" if not path.exists() else f"{path} is not a file")
+    from pathvqa.inference import Answerer
+
+    answerer = Answerer(checkpoint)
+    for path, questions in pairs:
+        for answer in answerer.answer(path.read_bytes(), questions):
+            if as_json:
+                typer.echo(json.dumps({"image": str(path), **asdict(answer)}))
+            else:
+                typer.echo(
+                    answer.answer
+                    if len(questions) == 1 and len(pairs) == 1
+                    else f"{answer.question} → {answer.answer}"
+                )
+
+
+@app.command()
+def serve(
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="[LABEL=]run, checkpoint or merged export (repeatable; default: the demo's models)."
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind (0.0.0.0 to accept other machines).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    demo_dir: Annotated[Path, typer.Option(help="Demo folder: default models and example images.")] = Path(
+        "runs/demo"
+    ),
+) -> None:
+    """A web app where every loaded model answers questions about an image, side by side."""
+    from pathvqa.serve import serve as run_serve
+
+    _setup_logging()
+    app_ = run_serve(checkpoint or [], host=host, port=port, demo_dir=demo_dir, block=False)
+    typer.echo(f"pathvqa serve: http://{host}:{port} (Ctrl-C stops)")
+    app_.block_thread()
 
 
 def main() -> None:

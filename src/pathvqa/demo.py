@@ -16,12 +16,9 @@ from typing import Any
 import typer
 
 from pathvqa import checkpoint, report
-from pathvqa.baseline import QuestionPrior
 from pathvqa.config import load_config, packaged_config
 from pathvqa.data import synthetic
-from pathvqa.data.prepare import load_split
-from pathvqa.evaluate import run, write_predictions
-from pathvqa.metrics import score
+from pathvqa.evaluate import run, run_baseline
 from pathvqa.train import fit
 
 TRAINED = {"blip-tiny fine-tuned": "blip_tiny", "vlm-tiny (projector, 2 stages)": "vlm_tiny"}
@@ -36,17 +33,6 @@ def _evaluated(folder: Path, fresh: bool, **kwargs) -> dict[str, Any]:
     if metrics.is_file() and not fresh:
         return json.loads(metrics.read_text())
     return run(out=folder, **kwargs)
-
-
-def _prior(dataset: str, folder: Path) -> dict[str, Any]:
-    """The question-only prior: the majority training answer of each question, images unseen."""
-    train = load_split(dataset, "train", progress=False).samples
-    test = load_split(dataset, "test", progress=False).samples
-    rows = QuestionPrior(train).predictions(test)
-    write_predictions(rows, folder / "predictions.jsonl")
-    metrics = {**score(rows), "model": "question-only prior", "dataset": dataset, "split": "test"}
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
 
 
 def run_demo(
@@ -71,7 +57,7 @@ def run_demo(
     results: dict[str, dict] = {}
 
     _stage("question-only prior (majority answer per question)")
-    results["question-only prior"] = _prior(dataset, out / "prior")
+    results["question-only prior"] = run_baseline(out=out / "prior", dataset=dataset)
 
     _stage("blip-tiny untrained (zero-shot)")
     results["blip-tiny zero-shot"] = _evaluated(

@@ -11,18 +11,13 @@ from typing import Any
 
 from pathvqa.baseline import QuestionPrior
 from pathvqa.config import load_config
-from pathvqa.data.prepare import Sample, load_data_split
+from pathvqa.data.prepare import load_data_split, load_split
 from pathvqa.errors import PathVQAError
 from pathvqa.generation import predict
 from pathvqa.inference import load_trained
-from pathvqa.metrics import score
+from pathvqa.metrics import score_all
 from pathvqa.models.registry import build
 from pathvqa.runtime import cpu_processes, mixed_precision
-
-
-def prior_baseline(train: list[Sample], test: list[Sample]) -> dict[str, Any]:
-    """Metric suite of the question-only prior (majority answer per question, from train)."""
-    return score(QuestionPrior(train).predictions(test))
 
 
 def write_predictions(rows: list[dict], path: Path) -> None:
@@ -43,8 +38,11 @@ def run(
     limit: int | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
+    dedupe: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a config (zero-shot) or a checkpoint on a split; write predictions.jsonl and metrics.json."""
+    """Evaluate a config (zero-shot) or a checkpoint on a split; write predictions.jsonl and metrics.json.
+
+    Every row of the split counts, as in published numbers (``dedupe``: drop repeated rows)."""
     from accelerate import Accelerator
 
     if (config is None) == (checkpoint_dir is None):
@@ -62,13 +60,13 @@ def run(
     accelerator = Accelerator(cpu=cpu_processes(), mixed_precision=mixed_precision(cfg))
     if not getattr(bundle.model, "hf_device_map", None):  # quantized models are already placed
         bundle.model.to(accelerator.device)
-    data = load_data_split(cfg.data, split, limit, progress and accelerator.is_main_process)
+    data = load_data_split(cfg.data, split, limit, progress and accelerator.is_main_process, dedupe=dedupe)
     rows = predict(family, bundle, data.samples, cfg, accelerator=accelerator, blind=blind, progress=progress)
     result: dict[str, Any] = {}
     if accelerator.is_main_process:
         out = Path(out)
         write_predictions(rows, out / "predictions.jsonl")
-        result = score(rows)
+        result = score_all(rows)
         result.update(
             {
                 "model": cfg.name,
@@ -77,9 +75,38 @@ def run(
                 "split": split,
                 "blind": blind,
                 "skipped_rows": sum(data.skipped.values()),
+                "duplicate_rows": data.duplicates,
+                "deduplicated": dedupe,
                 "processes": accelerator.num_processes,
             }
         )
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
     accelerator.wait_for_everyone()
     return result
+
+
+BASELINES = ("question-prior",)
+
+
+def run_baseline(
+    *, out: str | Path, dataset: str, split: str = "test", dedupe: bool = False, name: str = "question-prior"
+) -> dict[str, Any]:
+    """The question-only prior (majority training answer per question, images never seen) on ``split``:
+    predictions.jsonl and metrics.json, as for a model."""
+    if name not in BASELINES:
+        raise PathVQAError(f"unknown baseline {name!r} (have {', '.join(BASELINES)})")
+    train = load_split(dataset, "train", progress=False).samples  # deduplicated, as training is
+    test = load_split(dataset, split, progress=False, dedupe=dedupe)
+    rows = QuestionPrior(train).predictions(test.samples)
+    out = Path(out)
+    write_predictions(rows, out / "predictions.jsonl")
+    metrics = {
+        **score_all(rows),
+        "model": "question-only prior",
+        "dataset": dataset,
+        "split": split,
+        "duplicate_rows": test.duplicates,
+        "deduplicated": dedupe,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

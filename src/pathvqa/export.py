@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from pathvqa.inference import load_trained
+from pathvqa.config import save_config
+from pathvqa.inference import EXPORT_CONFIG, load_trained
 
 
 def model_card(cfg, folder: Path, merged: bool) -> str:
@@ -60,5 +61,7 @@ def export(checkpoint_dir: str | Path, out: str | Path, merge: bool = False) -> 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     family.export(bundle, cfg, str(out), merge)
+    if merge or not hasattr(bundle.model, "peft_config"):  # a whole model: predict / serve can load it
+        save_config(cfg, out / EXPORT_CONFIG)
     (out / "README.md").write_text(model_card(cfg, folder, merge))
     return out

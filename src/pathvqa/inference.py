@@ -1,13 +1,23 @@
-"""A trained model back from disk: a checkpoint folder or a run folder → (config, family, model)."""
+"""A trained model back from disk (a run, a checkpoint or a merged export), and asked questions."""
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from pathvqa import checkpoint
 from pathvqa.config import ExperimentConfig, load_config
+from pathvqa.data.batches import ImagePipeline
+from pathvqa.data.images import BadImage
+from pathvqa.data.prepare import Sample
+from pathvqa.errors import PathVQAError
 from pathvqa.models.base import Bundle, Family
-from pathvqa.models.registry import build, tune
+from pathvqa.models.registry import build, get_family, tune
 from pathvqa.models.tuning import plain_name, stored_names
 
 
@@ -39,3 +49,69 @@ def start_from(cfg: ExperimentConfig, init: Path) -> tuple[Family, Bundle]:
         bundle.model = bundle.model.merge_and_unload()
     tune(family, bundle, cfg)
     return family, bundle
+
+
+EXPORT_CONFIG = "pathvqa.yaml"
+"""Written by ``pathvqa export --merge`` beside the weights: what the folder holds, for ``predict``/``serve``."""
+
+
+def load_model(path: str | Path, overrides: list[str] | None = None):
+    """(cfg, family, bundle, source) from a run folder, a checkpoint folder or a merged export."""
+    path = Path(path)
+    if (path / EXPORT_CONFIG).is_file():
+        cfg = load_config(path / EXPORT_CONFIG, overrides)
+        family = get_family(cfg.model.family)
+        bundle = family.load_export(cfg, path)
+        bundle.model.eval().requires_grad_(False)
+        return cfg, family, bundle, path
+    if (path / "adapter_config.json").is_file() or (path / "adapter").is_dir():
+        raise PathVQAError(f"{path} is a LoRA adapter export: pass its run folder, or export with --merge")
+    return load_trained(path, overrides)
+
+
+@dataclass
+class Answer:
+    model: str
+    question: str
+    answer: str
+    latency_ms: float
+    """Wall time of the batch that answered it (questions about one image are answered together)."""
+
+
+class Answerer:
+    """A trained model that answers questions about an image, one batch per image; thread-safe (one
+    generation at a time per model)."""
+
+    def __init__(self, path: str | Path, label: str | None = None):
+        self.cfg, self.family, self.bundle, self.source = load_model(path)
+        self.label = label or self.cfg.name
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not getattr(self.bundle.model, "hf_device_map", None):  # quantized models are already placed
+            self.bundle.model.to(self.device)
+        self.pipeline = ImagePipeline(
+            self.bundle.image_size, cache=False, max_pixels=self.cfg.data.max_pixels
+        )
+        self.lock = threading.Lock()
+
+    def answer(self, image: bytes, questions: list[str]) -> list[Answer]:
+        """Answers to ``questions`` about the encoded ``image``; a bad image or question → PathVQAError."""
+        questions = [" ".join(q.split()) for q in questions]
+        if not questions or not all(questions):
+            raise PathVQAError("the question is empty: ask something about the image")
+        key = hashlib.sha1(image).hexdigest()
+        samples = [Sample(f"q{i}", image, key, q, "", "", "open") for i, q in enumerate(questions)]
+        try:
+            tiles = self.pipeline.batch(samples)
+        except BadImage as err:
+            reason = (
+                "it is larger than the pixel limit"
+                if err.reason == "image_too_large"
+                else "it is not an image"
+            )
+            raise PathVQAError(f"cannot use this image: {reason} ({err})") from None
+        inputs = self.family.inputs(self.bundle, samples, tiles, self.cfg.task, train=False)
+        with self.lock, torch.inference_mode():
+            started = time.perf_counter()
+            answers = self.family.generate(self.bundle, inputs.to(self.device), self.cfg.eval)
+            ms = (time.perf_counter() - started) * 1000
+        return [Answer(self.label, q, a, round(ms, 1)) for q, a in zip(questions, answers, strict=True)]

@@ -26,6 +26,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pathvqa import llava_med, stats
 from pathvqa.errors import PathVQAError
 
 CLOSED_ANSWERS = ("yes", "no")
@@ -121,32 +124,98 @@ def row_scores(prediction: str, answer: str) -> dict[str, float]:
     return scores
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def strict_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-row scores of the strict protocol: {metric: (N,) array}, NaN where a metric does not apply
+    (closed accuracy on open rows, open scores on closed rows). ``correct`` is the per-type headline."""
+    keys = (
+        "exact_match",
+        "meteor",
+        "bleu1",
+        "f1",
+        "closed_accuracy",
+        "open_exact_match",
+        "open_recall",
+        "correct",
+    )
+    table = {key: np.full(len(rows), np.nan) for key in keys}
+    for i, row in enumerate(rows):
+        s = row_scores(str(row["prediction"]), str(row["answer"]))
+        for key in ("exact_match", "meteor", "bleu1", "f1", "correct"):
+            table[key][i] = s[key]
+        if "recall" in s:
+            table["open_exact_match"][i], table["open_recall"][i] = s["exact_match"], s["recall"]
+        else:
+            table["closed_accuracy"][i] = s["correct"]
+    return table
 
 
-def score(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Aggregate the metric suite over rows with ``answer`` and ``prediction``."""
+def llava_med_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-row scores of the LLaVA-Med protocol (see ``pathvqa.llava_med``)."""
+    keys = (
+        "closed_accuracy",
+        "open_recall",
+        "open_precision",
+        "open_f1",
+        "open_bleu1",
+        "open_substring_accuracy",
+    )
+    table = {key: np.full(len(rows), np.nan) for key in keys}
+    for i, row in enumerate(rows):
+        prediction, answer = str(row["prediction"]), str(row["answer"])
+        if question_type(answer) == "closed":
+            table["closed_accuracy"][i] = llava_med.closed_hit(prediction, answer)
+            continue
+        s = llava_med.open_scores(prediction, answer)
+        for key in keys[1:]:
+            table[key][i] = s[key.removeprefix("open_").replace("substring_accuracy", "substring")]
+    return table
+
+
+def _summary(table: dict[str, np.ndarray], keys: tuple[str, ...], with_intervals: bool) -> dict[str, Any]:
+    closed = int((~np.isnan(table["closed_accuracy"])).sum())
+    n = len(table["closed_accuracy"])
+    out: dict[str, Any] = {"n": n, "n_closed": closed, "n_open": n - closed}
+    for key in keys:
+        values = table[key]
+        out[key] = float(np.nanmean(values)) if (~np.isnan(values)).any() else None
+    if with_intervals:
+        out.update({f"{k}_ci": ci for k, ci in stats.intervals({k: table[k] for k in keys}).items()})
+    return out
+
+
+LLAVA_MED_KEYS = (
+    "closed_accuracy", "open_recall", "open_precision", "open_f1", "open_bleu1", "open_substring_accuracy",
+    "n_closed", "n_open",
+)  # fmt: skip
+
+
+def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bool = False) -> dict[str, Any]:
+    """The strict metric suite over rows with ``answer`` and ``prediction`` (what validation during
+    training logs); with ``intervals`` each metric's ``<metric>_ci`` bootstrap interval, with
+    ``protocols`` the LLaVA-Med protocol under ``llava_med`` and results per question type under
+    ``by_question_type``. :func:`score_all` turns both on."""
     from pathvqa import wordnet
 
     wordnet.ensure()  # never skip METEOR's synonym stage silently
-    per_row = {k: [] for k in ("exact_match", "meteor", "bleu1", "f1")}
-    closed, open_em, open_rec = [], [], []
-    for row in rows:
-        s = row_scores(str(row["prediction"]), str(row["answer"]))
-        for key in per_row:
-            per_row[key].append(s[key])
-        if "recall" in s:
-            open_em.append(s["exact_match"])
-            open_rec.append(s["recall"])
-        else:
-            closed.append(s["correct"])
-    n = len(per_row["exact_match"])
-    result: dict[str, Any] = {"n": n}
-    result.update({key: _mean(values) for key, values in per_row.items()})
-    result.update(n_closed=len(closed), closed_accuracy=_mean(closed))
-    result.update(n_open=len(open_em), open_exact_match=_mean(open_em), open_recall=_mean(open_rec))
-    return {key: result[key] for key in METRIC_KEYS}
+    rows = list(rows)
+    table = strict_table(rows)
+    strict = [k for k in METRIC_KEYS if not k.startswith("n")]
+    summary = _summary(table, tuple(strict), intervals)
+    result = {key: summary[key] for key in METRIC_KEYS}
+    result.update({k: v for k, v in summary.items() if k.endswith("_ci")})
+    if protocols:
+        med = _summary(llava_med_table(rows), LLAVA_MED_KEYS[:-2], intervals)
+        result["llava_med"] = {k: med[k] for k in (*LLAVA_MED_KEYS, *(k for k in med if k.endswith("_ci")))}
+        result["by_question_type"] = stats.by_question_type(
+            [str(r.get("question", "")) for r in rows], table["correct"]
+        )
+    return result
+
+
+def score_all(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """What every evaluation writes to metrics.json and ``pathvqa score --json`` prints: both protocols,
+    95% intervals, results per question type."""
+    return score(rows, intervals=True, protocols=True)
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
@@ -180,4 +249,50 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
 
 
 def score_file(path: str | Path) -> dict[str, Any]:
-    return score(read_predictions(path))
+    return score_all(read_predictions(path))
+
+
+COMPARED = ("exact_match", "closed_accuracy", "open_exact_match", "open_recall", "meteor")
+
+
+def find_predictions(path: str | Path) -> Path:
+    """A predictions file, or the one of an evaluated run / eval folder."""
+    path = Path(path)
+    for candidate in (path, path / "eval" / "predictions.jsonl", path / "predictions.jsonl"):
+        if candidate.is_file():
+            return candidate
+    raise PathVQAError(f"no predictions in {path} (looked for eval/predictions.jsonl and predictions.jsonl)")
+
+
+def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """B against A on the questions both answered: per metric the paired difference B − A with its
+    bootstrap interval, and McNemar's exact test on closed accuracy (strict and LLaVA-Med rules)."""
+    a = {row.get("id"): row for row in a_rows}
+    b = {row.get("id"): row for row in b_rows}
+    common = sorted(i for i in a.keys() & b.keys() if i is not None)
+    if not common:
+        raise PathVQAError("the two prediction files share no question id: compare runs on the same split")
+    differing = [i for i in common if str(a[i]["answer"]) != str(b[i]["answer"])]
+    if differing:
+        raise PathVQAError(
+            f"{len(differing)} shared ids have different answers (e.g. {differing[0]}): not the same questions"
+        )
+    ta, tb = (strict_table([rows[i] for i in common]) for rows in (a, b))
+    result: dict[str, Any] = {"n": len(common), "metrics": {}}
+    for key in COMPARED:
+        means = [float(np.nanmean(t[key])) if (~np.isnan(t[key])).any() else None for t in (ta, tb)]
+        result["metrics"][key] = {"a": means[0], "b": means[1], **stats.paired_difference(ta[key], tb[key])}
+    closed = ~np.isnan(ta["closed_accuracy"])
+    result["mcnemar_closed"] = stats.mcnemar(ta["closed_accuracy"][closed], tb["closed_accuracy"][closed])
+    la, lb = (llava_med_table([rows[i] for i in common])["closed_accuracy"] for rows in (a, b))
+    result["llava_med_mcnemar_closed"] = stats.mcnemar(la[closed], lb[closed])
+    return result
+
+
+def describe_difference(name: str, entry: dict[str, Any], p: float | None = None) -> str:
+    """``closed_accuracy: B − A = +0.031 [−0.004, +0.066], p = 0.09``."""
+    if entry["difference"] is None:
+        return f"{name}: no question it applies to"
+    low, high = entry["ci"]
+    text = f"{name}: B − A = {entry['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    return text + (f", p = {p:.2g}" if p is not None else "") + f" (n = {entry['n']})"

@@ -76,20 +76,30 @@ class SplitData:
     samples: list[Sample]
     rows_total: int
     skipped: Counter = field(default_factory=Counter)
+    duplicates: int = 0
+    """Rows repeating an earlier (image, question, answer) row: skipped when deduplicating, else kept."""
 
     def stats(self, top: int = 10) -> dict[str, Any]:
         answers = Counter(s.target for s in self.samples)
         types = Counter(s.type for s in self.samples)
+        yes = sum(1 for s in self.samples if s.target == "yes")
+        kept = len(self.samples)
         return {
             "split": self.split,
             "rows_total": self.rows_total,
-            "rows_kept": len(self.samples),
+            "rows_kept": kept,
             "rows_skipped": sum(self.skipped.values()),
             "skipped_reasons": dict(sorted(self.skipped.items())),
+            "duplicates": self.duplicates,
             "closed": types["closed"],
             "open": types["open"],
+            "yes_share_of_closed": round(yes / types["closed"], 4) if types["closed"] else None,
             "images": len({s.image_key for s in self.samples}),
             "unique_answers": len(answers),
+            "answers_seen_once": sum(1 for n in answers.values() if n == 1),
+            "top10_answer_coverage": round(sum(n for _, n in answers.most_common(10)) / kept, 4)
+            if kept
+            else None,
             "top_answers": [[a, n] for a, n in answers.most_common(top)],
         }
 
@@ -128,11 +138,13 @@ def load_split(
     seed: int = 0,
     progress: bool = True,
     lazy_images: bool = False,
+    dedupe: bool = True,
 ) -> SplitData:
     """Load, validate and clean one split; with ``samples``, a seeded sample of that many valid rows.
 
     Every image is decoded once here (bad ones are skipped and counted); ``lazy_images`` keeps only a
-    reference to each row, not its bytes."""
+    reference to each row, not its bytes. Rows repeating an earlier (image, question, answer) are
+    counted, and skipped when ``dedupe`` (training; published test numbers count every row)."""
     table = open_split(source, split)
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
@@ -143,6 +155,7 @@ def load_split(
     if samples is not None and samples < len(order):
         random.Random(seed).shuffle(order)  # seeded sample; kept rows are re-sorted below
     skipped: Counter = Counter()
+    duplicates = 0
     seen: set[tuple[str, str, str]] = set()
     decoded: dict[str, str] = {}
     kept: list[Sample] = []
@@ -158,8 +171,10 @@ def load_split(
             skipped[err.reason] += 1
             continue
         if (key, question, answer) in seen:
-            skipped["duplicate"] += 1
-            continue
+            duplicates += 1
+            if dedupe:
+                skipped["duplicate"] += 1
+                continue
         seen.add((key, question, answer))
         target = clean_answer(answer)
         caption = row.get("caption") if has_caption else None
@@ -176,10 +191,12 @@ def load_split(
             )
         )
     kept.sort(key=lambda s: s.id)
-    return SplitData(split, kept, len(table), skipped)
+    return SplitData(split, kept, len(table), skipped, duplicates)
 
 
-def load_data_split(data: DataConfig, split: str, samples: int | None, progress: bool) -> SplitData:
+def load_data_split(
+    data: DataConfig, split: str, samples: int | None, progress: bool, dedupe: bool = True
+) -> SplitData:
     """One split of a config's dataset, validated, with the config's pixel limit and sampling seed."""
     return load_split(
         data.dataset,
@@ -189,4 +206,5 @@ def load_data_split(data: DataConfig, split: str, samples: int | None, progress:
         seed=data.seed,
         progress=progress,
         lazy_images=data.lazy_images,
+        dedupe=dedupe,
     )

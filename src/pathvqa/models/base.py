@@ -9,6 +9,7 @@ nothing above this module knows ``pixel_values``, image grids or token types.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -85,6 +86,12 @@ class Family(Protocol):
     def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]: ...
 
     def export(self, bundle: Bundle, cfg: ExperimentConfig, out: str, merge: bool) -> None: ...
+
+    def load_export(self, cfg: ExperimentConfig, folder: Path) -> Bundle:
+        """A merged export (``pathvqa export --merge``) back as a model. By default the folder is a
+        ``from_pretrained`` folder of the whole model: it takes the place of ``model.name``."""
+        model = cfg.model.model_copy(update={"name": str(folder), "tuning": "frozen"})
+        return self.build(cfg.model_copy(update={"model": model}))
 
 
 def unwrap_to(model: torch.nn.Module, kind: type) -> Any:

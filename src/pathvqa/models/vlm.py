@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -283,8 +283,20 @@ class VlmFamily(Family):
         _save_module(plain.projector, out_dir / "projector.safetensors")
         if bundle.is_random("vision."):
             _save_module(plain.vision, out_dir / "vision.safetensors")
-        bundle.tokenizer.save_pretrained(out_dir / "tokenizer")
+        bundle.tokenizer.save_pretrained(
+            out_dir / ("language_model" if not hasattr(model, "peft_config") else "adapter")
+        )
         (out_dir / "vlm.json").write_text(json.dumps(cfg.model.model_dump(), indent=1))
+
+    def load_export(self, cfg: ExperimentConfig, folder: Path) -> VlmBundle:
+        """``language_model/`` is a causal-LM folder; the projector (and a tiny encoder) load from their files."""
+        model = cfg.model.model_copy(update={"language": str(folder / "language_model"), "tuning": "frozen"})
+        bundle = self.build(cfg.model_copy(update={"model": model}))
+        plain = unwrap(bundle.model)
+        plain.projector.load_state_dict(load_file(str(folder / "projector.safetensors")))
+        if (folder / "vision.safetensors").is_file():
+            plain.vision.load_state_dict(load_file(str(folder / "vision.safetensors")))
+        return bundle
 
 
 def _save_module(module: nn.Module, path: Path) -> None:

@@ -7,7 +7,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup test lint format demo clean gpu-check gpu-wheels
+.PHONY: setup test lint format demo bench clean gpu-check gpu-wheels
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ test: setup lint
 
 demo: setup
 	$(BIN)/pathvqa demo $(DEMO_ARGS)
+
+# Speed against a plain transformers Trainer and a per-question generate loop; data-loading growth.
+bench: setup
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

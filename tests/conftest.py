@@ -63,3 +63,13 @@ def model_inputs(family, bundle, samples, train: bool, task: str = "vqa") -> dic
 
     images = ImagePipeline(bundle.image_size).batch(samples)
     return family.inputs(bundle, samples, images, task, train).tensors
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Start the tiny recipes' trainings (minutes) in the background as soon as they are collected, so
+    the rest of the suite runs beside them instead of before them."""
+    if config.option.collectonly or not any(i.nodeid.startswith("tests/test_recipes.py") for i in items):
+        return
+    from tests import test_recipes
+
+    test_recipes.start_training()

@@ -24,9 +24,7 @@ from pydantic import (
 )
 
 from pathvqa.errors import ConfigError
-from pathvqa.metrics import METRIC_KEYS
-
-BEST_METRICS = tuple(k for k in METRIC_KEYS if not k.startswith("n"))
+from pathvqa.metrics import SCORES as BEST_METRICS
 
 
 class _Section(BaseModel):

@@ -44,6 +44,8 @@ METRIC_KEYS = (
     "open_exact_match",
     "open_recall",
 )
+SCORES = tuple(k for k in METRIC_KEYS if not k.startswith("n"))
+"""The strict protocol's scores (the count keys aside): what ``train.best_metric`` may name."""
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -127,17 +129,7 @@ def row_scores(prediction: str, answer: str) -> dict[str, float]:
 def strict_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Per-row scores of the strict protocol: {metric: (N,) array}, NaN where a metric does not apply
     (closed accuracy on open rows, open scores on closed rows). ``correct`` is the per-type headline."""
-    keys = (
-        "exact_match",
-        "meteor",
-        "bleu1",
-        "f1",
-        "closed_accuracy",
-        "open_exact_match",
-        "open_recall",
-        "correct",
-    )
-    table = {key: np.full(len(rows), np.nan) for key in keys}
+    table = {key: np.full(len(rows), np.nan) for key in (*SCORES, "correct")}
     for i, row in enumerate(rows):
         s = row_scores(str(row["prediction"]), str(row["answer"]))
         for key in ("exact_match", "meteor", "bleu1", "f1", "correct"):
@@ -149,16 +141,15 @@ def strict_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return table
 
 
+LLAVA_MED_KEYS = (
+    "closed_accuracy", "open_recall", "open_precision", "open_f1", "open_bleu1", "open_substring_accuracy",
+    "n_closed", "n_open",
+)  # fmt: skip
+
+
 def llava_med_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Per-row scores of the LLaVA-Med protocol (see ``pathvqa.llava_med``)."""
-    keys = (
-        "closed_accuracy",
-        "open_recall",
-        "open_precision",
-        "open_f1",
-        "open_bleu1",
-        "open_substring_accuracy",
-    )
+    keys = LLAVA_MED_KEYS[:-2]
     table = {key: np.full(len(rows), np.nan) for key in keys}
     for i, row in enumerate(rows):
         prediction, answer = str(row["prediction"]), str(row["answer"])
@@ -183,12 +174,6 @@ def _summary(table: dict[str, np.ndarray], keys: tuple[str, ...], with_intervals
     return out
 
 
-LLAVA_MED_KEYS = (
-    "closed_accuracy", "open_recall", "open_precision", "open_f1", "open_bleu1", "open_substring_accuracy",
-    "n_closed", "n_open",
-)  # fmt: skip
-
-
 def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bool = False) -> dict[str, Any]:
     """The strict metric suite over rows with ``answer`` and ``prediction`` (what validation during
     training logs); with ``intervals`` each metric's ``<metric>_ci`` bootstrap interval, with
@@ -199,8 +184,7 @@ def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bo
     wordnet.ensure()  # never skip METEOR's synonym stage silently
     rows = list(rows)
     table = strict_table(rows)
-    strict = [k for k in METRIC_KEYS if not k.startswith("n")]
-    summary = _summary(table, tuple(strict), intervals)
+    summary = _summary(table, SCORES, intervals)
     result = {key: summary[key] for key in METRIC_KEYS}
     result.update({k: v for k, v in summary.items() if k.endswith("_ci")})
     if protocols:

@@ -20,18 +20,9 @@ import yaml
 
 from pathvqa.errors import PathVQAError
 from pathvqa.figures import curves, gallery, gallery_ids, type_bars, types_of
-from pathvqa.metrics import compare, read_predictions, score_all
+from pathvqa.metrics import SCORES, compare, read_predictions, score_all
 
-COLUMNS = (
-    "exact_match",
-    "meteor",
-    "bleu1",
-    "f1",
-    "closed_accuracy",
-    "open_exact_match",
-    "open_recall",
-    "blind_closed_accuracy",
-)
+COLUMNS = (*SCORES, "blind_closed_accuracy")
 # Published PathVQA test-split numbers, shown apart from ours (another dataset), each protocol in its own
 # table: a number is only ever set beside numbers scored the same way.
 PUBLISHED_OWN_SCORING = [

@@ -22,6 +22,7 @@ from tests.conftest import model_inputs, run_cli
 
 ARCHS = ["blip2", "llava", "qwen25vl", "paligemma", "smolvlm"]
 SMOKE = [
+    "stages=[]",  # llava_tiny trains in two stages (align, instruct); a smoke test trains once
     "model.image_size=32",
     "model.hidden_size=64",
     "train.batch_size=16",
@@ -123,7 +124,8 @@ def test_batched_generation_answers_as_one_at_a_time(synth_dir, test_samples):
 
 
 def test_lora_preset_wraps_the_language_model_only(synth_dir):
-    _, bundle = build(hf_cfg(synth_dir, "llava", "model.tuning=lora", "model.train_vision=false"))
+    sets = ["model.tuning=lora", "model.train_vision=false", "model.train_connector=false"]
+    _, bundle = build(hf_cfg(synth_dir, "llava", *sets))
     trainable = [n for n, p in bundle.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and ".language_model." in n for n in trainable)
     _family, bundle = build(
@@ -162,3 +164,16 @@ def test_uint8_tiles_go_to_the_processor_as_they_are(synth_dir, test_samples):
     images = torch.from_numpy(np.stack([np.zeros((3, 32, 32), np.uint8)] * 2))
     batch = family.inputs(bundle, test_samples[:2], images, "vqa", train=False).tensors
     assert batch["image_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 4]]
+
+
+def test_train_connector_trains_what_joins_vision_to_language_only(synth_dir):
+    expected = {
+        "llava": "model.multi_modal_projector.",
+        "qwen25vl": "model.visual.merger.",
+        "smolvlm": "model.connector.",
+    }
+    for arch, prefix in expected.items():
+        sets = ["model.tuning=frozen", "model.train_connector=true", "model.train_vision=false"]
+        _, bundle = build(hf_cfg(synth_dir, arch, *sets))
+        trainable = [n for n, p in bundle.model.named_parameters() if p.requires_grad]
+        assert trainable and all(n.startswith(prefix) for n in trainable), (arch, trainable[:3])

@@ -13,6 +13,7 @@ from pathvqa.train import fit
 from tests.conftest import noise_image, run_cli
 
 QUICK = [
+    "stages=[]",
     "model.image_size=32",
     "model.hidden_size=32",
     "train.max_steps=10",

@@ -142,6 +142,9 @@ class HfModelConfig(_QuantizedModel):
     lora: LoraSettings = Field(default_factory=lambda: LoraSettings(target_modules="language-model"))
     """``target_modules: language-model`` (default): the architecture's language-model projections only;
     a list of suffixes (``q_proj``, ``fc1``…) also wraps vision and connector layers that match."""
+    train_connector: bool = False
+    """Train what joins vision to language (LLaVA's projector, Qwen's merger, BLIP-2's Q-Former…) in full:
+    with ``tuning: frozen`` that is LLaVA-1.5's first stage."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, ~30% slower)."""
 

@@ -82,9 +82,16 @@ class HfFamily(Family):
         )
 
     def pinned_modules(self, bundle: HfBundle, m: HfModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The vision tower trains in full with ``model.train_vision``, else it stays frozen."""
-        vision = bundle.arch.vision
-        return ((vision,), ()) if m.train_vision else ((), (vision,))
+        """The vision tower trains in full with ``model.train_vision`` (else it stays frozen), the
+        connector with ``model.train_connector``."""
+        arch = bundle.arch
+        always = (*((arch.vision,) if m.train_vision else ()), *(arch.connector if m.train_connector else ()))
+        never = (
+            ()
+            if m.train_vision
+            else tuple(p for p in (arch.vision,) if not any(c.startswith(p) for c in always))
+        )
+        return always, never
 
     def lora_targets(self, bundle: HfBundle, m: HfModelConfig) -> str | list[str]:
         """``language-model``: the architecture's language-model projections, nothing else."""

@@ -51,19 +51,30 @@ class Architecture:
     """LoRA regex over module names that matches the language model's projections only."""
     vision: str
     """Module-name prefix of the vision tower (``model.train_vision`` trains it in full)."""
+    connector: tuple[str, ...]
+    """Module-name prefixes of what joins vision to language (``model.train_connector`` trains it)."""
     default_size: int | None = None
     """Square input size when the processor has none of its own (Qwen's dynamic resolution)."""
 
 
+LANGUAGE = r".*language_model.*" + LM_PROJECTIONS
+PROJECTOR = ("model.multi_modal_projector.",)
 ARCHITECTURES = {
-    "llava": Architecture(LLAVA, r".*language_model.*" + LM_PROJECTIONS, "model.vision_tower."),
-    "qwen2_5_vl": Architecture(QWEN, r".*language_model.*" + LM_PROJECTIONS, "model.visual.", 448),
-    "qwen2_vl": Architecture(QWEN, r".*language_model.*" + LM_PROJECTIONS, "model.visual.", 448),
-    "paligemma": Architecture(None, r".*language_model.*" + LM_PROJECTIONS, "model.vision_tower."),
-    "smolvlm": Architecture(SMOLVLM, r".*text_model.*" + LM_PROJECTIONS, "model.vision_model."),
-    "idefics3": Architecture(SMOLVLM, r".*text_model.*" + LM_PROJECTIONS, "model.vision_model."),
+    "llava": Architecture(LLAVA, LANGUAGE, "model.vision_tower.", PROJECTOR),
+    "qwen2_5_vl": Architecture(QWEN, LANGUAGE, "model.visual.", ("model.visual.merger.",), 448),
+    "qwen2_vl": Architecture(QWEN, LANGUAGE, "model.visual.", ("model.visual.merger.",), 448),
+    "paligemma": Architecture(None, LANGUAGE, "model.vision_tower.", PROJECTOR),
+    "smolvlm": Architecture(
+        SMOLVLM, r".*text_model.*" + LM_PROJECTIONS, "model.vision_model.", ("model.connector.",)
+    ),
+    "idefics3": Architecture(
+        SMOLVLM, r".*text_model.*" + LM_PROJECTIONS, "model.vision_model.", ("model.connector.",)
+    ),
     "blip-2": Architecture(
-        BLIP2, r".*language_model.*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)", "vision_model."
+        BLIP2,
+        r".*language_model.*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)",
+        "vision_model.",
+        ("qformer.", "query_tokens", "language_projection."),
     ),
 }
 LANGUAGE_MODEL_PRESET = "language-model"

@@ -30,7 +30,7 @@ PATCH = 8
 
 
 def tokenizer(specials: list[str], bos: str, eos: str, pad: str = "<pad>") -> hf.PreTrainedTokenizerFast:
-    """A byte-level BPE (~400 tokens) trained on the synthetic set's words, with the architecture's
+    """A byte-level BPE trained on the synthetic set's words (each one token, at a text's start or after a space), with the architecture's
     special tokens; any text can be encoded (bytes are the base alphabet)."""
     return _trained(tuple(specials), bos, eos, pad)
 
@@ -42,15 +42,24 @@ def _trained(specials: tuple[str, ...], bos: str, eos: str, pad: str) -> hf.PreT
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=420,
+        vocab_size=2048,
         special_tokens=named,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    corpus = [
-        " ".join(tiny_vocab()),
-        "Question: Answer: USER: ASSISTANT: User: Assistant: system user assistant",
+    words = [w for w in tiny_vocab() if len(w) > 1 and w.replace("&", "").isalnum()]
+    words += [
+        "Question:",
+        "Answer:",
+        "USER:",
+        "ASSISTANT:",
+        "User:",
+        "Assistant:",
+        "system",
+        "user",
+        "assistant",
     ]
+    corpus = [form for word in words for form in (word, f" {word}")]  # a word opens a text or follows a space
     bpe.train_from_iterator(corpus * 4, trainer)
     extra = [t for t in specials if t not in (bos, eos, pad)]
     fast = hf.PreTrainedTokenizerFast(
@@ -127,12 +136,14 @@ def llava(hidden: int, layers: int, size: int):
         image_processor=image_processor, tokenizer=tok, patch_size=PATCH,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
     )  # fmt: skip
-    vision = _vision(hidden, layers, size, model_type="clip_vision_model")
+    # LLaVA reads the penultimate vision layer by default; a tower this small needs all of its layers
+    vision = _vision(hidden, layers + 1, size, model_type="clip_vision_model")
     config = hf.LlavaConfig(
         vision_config=vision,
         text_config=_text(tok, hidden, layers, model_type="llama"),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=(size // PATCH) ** 2,
+        vision_feature_layer=-1,
     )
     return processor, hf.LlavaForConditionalGeneration(config)
 

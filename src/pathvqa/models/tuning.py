@@ -39,10 +39,10 @@ def apply_tuning(
             param.requires_grad = cfg.tuning == "full"
     for name, param in model.named_parameters():
         bare = _bare_name(name)
-        if any(bare.startswith(p) for p in never_trainable):
+        if any(bare.startswith(p) for p in always_trainable):  # the narrower pin wins (Qwen's merger
+            param.requires_grad = True  # sits inside its frozen vision tower)
+        elif any(bare.startswith(p) for p in never_trainable):
             param.requires_grad = False
-        elif any(bare.startswith(p) for p in always_trainable):
-            param.requires_grad = True
     return model
 
 

@@ -117,6 +117,7 @@ def train_hf_trainer(data: Path, steps: int) -> float:
         args = TrainingArguments(
             output_dir=out, per_device_train_batch_size=cfg.train.batch_size, learning_rate=cfg.train.lr,
             max_steps=steps, report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
+            remove_unused_columns=False,  # the collator needs the raw columns (as HF's VQA tutorials set it)
         )  # fmt: skip
         trainer = Trainer(model=model, args=args, train_dataset=VQADataset(), data_collator=collate)
         started = time.perf_counter()
@@ -173,31 +174,38 @@ print(json.dumps({"rows": len(data.samples), "seconds": time.perf_counter() - st
 
 def growth_set(rows: int) -> Path:
     """``rows`` pairs at 256 px: 2,000 rendered pairs (500 tiles) and up to 16 distinct variants of each
-    tile (the 8 flips/rotations × 2 brightness offsets: new bytes, the same answers)."""
+    tile (the 8 flips/rotations × 2 brightness offsets: new bytes, the same answers), stored as JPEG as
+    PathVQA's images are, in row groups of 1,000."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image
 
     out = CACHE / f"growth_{rows}"
-    if (out / "data" / "train-00000.parquet").is_file():
+    target = out / "data" / "train-00000-of-00001.parquet"
+    if target.is_file():
         return out
-    base = pq.read_table(synthetic_set("growth_base", {"train": 2000}, 256) / "data" / "train-00000.parquet")
+    base = pq.read_table(
+        next((synthetic_set("growth_base", {"train": 2000}, 256) / "data").glob("train-*.parquet"))
+    )
     table = base.to_pylist()
+    tiles: dict[bytes, np.ndarray] = {}
     copies = []
     for variant in range(-(-rows // len(table))):
         for row in table:
-            image = np.asarray(Image.open(io.BytesIO(row["image"]["bytes"])))
-            image = np.rot90(image, variant % 4)
+            data = row["image"]["bytes"]
+            if data not in tiles:
+                tiles[data] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            image = np.rot90(tiles[data], variant % 4)
             image = image[:, ::-1] if variant % 8 >= 4 else image
-            image = np.clip(image.astype(int) + variant // 8, 0, 255).astype(np.uint8)
+            image = np.clip(image.astype(np.int16) + variant // 8, 0, 255).astype(np.uint8)
             buffer = io.BytesIO()
-            Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+            Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=90)
             copies.append({**row, "image": {"bytes": buffer.getvalue(), "path": None}})
             if len(copies) == rows:
                 break
     (out / "data").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(copies, schema=base.schema), out / "data" / "train-00000.parquet")
+    pq.write_table(pa.Table.from_pylist(copies, schema=base.schema), target, row_group_size=1000)
     return out
 
 

@@ -77,7 +77,13 @@ def _parquet_table(files: list[Path], description: str, root: Path) -> RowTable:
             [pq.read_table(f, memory_map=True) for f in files], promote_options="default"
         )
     except (pa.ArrowException, OSError) as err:
-        raise DataError(f"cannot read parquet in {description}: {err}") from None
+        hint = ""
+        if "Nested data conversions not implemented for chunked array" in str(err):
+            hint = (
+                " (a row group's image column is over 2 GB: rewrite the file in smaller row groups, "
+                "pyarrow.parquet.write_table(table, path, row_group_size=1000))"
+            )
+        raise DataError(f"cannot read parquet in {description}: {err}{hint}") from None
     return RowTable(table, None, root, description)
 
 

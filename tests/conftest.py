@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Tests never reach the network: hub ids must fail at once with the offline message.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
+# lazy parquet loads convert through the datasets cache: keep the suite's out of the user's ~/.cache
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="pathvqa-tests-datasets-"))
 
 import io
 import json

@@ -48,7 +48,8 @@ class DataConfig(_Section):
     """Keep resized images in memory after the first epoch (small sets, tiny models)."""
     lazy_images: bool = False
     """Read encoded images from the (memory-mapped) dataset files at batch time instead of holding
-    them in RAM: for datasets larger than memory (with ``cache_images: false``)."""
+    them in RAM: for datasets larger than memory (with ``cache_images: false``). A parquet folder is
+    converted once into an Arrow file in the datasets cache (``HF_DATASETS_CACHE``) and mapped from there."""
 
 
 class LoraSettings(_Section):

@@ -100,7 +100,7 @@ def augment(images: torch.Tensor, cfg, seeds: list[int]) -> torch.Tensor:
     images: (B, 3, S, S) uint8 → (B, 3, S, S) uint8, before any model processor sees them. Image i
     draws only from a generator seeded with ``seeds[i]`` (see :func:`augment_seeds`).
     """
-    tiles = []
+    tiles, scales, shifts = [], [], []
     for tile, seed in zip(images, seeds, strict=True):
         generator = torch.Generator().manual_seed(seed)
         draws = torch.rand(2, generator=generator)
@@ -112,14 +112,27 @@ def augment(images: torch.Tensor, cfg, seeds: list[int]) -> torch.Tensor:
         if cfg.rot90 and rotation > 0:
             tile = torch.rot90(tile, rotation, dims=(-2, -1))
         if cfg.stain_jitter > 0:
-            # Optical density (Beer–Lambert): stain amount is linear in OD, so scaling/shifting OD
-            # per channel mimics lab-to-lab stain variation without inventing structures.
-            s = cfg.stain_jitter
-            scale = 1 + (torch.rand(3, 1, 1, generator=generator) * 2 - 1) * s
-            shift = (torch.rand(3, 1, 1, generator=generator) * 2 - 1) * s * 0.2
-            od = -torch.log((tile.float() / 255.0).clamp(min=1 / 255))
-            tile = (
-                (torch.exp(-(od * scale + shift).clamp(min=0)) * 255.0).round().clamp(0, 255).to(torch.uint8)
-            )
+            scales.append(1 + (torch.rand(3, generator=generator) * 2 - 1) * cfg.stain_jitter)
+            shifts.append((torch.rand(3, generator=generator) * 2 - 1) * cfg.stain_jitter * 0.2)
         tiles.append(tile)
-    return torch.stack(tiles)
+    out = torch.stack(tiles)
+    if scales:
+        out = _stain_jitter(out, torch.stack(scales), torch.stack(shifts))
+    return out
+
+
+_OPTICAL_DENSITY = -torch.log((torch.arange(256) / 255.0).clamp(min=1 / 255))  # (256,)
+
+
+def _stain_jitter(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Optical density (Beer–Lambert): stain amount is linear in OD, so scaling/shifting OD per channel
+    mimics lab-to-lab stain variation without inventing structures. A uint8 pixel has 256 values, so
+    each (image, channel) gets a 256-entry table and the pixels are looked up in it.
+
+    images (B, 3, S, S) uint8; scale, shift (B, 3) → (B, 3, S, S) uint8.
+    """
+    od = _OPTICAL_DENSITY * scale[..., None] + shift[..., None]  # (B, 3, 256)
+    table = (torch.exp(-od.clamp(min=0)) * 255.0).round().clamp(0, 255).to(torch.uint8)
+    b, c, h, w = images.shape
+    flat = images.reshape(b * c, h * w).long()
+    return torch.gather(table.reshape(b * c, 256), 1, flat).reshape(b, c, h, w)

@@ -145,7 +145,7 @@ def load_split(
     Every image is decoded once here (bad ones are skipped and counted); ``lazy_images`` keeps only a
     reference to each row, not its bytes. Rows repeating an earlier (image, question, answer) are
     counted, and skipped when ``dedupe`` (training; published test numbers count every row)."""
-    table = open_split(source, split)
+    table = open_split(source, split, mapped=lazy_images)
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(
@@ -158,6 +158,7 @@ def load_split(
     duplicates = 0
     seen: set[tuple[str, str, str]] = set()
     decoded: dict[str, str] = {}
+    images: dict[str, bytes] = {}  # one copy of each image's bytes, however many questions ask about it
     kept: list[Sample] = []
     has_caption = "caption" in table.columns
     bar = tqdm(order, desc=f"validate {split}", unit="row", disable=not progress, leave=False)
@@ -181,7 +182,7 @@ def load_split(
         kept.append(
             Sample(
                 f"{split}-{index:06d}",
-                ImageRef(table, index) if lazy_images else data,
+                ImageRef(table, index) if lazy_images else images.setdefault(key, data),
                 key,
                 question,
                 answer,

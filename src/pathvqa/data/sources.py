@@ -87,6 +87,19 @@ def _parquet_table(files: list[Path], description: str, root: Path) -> RowTable:
     return RowTable(table, None, root, description)
 
 
+def _mapped_parquet(files: list[Path], description: str, root: Path) -> RowTable:
+    """Parquet converted once into an Arrow file in the datasets cache, then memory-mapped from there (as
+    ``datasets.load_dataset`` does): rows stay on disk until read. Parquet itself cannot be mapped, its
+    pages are decoded into RAM (and PathVQA repeats each image in every one of its question rows)."""
+    from datasets import Dataset
+
+    try:
+        ds = Dataset.from_parquet([str(f) for f in files])
+    except Exception as err:  # datasets raises arrow, OS and its own errors
+        raise DataError(f"cannot read parquet in {description}: {err.__class__.__name__}: {err}") from None
+    return _datasets_table(ds, description, root)
+
+
 def _jsonl_table(path: Path) -> RowTable:
     records = []
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
@@ -105,7 +118,9 @@ def _datasets_table(ds: Any, description: str, root: Path | None) -> RowTable:
 
     if "image" in ds.column_names:
         ds = ds.cast_column("image", Image(decode=False))
-    return RowTable(ds.flatten_indices().data.table, None, root, description)
+    if getattr(ds, "_indices", None) is not None:  # a selected/shuffled save_to_disk: rows in its order
+        ds = ds.flatten_indices()
+    return RowTable(ds.data.table, None, root, description)
 
 
 def looks_like_hub_id(source: str) -> bool:
@@ -113,11 +128,14 @@ def looks_like_hub_id(source: str) -> bool:
     return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
 
 
-def open_split(source: str, split: str) -> RowTable:
-    """Find ``split`` in ``source`` and return its raw rows; fail at once if it is not there."""
+def open_split(source: str, split: str, mapped: bool = False) -> RowTable:
+    """Find ``split`` in ``source`` and return its raw rows; fail at once if it is not there.
+
+    ``mapped``: parquet files are read through the datasets cache (one Arrow file per split, memory-
+    mapped) instead of into RAM; hub and save_to_disk sources are memory-mapped either way."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return _open_folder(path, split)
+        return _open_folder(path, split, mapped)
     if path.is_file():
         raise DataError(f"dataset source {source} is a file; pass the folder that holds it")
     if looks_like_hub_id(source):
@@ -128,7 +146,7 @@ def open_split(source: str, split: str) -> RowTable:
     )
 
 
-def _open_folder(path: Path, split: str) -> RowTable:
+def _open_folder(path: Path, split: str, mapped: bool) -> RowTable:
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         from datasets import DatasetDict, load_from_disk
 
@@ -146,7 +164,8 @@ def _open_folder(path: Path, split: str) -> RowTable:
     ):
         files = sorted(path.glob(pattern))
         if files:
-            return _parquet_table(files, f"{path}/{pattern}", path)
+            read = _mapped_parquet if mapped else _parquet_table
+            return read(files, f"{path}/{pattern}", path)
     if (path / f"{split}.jsonl").is_file():
         return _jsonl_table(path / f"{split}.jsonl")
     raise DataError(

@@ -304,13 +304,18 @@ def print_table(args, ours: float, theirs: float, evaluation: dict, rows: list[d
     print(f"identical answers: {evaluation['identical']}/{n}")
     if rows:
         print(
-            f"\n{'rows':>8}{'mode':>8}{'seconds':>10}{'rows/s':>10}{'peak RSS MB':>14}{'after imports':>15}"
+            f"\n{'rows':>8}{'mode':>8}{'seconds':>10}{'rows/s':>10}{'peak anon MB':>14}{'(imports)':>11}"
+            f"{'peak RSS MB':>13}{'first load s':>14}"
         )
         for r in rows:
+            first = f"{r['first_load_seconds']:.1f}" if r.get("first_load_seconds") else "-"
             print(
                 f"{r['rows']:>8}{r['mode']:>8}{r['seconds']:>10.1f}{r['rows'] / r['seconds']:>10.0f}"
-                f"{r['peak_rss_mb']:>14.0f}{r['imports_rss_mb']:>15.0f}"
+                f"{r['peak_anon_mb']:>14.0f}{r['imports_anon_mb']:>11.0f}{r['peak_rss_mb']:>13.0f}{first:>14}"
             )
+        print(
+            "(anon: memory that must fit in RAM; RSS adds the mapped dataset's page cache, which can be dropped)"
+        )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,17 @@ def test_collate_builds_decoder_inputs_and_masked_labels(synth_dir, samples):
     assert decoded == chosen[0].target
 
 
+def test_cached_tokenization_matches_the_tokenizers_own_padding(synth_dir, samples):
+    from pathvqa.models.base import tokenize_padded
+
+    _, bundle = build(tiny_cfg(synth_dir))
+    texts = [s.question for s in samples[:40]] + ["a " * 100, samples[0].question]  # truncated; repeated
+    ours = tokenize_padded(bundle.tokenizer, texts, 64)
+    theirs = bundle.tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    assert torch.equal(ours["input_ids"], theirs["input_ids"])
+    assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
+
+
 def test_loss_is_finite_and_deterministic(synth_dir, samples):
     cfg = tiny_cfg(synth_dir)
     losses = []

@@ -8,6 +8,7 @@ nothing above this module knows ``pixel_values``, image grids or token types.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -124,6 +125,26 @@ def token_loss(
 def shifted_targets(labels: torch.Tensor) -> int:
     """Target tokens of next-token labels (B, T): position 0 is never predicted."""
     return int((labels[:, 1:] != -100).sum())
+
+
+@functools.lru_cache(maxsize=200_000)
+def _token_ids(tokenizer, text: str, max_length: int) -> tuple[int, ...]:
+    return tuple(tokenizer(text, truncation=True, max_length=max_length)["input_ids"])
+
+
+def tokenize_padded(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """``tokenizer(texts, padding=True, truncation=True, return_tensors="pt")`` for a right-padding
+    tokenizer, each distinct text tokenized once per process (questions and answers repeat every epoch,
+    and PathVQA asks the same questions of many images): ids and mask (B, T)."""
+    if tokenizer.padding_side != "right" or tokenizer.pad_token_id is None:
+        out = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
+    rows = [_token_ids(tokenizer, text, max_length) for text in texts]
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id
+    ids = [list(row) + [pad] * (width - len(row)) for row in rows]
+    mask = [[1] * len(row) + [0] * (width - len(row)) for row in rows]
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
 
 def prompt_and_target(sample: Sample, task: str) -> tuple[str, str]:

@@ -29,6 +29,7 @@ from pathvqa.models.base import (
     load_error,
     prompt_and_target,
     shifted_targets,
+    tokenize_padded,
     unwrap_to,
 )
 from pathvqa.models.tuning import base_state_dict
@@ -78,9 +79,7 @@ class BlipFamily(Family):
     ) -> ModelInputs:
         questions, targets = zip(*(prompt_and_target(s, task) for s in samples), strict=True)
         tok = bundle.tokenizer
-        q = tok(
-            list(questions), padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
-        )
+        q = tokenize_padded(tok, list(questions), MAX_TEXT_TOKENS)
         batch = {  # no token_type_ids: they must not reach generate()
             "input_ids": q["input_ids"],
             "attention_mask": q["attention_mask"],
@@ -88,7 +87,7 @@ class BlipFamily(Family):
         }
         if not train:
             return ModelInputs(batch)
-        a = tok(list(targets), padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt")
+        a = tokenize_padded(tok, list(targets), MAX_TEXT_TOKENS)
         decoder_ids = a["input_ids"].clone()
         decoder_ids[:, 0] = _unwrap(bundle.model).config.text_config.bos_token_id  # [CLS] → [DEC]
         batch["decoder_input_ids"] = decoder_ids

@@ -211,3 +211,27 @@ def test_training_and_evaluation_read_images_lazily(tmp_path, synth_dir):
     ]
     fit(load_config("configs/blip_tiny.yaml", sets), tmp_path / "run", progress=False)
     assert run(out=tmp_path / "eval", checkpoint_dir=str(tmp_path / "run"), progress=False)["n"] == 80
+
+
+def test_augment_is_label_preserving_seeded_and_independent_of_the_batch():
+    from types import SimpleNamespace
+
+    import torch
+
+    tiles = torch.randint(
+        0, 256, (16, 3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    seeds = images.augment_seeds(3, 1, list(range(16)))
+    geometric = SimpleNamespace(hflip=True, vflip=True, rot90=True, stain_jitter=0.0)
+    out = images.augment(tiles, geometric, seeds)
+    for tile, moved in zip(tiles, out, strict=True):  # each a flip/rotation of its own tile, no new pixels
+        dihedral = [torch.rot90(t, k, dims=(-2, -1)) for t in (tile, tile.flip(-1)) for k in range(4)]
+        assert any(torch.equal(moved, d) for d in dihedral)
+    assert len({tuple(o.flatten()[:8].tolist()) for o in out}) > 1
+    jitter = SimpleNamespace(hflip=True, vflip=True, rot90=True, stain_jitter=0.05)
+    batch = images.augment(tiles, jitter, seeds)
+    assert batch.dtype == torch.uint8 and torch.equal(batch, images.augment(tiles, jitter, seeds))
+    alone = images.augment(tiles[5:6], jitter, seeds[5:6])
+    assert torch.equal(alone[0], batch[5])  # a sample looks the same in any batch (or process)
+    mild = (batch.float() - images.augment(tiles, geometric, seeds).float()).abs().mean()
+    assert 0 < mild < 12  # stain jitter shifts colours a little, it does not repaint the tile

@@ -1,0 +1,74 @@
+"""Screenshot of `pathvqa serve` on the models `make demo` trained, for the README (docs/serve.png).
+
+Starts the app, picks a demo test image in a headless system Chromium (Playwright), asks two
+questions and saves the page.
+
+    python scripts/serve_screenshot.py [--demo runs/demo] [--out docs/serve.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+PORT = 7871
+
+
+def wait_for(url: str, proc: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"pathvqa serve exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(1)
+    sys.exit(f"pathvqa serve did not answer at {url} within {seconds:.0f} s")
+
+
+def ask(page, question: str) -> None:
+    page.locator("#question textarea").fill(question)
+    page.locator("#ask").click()
+    page.get_by_text(question, exact=False).last.wait_for(timeout=60_000)
+    page.locator("#answers table").wait_for(timeout=60_000)
+    time.sleep(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--demo", default="runs/demo")
+    parser.add_argument("--out", default="docs/serve.png")
+    args = parser.parse_args()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        sys.exit("no system Chromium: apt-get install chromium")
+    url = f"http://127.0.0.1:{PORT}/"
+    cmd = [sys.executable, "-m", "pathvqa", "serve", "--demo-dir", args.demo, "--port", str(PORT)]
+    proc = subprocess.Popen(cmd)
+    try:
+        wait_for(url, proc)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.goto(url)
+            page.locator(".gallery-item, button.gallery").first.click()  # the first demo test image
+            time.sleep(1)
+            ask(page, "is there a mitotic figure?")
+            ask(page, "what stain is used?")
+            page.screenshot(path=args.out, full_page=True)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

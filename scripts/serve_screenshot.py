@@ -14,8 +14,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+
+from pathvqa.serve import demo_examples
 
 PORT = 7871
 
@@ -49,6 +52,9 @@ def main() -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         sys.exit("no system Chromium: apt-get install chromium")
+    examples = demo_examples(Path(args.demo))
+    if len(examples) < 3:
+        sys.exit(f"no demo test images in {args.demo}: run `make demo` first")
     url = f"http://127.0.0.1:{PORT}/"
     cmd = [sys.executable, "-m", "pathvqa", "serve", "--demo-dir", args.demo, "--port", str(PORT)]
     proc = subprocess.Popen(cmd)
@@ -58,9 +64,11 @@ def main() -> None:
             browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             page.goto(url)
-            page.locator(".gallery-item, button.gallery").first.click()  # the first demo test image
+            page.get_by_text(examples[2][1], exact=True).first.click()  # a demo test image and question
             time.sleep(1)
-            ask(page, "is there a mitotic figure?")
+            page.locator("#ask").click()
+            page.locator("#answers table").wait_for(timeout=60_000)
+            time.sleep(1)
             ask(page, "what stain is used?")
             page.screenshot(path=args.out, full_page=True)
             browser.close()

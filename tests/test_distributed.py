@@ -73,12 +73,8 @@ def test_two_processes_reach_the_weights_of_one(tmp_path, data_101, config):
     moved = max((first[k] - start[k]).abs().max().item() for k in first)
     worst = max((first[k] - second[k]).abs().max().item() for k in first)
     print(f"{config}: max |w2 - w1| = {worst:.2e}; max |w1 - w_initial| = {moved:.2e}")
-    # Summation order differs between 1 and 2 processes (~1e-7 in a gradient). Adam's first steps move
-    # a weight by ~lr·sign(g), so a weight whose gradient is ~0 can flip and drift by up to 2·lr (seen:
-    # 1.2e-4 in vlm-tiny's vision tower). A sync, sharding or normalisation bug moves weights by a
-    # large part of the whole update instead: hence a bound relative to how far training moved them.
-    assert worst < 0.05 * moved, f"2-process weights differ from 1-process by up to {worst} (moved {moved})"
-    assert moved > 1e-3, "training must move the weights for the comparison to mean anything"
+    assert worst < 1e-4, f"2-process weights differ from 1-process by up to {worst}"
+    assert moved > 100 * max(worst, 1e-7), "training moved the weights far more than the 1/2-process gap"
     log_lines = (tmp_path / "run2").rglob("train.jsonl")
     for log in log_lines:  # only the main process logs: one row per step
         steps = [json.loads(x)["step"] for x in log.read_text().splitlines() if "loss" in x]

@@ -102,21 +102,22 @@ def augment(images: torch.Tensor, cfg, seeds: list[int]) -> torch.Tensor:
     """
     tiles, scales, shifts = [], [], []
     for tile, seed in zip(images, seeds, strict=True):
-        draws = torch.rand(9, generator=torch.Generator().manual_seed(seed)).tolist()  # one call per image
+        generator = torch.Generator().manual_seed(seed)
+        draws = torch.rand(2, generator=generator)
+        rotation = int(torch.randint(0, 4, (1,), generator=generator))
         if cfg.hflip and draws[0] < 0.5:
             tile = tile.flip(-1)
         if cfg.vflip and draws[1] < 0.5:
             tile = tile.flip(-2)
-        rotation = int(draws[2] * 4)
         if cfg.rot90 and rotation > 0:
             tile = torch.rot90(tile, rotation, dims=(-2, -1))
         if cfg.stain_jitter > 0:
-            scales.append([1 + (u * 2 - 1) * cfg.stain_jitter for u in draws[3:6]])
-            shifts.append([(u * 2 - 1) * cfg.stain_jitter * 0.2 for u in draws[6:9]])
+            scales.append(1 + (torch.rand(3, generator=generator) * 2 - 1) * cfg.stain_jitter)
+            shifts.append((torch.rand(3, generator=generator) * 2 - 1) * cfg.stain_jitter * 0.2)
         tiles.append(tile)
     out = torch.stack(tiles)
     if scales:
-        out = _stain_jitter(out, torch.tensor(scales), torch.tensor(shifts))
+        out = _stain_jitter(out, torch.stack(scales), torch.stack(shifts))
     return out
 
 

@@ -206,9 +206,9 @@ def type_bars(runs: list[Run], path: Path) -> Path | None:
         ylim=(0, 1.1),
         title="by question type (95% intervals)",
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(4, len(per_run)))
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.tight_layout()  # the legend sits under the axes, clear of the bars
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -57,6 +57,7 @@ def train_pathvqa(data: Path, steps: int, out: Path) -> tuple[float, Path]:
             f"train.max_steps={steps}",
             "data.eval_split=null",
             f"train.threads={THREADS}",
+            "train.fused_adamw=true",  # the optimizer kernel the Trainer uses by default: same on both sides
         ],
     )
     trainer = Trainer(cfg, out, progress=False)

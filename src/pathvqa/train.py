@@ -178,8 +178,8 @@ class Trainer:
     def _build_optimizer(self) -> None:
         cfg, model = self.cfg.train, self.bundle.model
         params = [p for p in model.parameters() if p.requires_grad]
-        # the fused kernel (one per step, not one per tensor) where every weight allows it, as HF's Trainer
-        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) or None
+        fused = cfg.fused_adamw if cfg.fused_adamw is not None else self.accelerator.device.type == "cuda"
+        fused = (fused and all(p.is_floating_point() for p in params)) or None
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         self.accum = self.accelerator.gradient_accumulation_steps  # what accelerate does (= train.grad_accum)
         micro_per_epoch = math.ceil(len(self.samples) / cfg.batch_size)

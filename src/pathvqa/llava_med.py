@@ -111,6 +111,7 @@ def open_scores(prediction: str, answer: str) -> dict[str, float]:
 
 
 def _f1(prediction: str, answer: str) -> tuple[float, float, float]:
+    # normalised again although its caller already did, as LLaVA-Med's calculate_f1score does
     pred, truth = Counter(normalize_word(prediction).split()), Counter(normalize_word(answer).split())
     if not pred or not truth:
         return 0.0, 0.0, 0.0

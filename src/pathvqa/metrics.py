@@ -162,13 +162,17 @@ def llava_med_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return table
 
 
+def _mean_or_none(values: np.ndarray) -> float | None:
+    """The mean over the rows a metric applies to (not NaN); None when it applies to none."""
+    return float(np.nanmean(values)) if (~np.isnan(values)).any() else None
+
+
 def _summary(table: dict[str, np.ndarray], keys: tuple[str, ...], with_intervals: bool) -> dict[str, Any]:
     closed = int((~np.isnan(table["closed_accuracy"])).sum())
     n = len(table["closed_accuracy"])
     out: dict[str, Any] = {"n": n, "n_closed": closed, "n_open": n - closed}
     for key in keys:
-        values = table[key]
-        out[key] = float(np.nanmean(values)) if (~np.isnan(values)).any() else None
+        out[key] = _mean_or_none(table[key])
     if with_intervals:
         out.update({f"{k}_ci": ci for k, ci in stats.intervals({k: table[k] for k in keys}).items()})
     return out
@@ -264,8 +268,11 @@ def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[
     ta, tb = (strict_table([rows[i] for i in common]) for rows in (a, b))
     result: dict[str, Any] = {"n": len(common), "metrics": {}}
     for key in COMPARED:
-        means = [float(np.nanmean(t[key])) if (~np.isnan(t[key])).any() else None for t in (ta, tb)]
-        result["metrics"][key] = {"a": means[0], "b": means[1], **stats.paired_difference(ta[key], tb[key])}
+        result["metrics"][key] = {
+            "a": _mean_or_none(ta[key]),
+            "b": _mean_or_none(tb[key]),
+            **stats.paired_difference(ta[key], tb[key]),
+        }
     closed = ~np.isnan(ta["closed_accuracy"])
     result["mcnemar_closed"] = stats.mcnemar(ta["closed_accuracy"][closed], tb["closed_accuracy"][closed])
     la, lb = (llava_med_table([rows[i] for i in common])["closed_accuracy"] for rows in (a, b))

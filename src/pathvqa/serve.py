@@ -39,6 +39,7 @@ def answer_all(answerers: list[Answerer], image_path: str | None, question: str)
 
 def demo_examples(demo_dir: Path, count: int = 6) -> list[list[str]]:
     """(image file, question) pairs from the demo's test split, written once as PNG files beside it."""
+    from pathvqa.data.images import decode
     from pathvqa.data.prepare import load_split
 
     split = load_split(str(demo_dir / "data"), "test", samples=count, seed=0, progress=False)
@@ -48,8 +49,6 @@ def demo_examples(demo_dir: Path, count: int = 6) -> list[list[str]]:
     for sample in split.samples:
         path = folder / f"{sample.id}.png"
         if not path.is_file():
-            from pathvqa.data.images import decode
-
             decode(sample.image, 10**8).save(path)
         examples.append([str(path), sample.question])
     return examples
@@ -79,19 +78,16 @@ def build_app(answerers: list[Answerer], examples: list[list[str]]):
 
     labels = [a.label for a in answerers]
 
-    def ask(image_path, question, history):
-        try:
-            rows = answer_all(answerers, image_path, question)
-        except PathVQAError as err:
-            raise gr.Error(str(err)) from None
-        history = [*history, [question.strip(), *(r["answer"] for r in rows)]]
-        return answers_markdown(rows), history_markdown(labels, history), history
-
     def api(image_path, question):
         try:
             return answer_all(answerers, image_path, question)
-        except PathVQAError as err:
+        except PathVQAError as err:  # shown in the page; the app keeps serving
             raise gr.Error(str(err)) from None
+
+    def ask(image_path, question, history):
+        rows = api(image_path, question)
+        history = [*history, [question.strip(), *(r["answer"] for r in rows)]]
+        return answers_markdown(rows), history_markdown(labels, history), history
 
     with gr.Blocks(title="pathvqa: ask the models") as app:
         gr.Markdown(

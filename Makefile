@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh scripts/in
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
+	# MultiMedEval's own scoring code, for the test that --protocol multimedeval equals it (its other
+	# tasks' dependencies — spaCy, scikit-learn, BERTScore… — are not needed for that: none installed)
+	$(BIN)/pip install -q --no-deps multimedeval==1.0.0
 	bash scripts/install_wordnet.sh $(BIN)/python
 	bash scripts/install_chromium.sh
 	touch $(STAMP)

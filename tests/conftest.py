@@ -47,9 +47,20 @@ def noise_image(seed: int, size: int = 32, mode: str = "RGB") -> Image.Image:
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
-    """A small synthetic set in the hub layout (train 240 / validation 40 / test 80 pairs, 48 px)."""
+    """A small synthetic set in the hub layout (train 240 / validation 40 / test 80 pairs, 48 px), in the
+    ``simple`` style: short answers, no repeated rows (smoke tests of every family)."""
     out = tmp_path_factory.mktemp("synth")
-    synthetic.write(out, {"train": 240, "validation": 40, "test": 80}, size=48, seed=1, progress=False)
+    synthetic.write(
+        out, {"train": 240, "validation": 40, "test": 80}, size=48, seed=1, progress=False, style="simple"
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def pathvqa_dir(tmp_path_factory) -> Path:
+    """A small set of the default, PathVQA-shaped style (train 600 / validation 60 / test 200 pairs, 48 px)."""
+    out = tmp_path_factory.mktemp("pathvqa-style")
+    synthetic.write(out, {"train": 600, "validation": 60, "test": 200}, size=48, seed=2, progress=False)
     return out
 
 

@@ -1,7 +1,8 @@
 """What matters for honest evaluation on a dataset (``pathvqa data-stats``): per split the yes/no share,
 the answer vocabulary and its long tail, duplicates; across splits the images and question–answer
-pairs a later split shares with an earlier one (leakage), test answers never seen in training, and
-the question-only prior (majority training answer per question: a floor no image model should miss).
+pairs a later split shares with an earlier one (leakage), test answers never seen in training, the
+question-only prior (majority training answer per question: a floor no image model should miss), and
+the dataset's shape figures beside the official PathVQA's (``pathvqa.shape``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from pathvqa.baseline import prior_scores
 from pathvqa.data.prepare import Sample, SplitData, load_split
 from pathvqa.errors import DataError
+from pathvqa.shape import shape_figures
 
 SPLITS = ("train", "validation", "test")
 
@@ -32,14 +34,22 @@ def dataset_stats(source: str, split: str = "train", max_pixels: int = 40_000_00
     for i, earlier in enumerate(order):
         for later in order[i + 1 :]:
             across["leakage"][f"{earlier}->{later}"] = leakage(splits[earlier], splits[later])
+    whole = {name: _every_row(source, data, max_pixels) for name, data in splits.items()}
     if "train" in splits and "test" in splits:
-        test = splits["test"]
-        if test.duplicates:  # published numbers count every test row, duplicates included
-            test = load_split(source, "test", max_pixels=max_pixels, dedupe=False, progress=False)
-        across["unseen_test_answers"] = unseen_answers(splits["train"].samples, test.samples)
-        across["question_prior"] = question_prior(splits["train"], test)
+        across["unseen_test_answers"] = unseen_answers(splits["train"].samples, whole["test"].samples)
+        across["question_prior"] = question_prior(splits["train"], whole["test"])
+    if "train" in splits:
+        test = whole["test"].samples if "test" in whole else None
+        out["shape"] = shape_figures(whole["train"].samples, test)
     out["across_splits"] = across
     return out
+
+
+def _every_row(source: str, data: SplitData, max_pixels: int) -> SplitData:
+    """The split with its repeated rows (published numbers and shape figures count every row)."""
+    if data.skipped["duplicate"] == 0:
+        return data
+    return load_split(source, data.split, max_pixels=max_pixels, dedupe=False, progress=False)
 
 
 def leakage(earlier: SplitData, later: SplitData) -> dict[str, int]:

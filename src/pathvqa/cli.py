@@ -35,40 +35,43 @@ def out_folder(path: Path) -> Path:
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option(help="Output folder (hub layout: OUT/data/{split}-*.parquet).")],
-    train: Annotated[int, typer.Option(min=0, help="Training pairs.")] = 2000,
-    validation: Annotated[int, typer.Option(min=0, help="Validation pairs.")] = 200,
-    test: Annotated[int, typer.Option(min=0, help="Test pairs.")] = 400,
+    train: Annotated[
+        int, typer.Option(min=0, help="Training pairs (the earlier work sampled 8,000).")
+    ] = 8000,
+    validation: Annotated[int, typer.Option(min=0, help="Validation pairs.")] = 500,
+    test: Annotated[int, typer.Option(min=0, help="Test pairs.")] = 1500,
+    style: Annotated[
+        str,
+        typer.Option(help="pathvqa (PathVQA's shape, the default) or simple (small, balanced: smoke tests)."),
+    ] = "pathvqa",
     image_size: Annotated[int, typer.Option(min=16, max=1024, help="Tile size in pixels.")] = 96,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     preview: Annotated[Path | None, typer.Option(help="Also write a labelled grid of samples (PNG).")] = None,
 ) -> None:
     """Generate the synthetic pathology VQA set (the offline default dataset)."""
     out_folder(out)
-    from pathvqa.baseline import prior_scores
     from pathvqa.data import synthetic
-    from pathvqa.data.prepare import load_split
 
-    summary = synthetic.write(out, {"train": train, "validation": validation, "test": test}, image_size, seed)
+    if style not in synthetic.STYLES:
+        raise PathVQAError(f"--style {style!r}: use {' or '.join(synthetic.STYLES)}")
+    summary = synthetic.write(
+        out, {"train": train, "validation": validation, "test": test}, image_size, seed, style=style
+    )
     if preview is not None:
         from pathvqa.data.preview import preview as write_preview
 
-        write_preview(
-            synthetic.generate_split("test", 48, image_size, seed, progress=False), preview, images=8
-        )
+        rows = synthetic.generate_split("test", 64, image_size, seed, progress=False, style=style)
+        write_preview(rows, preview, images=8)
     parts = [f"{s} {v['pairs']} pairs/{v['images']} images" for s, v in summary["splits"].items()]
-    line = f"wrote {out}: {', '.join(parts)}"
+    typer.echo(f"wrote {out} ({style} style): {', '.join(parts)}")
     if train and test:
-        closed = sum(v["closed_share"] * v["pairs"] for v in summary["splits"].values())
-        line += f"; closed share {closed / sum(v['pairs'] for v in summary['splits'].values()):.2f}"
-        base = prior_scores(
-            load_split(str(out), "train", progress=False).samples,
-            load_split(str(out), "test", progress=False).samples,
-        )
-        line += (
-            f"; question-only baseline: closed acc {base['closed_accuracy']:.2f}, "
-            f"open EM {base['open_exact_match']:.2f}"
-        )
-    typer.echo(line)
+        from pathvqa.data.prepare import load_split
+        from pathvqa.shape import shape_figures, shape_table
+
+        splits = [load_split(str(out), s, progress=False, dedupe=False).samples for s in ("train", "test")]
+        typer.echo("shape (pathvqa data-stats prints it for any dataset):")
+        for line in shape_table(shape_figures(*splits), "pathvqa"):
+            typer.echo(line)
 
 
 @app.command("data-stats")
@@ -76,18 +79,32 @@ def data_stats(
     dataset: DatasetOpt,
     split: Annotated[str, typer.Option(help="Split to read.")] = "train",
     max_pixels: Annotated[int, typer.Option(help="Skip images larger than this many pixels.")] = 40_000_000,
+    reference: Annotated[
+        str,
+        typer.Option(help="Shape figures to print beside the dataset's: pathvqa (the official set) or none."),
+    ] = "pathvqa",
     as_json: JsonOpt = False,
 ) -> None:
-    """A split's statistics (rows kept/skipped by reason, duplicates, yes/no share, answer vocabulary) and,
-    across the dataset's splits, leakage, unseen test answers and the question-only prior."""
+    """A split's statistics (rows kept/skipped by reason, duplicates, yes/no share, answer vocabulary), across
+    the dataset's splits leakage, unseen test answers and the question-only prior, and the dataset's shape
+    figures (long tail, unseen answers, question wording, prior) beside the official PathVQA's."""
     from pathvqa.audit import dataset_stats
+    from pathvqa.shape import REFERENCES, shape_table
 
+    if reference not in (*REFERENCES, "none"):
+        raise PathVQAError(f"--reference {reference!r}: use {', '.join(REFERENCES)} or none")
     stats = dataset_stats(dataset, split, max_pixels=max_pixels)
     if as_json:
+        if reference != "none":
+            stats["reference"] = {"name": reference, "shape": REFERENCES[reference]}
         typer.echo(json.dumps(stats))
         return
     for line in _stats_lines(dataset, split, stats):
         typer.echo(line)
+    if "shape" in stats:
+        typer.echo("shape (train; test for the test figures):")
+        for line in shape_table(stats["shape"], None if reference == "none" else reference):
+            typer.echo(line)
 
 
 def _stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
@@ -122,17 +139,22 @@ def _stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
 def score(
     predictions: Annotated[Path, typer.Argument(help="predictions.jsonl (rows with answer and prediction).")],
     protocol: Annotated[
-        str, typer.Option(help="strict (pathvqa's, the default) or llava-med (LLaVA-Med's evaluation code).")
+        str,
+        typer.Option(
+            help="strict (pathvqa's, the default), llava-med (LLaVA-Med's evaluation code) or multimedeval "
+            "(MultiMedEval's VQA scoring)."
+        ),
     ] = "strict",
     as_json: JsonOpt = False,
 ) -> None:
     """Score a predictions file: the metric suite with 95% bootstrap intervals."""
     from pathvqa.metrics import score_file
 
-    if protocol not in ("strict", "llava-med"):
-        raise PathVQAError(f"--protocol {protocol!r}: use strict or llava-med")
+    protocols = {"strict": None, "llava-med": "llava_med", "multimedeval": "multimedeval"}
+    if protocol not in protocols:
+        raise PathVQAError(f"--protocol {protocol!r}: use strict, llava-med or multimedeval")
     result = score_file(predictions)
-    shown = result if protocol == "strict" else result["llava_med"]
+    shown = result if protocol == "strict" else result[protocols[protocol]]
     if as_json:
         typer.echo(json.dumps(shown))
         return

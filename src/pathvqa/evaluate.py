@@ -11,7 +11,7 @@ from typing import Any
 
 from pathvqa.baseline import QuestionPrior
 from pathvqa.config import load_config
-from pathvqa.data.prepare import load_data_split, load_split
+from pathvqa.data.prepare import load_data_split, load_split, mark_seen, split_answers
 from pathvqa.errors import PathVQAError
 from pathvqa.generation import predict
 from pathvqa.inference import load_trained
@@ -65,6 +65,7 @@ def run(
     result: dict[str, Any] = {}
     if accelerator.is_main_process:
         out = Path(out)
+        mark_seen(rows, split_answers(cfg.data.dataset, cfg.data.train_split))
         write_predictions(rows, out / "predictions.jsonl")
         result = score_all(rows)
         result.update(
@@ -97,7 +98,7 @@ def run_baseline(
         raise PathVQAError(f"unknown baseline {name!r} (have {', '.join(BASELINES)})")
     train = load_split(dataset, "train", progress=False).samples  # deduplicated, as training is
     test = load_split(dataset, split, progress=False, dedupe=dedupe)
-    rows = QuestionPrior(train).predictions(test.samples)
+    rows = mark_seen(QuestionPrior(train).predictions(test.samples), split_answers(dataset, "train"))
     out = Path(out)
     write_predictions(rows, out / "predictions.jsonl")
     metrics = {

@@ -18,7 +18,6 @@ Definitions (also in the README, with the same names):
 from __future__ import annotations
 
 import json
-import math
 import re
 import string
 from collections import Counter
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pathvqa import llava_med, stats
+from pathvqa import llava_med, multimedeval, stats
 from pathvqa.errors import PathVQAError
 
 CLOSED_ANSWERS = ("yes", "no")
@@ -89,12 +88,7 @@ def token_f1(prediction: str, answer: str) -> float:
 
 
 def bleu1(prediction: str, answer: str) -> float:
-    pred, truth = normalize(prediction).split(), normalize(answer).split()
-    if not pred or not truth:
-        return 0.0
-    clipped = sum((Counter(pred) & Counter(truth)).values())
-    brevity = 1.0 if len(pred) > len(truth) else math.exp(1 - len(truth) / len(pred))
-    return brevity * clipped / len(pred)
+    return multimedeval.bleu1_tokens(normalize(prediction).split(), normalize(answer).split())
 
 
 def meteor(prediction: str, answer: str) -> float:
@@ -162,6 +156,36 @@ def llava_med_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return table
 
 
+def multimedeval_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-row scores of the MultiMedEval protocol (see ``pathvqa.multimedeval``)."""
+    table = {key: np.full(len(rows), np.nan) for key in multimedeval.KEYS}
+    for i, row in enumerate(rows):
+        prediction, answer = str(row["prediction"]), str(row["answer"])
+        s = multimedeval.row_scores(prediction, answer)
+        for key in ("bleu1", "f1", "recall"):
+            table[key][i] = s[key]
+        if multimedeval.is_closed(answer):
+            table["closed_accuracy"][i] = s["correct"]
+        else:
+            table["open_recall"][i], table["open_accuracy"][i] = s["recall"], s["correct"]
+    return table
+
+
+SEEN_KEYS = tuple(f"{m}_{part}" for m in ("open_exact_match", "open_recall") for part in ("seen", "unseen"))
+
+
+def seen_table(rows: list[dict[str, Any]], table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Open exact match and recall split by whether the answer occurs in the training split (each row's
+    ``seen`` flag, written by the evaluation): unseen answers are what no closed-vocabulary model gets."""
+    seen = np.array([row.get("seen") is True for row in rows])
+    unseen = np.array([row.get("seen") is False for row in rows])
+    out = {}
+    for metric in ("open_exact_match", "open_recall"):
+        for part, mask in (("seen", seen), ("unseen", unseen)):
+            out[f"{metric}_{part}"] = np.where(mask, table[metric], np.nan)
+    return out
+
+
 def _mean_or_none(values: np.ndarray) -> float | None:
     """The mean over the rows a metric applies to (not NaN); None when it applies to none."""
     return float(np.nanmean(values)) if (~np.isnan(values)).any() else None
@@ -178,11 +202,25 @@ def _summary(table: dict[str, np.ndarray], keys: tuple[str, ...], with_intervals
     return out
 
 
+def _split_summary(split: dict[str, np.ndarray], with_intervals: bool) -> dict[str, Any]:
+    """``n_open_seen`` / ``n_open_unseen`` and the mean (and interval) of each seen/unseen metric."""
+    out: dict[str, Any] = {}
+    for part in ("seen", "unseen"):
+        out[f"n_open_{part}"] = int((~np.isnan(split[f"open_exact_match_{part}"])).sum())
+    for key, values in split.items():
+        out[key] = _mean_or_none(values)
+    if with_intervals:
+        out.update({f"{k}_ci": ci for k, ci in stats.intervals(split).items()})
+    return out
+
+
 def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bool = False) -> dict[str, Any]:
     """The strict metric suite over rows with ``answer`` and ``prediction`` (what validation during
     training logs); with ``intervals`` each metric's ``<metric>_ci`` bootstrap interval, with
-    ``protocols`` the LLaVA-Med protocol under ``llava_med`` and results per question type under
-    ``by_question_type``. :func:`score_all` turns both on."""
+    ``protocols`` the LLaVA-Med and MultiMedEval protocols under ``llava_med`` and ``multimedeval`` and
+    results per question type under ``by_question_type``. :func:`score_all` turns both on. Rows with a
+    ``seen`` flag (the answer occurs in the training split) add open exact match and recall on seen and
+    unseen answers (``open_exact_match_seen`` …, with ``n_open_seen`` / ``n_open_unseen``)."""
     from pathvqa import wordnet
 
     wordnet.ensure()  # never skip METEOR's synonym stage silently
@@ -191,9 +229,13 @@ def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bo
     summary = _summary(table, SCORES, intervals)
     result = {key: summary[key] for key in METRIC_KEYS}
     result.update({k: v for k, v in summary.items() if k.endswith("_ci")})
+    if any("seen" in row for row in rows):
+        split = seen_table(rows, table)
+        result.update(_split_summary(split, intervals))
     if protocols:
         med = _summary(llava_med_table(rows), LLAVA_MED_KEYS[:-2], intervals)
         result["llava_med"] = {k: med[k] for k in (*LLAVA_MED_KEYS, *(k for k in med if k.endswith("_ci")))}
+        result["multimedeval"] = _summary(multimedeval_table(rows), multimedeval.KEYS, intervals)
         result["by_question_type"] = stats.by_question_type(
             [str(r.get("question", "")) for r in rows], table["correct"]
         )

@@ -53,6 +53,11 @@ PUBLISHED_LLAVA_MED = [
     },
 ]
 LLAVA_MED_COLUMNS = ("closed_accuracy", "open_recall", "open_precision", "open_f1", "open_bleu1")
+MULTIMEDEVAL_COLUMNS = ("closed_accuracy", "open_recall", "open_accuracy", "bleu1", "f1", "recall")
+SEEN_COLUMNS = (
+    "open_exact_match_seen", "open_exact_match_unseen", "open_recall_seen", "open_recall_unseen",
+    "n_open_seen", "n_open_unseen",
+)  # fmt: skip
 COMPARED = ("exact_match", "closed_accuracy", "open_exact_match")
 
 
@@ -66,6 +71,7 @@ class Run:
     curves: list[tuple[str, str, list[dict]]] = field(default_factory=list)
     """(stage name, task, train.jsonl rows) per training stage."""
     config: str | None = None
+    _rescored: dict[str, Any] | None = None
 
     def row(self) -> dict[str, Any]:
         values = {k: self.metrics.get(k) for k in COLUMNS}
@@ -74,14 +80,22 @@ class Run:
         intervals["blind_closed_accuracy_ci"] = (self.blind or {}).get("closed_accuracy_ci")
         return {"model": self.label, **values, "n": self.metrics.get("n"), **intervals}
 
-    def llava_med_row(self) -> dict[str, Any]:
-        """This run under the LLaVA-Med protocol (rescored from its predictions when metrics.json predates it)."""
-        med = self.metrics.get("llava_med")
-        if med is None and self.predictions:
-            med = score_all(list(self.predictions.values()))["llava_med"]
-        med = med or {}
-        return {"model": self.label, **{k: med.get(k) for k in LLAVA_MED_COLUMNS}, "n": self.metrics.get("n"),
-                **{f"{k}_ci": med.get(f"{k}_ci") for k in LLAVA_MED_COLUMNS}}  # fmt: skip
+    def protocol_row(self, protocol: str, columns: tuple[str, ...]) -> dict[str, Any]:
+        """This run under another protocol (``llava_med``, ``multimedeval``), rescored from its predictions
+        when metrics.json predates it."""
+        scores = self.metrics.get(protocol)
+        if scores is None and self.predictions:
+            if self._rescored is None:
+                self._rescored = score_all(list(self.predictions.values()))
+            scores = self._rescored[protocol]
+        scores = scores or {}
+        return {"model": self.label, **{k: scores.get(k) for k in columns}, "n": self.metrics.get("n"),
+                **{f"{k}_ci": scores.get(f"{k}_ci") for k in columns}}  # fmt: skip
+
+    def seen_row(self) -> dict[str, Any]:
+        """Open questions whose answer occurs in the training split, and those whose answer never does."""
+        return {"model": self.label, **{k: self.metrics.get(k) for k in SEEN_COLUMNS},
+                **{f"{k}_ci": self.metrics.get(f"{k}_ci") for k in SEEN_COLUMNS}}  # fmt: skip
 
 
 def load_run(spec: str | Path) -> Run:
@@ -195,15 +209,22 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow(flat)
 
 
+def _both(rows: list[dict], columns: tuple[str, ...]) -> tuple[str, str]:
+    return markdown_table(rows, columns), _html_table(rows, columns)
+
+
 def _sections(
-    rows: list[dict], med_rows: list[dict], pairs: list[dict], note: str
+    rows: list[dict], protocols: dict[str, list[dict]], pairs: list[dict], note: str
 ) -> dict[str, tuple[str, str]]:
-    """(markdown, html) of each table section; ``med_rows``: our runs under the LLaVA-Med protocol."""
+    """(markdown, html) of each table section; ``protocols``: our runs split by seen / unseen answers and
+    under the LLaVA-Med and MultiMedEval protocols."""
     pair_cols = (*COMPARED, "mcnemar_p_closed", "n")
-    med_rows = med_rows + PUBLISHED_LLAVA_MED
+    med_rows = protocols["llava_med"] + PUBLISHED_LLAVA_MED
     own_cols = ("exact_match", "meteor", "closed_accuracy")
     return {
-        "ours": (markdown_table(rows, (*COLUMNS, "n")), _html_table(rows, (*COLUMNS, "n"))),
+        "ours": _both(rows, (*COLUMNS, "n")),
+        "seen": _both(protocols["seen"], SEEN_COLUMNS),
+        "multimedeval": _both(protocols["multimedeval"], (*MULTIMEDEVAL_COLUMNS, "n")),
         "pairs": (
             markdown_table(pairs, pair_cols, "pair") if pairs else "_(no two runs share their questions)_",
             _html_table(pairs, pair_cols, "pair") if pairs else "<p><em>none</em></p>",
@@ -232,11 +253,17 @@ def build(specs: list[str | Path], out: str | Path, title: str = "pathvqa result
     files = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     chosen = gallery_ids(runs)
     pairs = comparisons(runs)
-    med_rows = [r.llava_med_row() for r in runs]  # may rescore predictions: once
+    protocols = {
+        "seen": [r.seen_row() for r in runs],
+        "llava_med": [
+            r.protocol_row("llava_med", LLAVA_MED_COLUMNS) for r in runs
+        ],  # may rescore: once a run
+        "multimedeval": [r.protocol_row("multimedeval", MULTIMEDEVAL_COLUMNS) for r in runs],
+    }
     summary = {
         "dataset": dataset,
         "runs": rows,
-        "llava_med": med_rows,
+        **protocols,
         "paired_comparisons": pairs,
         "by_question_type": {r.label: types_of(r) for r in runs if r.predictions},
         "published_pathvqa": {
@@ -257,7 +284,7 @@ def build(specs: list[str | Path], out: str | Path, title: str = "pathvqa result
         f"dataset than the tables above (`{dataset}`). Each sits beside our models only under the protocol "
         "it was scored with."
     )
-    sections = _sections(rows, med_rows, pairs, note)
+    sections = _sections(rows, protocols, pairs, note)
     files["md"].write_text(_markdown(title, dataset, runs, sections, images))
     files["html"] = out / "report.html"
     files["html"].write_text(_page(title, dataset, runs, sections, images))
@@ -271,6 +298,14 @@ INTRO = (
 PAIRS_INTRO = (
     "Paired differences on the same questions (B − A, 95% interval; McNemar's exact test on closed accuracy):"
 )
+SEEN_INTRO = (
+    "Open questions split by whether their answer occurs in the training split (seen) or never does (unseen): "
+    "a model that picks from the answers it was trained on can never get an unseen one."
+)
+MMEVAL_INTRO = (
+    'MultiMedEval\'s protocol (its VQA scoring: word-set recall, yes/no right at recall ≥ 0.4 with "not" '
+    'counted for "no", open right at recall ≥ 0.75; bleu1, f1 and recall over every question).'
+)
 MED_INTRO = (
     "LLaVA-Med's protocol (its evaluation code's rules: substring matching for yes/no, word recall for open "
     "questions): our models, rescored, above the published rows scored the same way."
@@ -282,7 +317,8 @@ def _markdown(title: str, dataset: str, runs: list[Run], sections: dict, images:
     return "\n".join(
         [
             f"# {title}", "", f"Dataset: `{dataset}`, split `{runs[-1].metrics.get('split', 'test')}`. {INTRO}", "",
-            md["ours"], "", PAIRS_INTRO, "", md["pairs"], "",
+            md["ours"], "", PAIRS_INTRO, "", md["pairs"], "", SEEN_INTRO, "", md["seen"], "",
+            "### MultiMedEval protocol", "", MMEVAL_INTRO, "", md["multimedeval"], "",
             "## Published reference (PathVQA, not this dataset)", "", md["note"], "",
             "### Scored by their authors (exact match, METEOR)", "", md["own"], "",
             "### LLaVA-Med protocol", "", MED_INTRO, "", md["llava_med"], "",
@@ -307,6 +343,8 @@ td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}pre{{backgr
 <p>Dataset <code>{html.escape(str(dataset))}</code>. {html.escape(INTRO)} Closed accuracy: yes/no questions; open
 exact match and recall: the rest.</p>
 <h2>Results</h2>{page["ours"]}<p>{html.escape(PAIRS_INTRO)}</p>{page["pairs"]}
+<p>{html.escape(SEEN_INTRO)}</p>{page["seen"]}
+<h3>MultiMedEval protocol</h3><p>{html.escape(MMEVAL_INTRO)}</p>{page["multimedeval"]}
 <h2>Published reference (PathVQA)</h2>{page["note"]}
 <h3>Scored by their authors</h3>{page["own"]}
 <h3>LLaVA-Med protocol</h3><p>{html.escape(MED_INTRO)}</p>{page["llava_med"]}

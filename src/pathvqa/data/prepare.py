@@ -209,3 +209,26 @@ def load_data_split(
         lazy_images=data.lazy_images,
         dedupe=dedupe,
     )
+
+
+def split_answers(source: str, split: str) -> set[str] | None:
+    """The cleaned answers of a split, read from its answer column alone (no image is decoded); None
+    when the dataset has no such split. What "seen in training" means for an open test answer."""
+    try:
+        table = open_split(source, split)
+    except DataError:
+        return None
+    if table.table is not None:
+        answers = table.table.column("answer").to_pylist() if "answer" in table.columns else []
+    else:
+        answers = [r.get("answer") for r in table.records]
+    return {clean_answer(a) for a in answers if isinstance(a, str) and clean_answer(a)}
+
+
+def mark_seen(rows: list[dict], seen: set[str] | None) -> list[dict]:
+    """Give each open prediction row ``seen``: whether its answer occurs in the training split."""
+    if seen is not None:
+        for row in rows:
+            if row["type"] == "open":
+                row["seen"] = clean_answer(str(row["answer"])) in seen
+    return rows

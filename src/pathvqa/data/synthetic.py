@@ -1,14 +1,15 @@
 """A synthetic pathology VQA set in the ``flaviagiammarino/path-vqa`` layout (the offline default).
 
-Each image is a procedurally rendered histology-like tile with hidden attributes:
+Two styles share this writer and the hub layout:
 
-- tissue pattern: normal glands, carcinoma, inflammation, necrosis, fibrosis, hemorrhage;
-- stain: H&E, immunohistochemistry (brown DAB + blue counterstain), PAS, Masson trichrome;
-- mitotic figures present or absent; 0–3 blood vessels.
-
-Questions follow PathVQA's style, about half yes/no (each template balanced between yes and no)
-and half open (answers spread over 3–6 values). The answers are only in the pixels: a model
-that reads the question alone scores about 0.5 on yes/no and about 0.25 on open questions.
+- ``pathvqa`` (the default): PathVQA's shape. Tiles rendered from organ, lesion, pattern, secondary
+  change, stain and mitoses (``data.tiles``), 6–9 questions each written as PathVQA asks them
+  (``data.questions``): a long tail of open answers, open test answers never seen in training, and
+  a question-only prior near PathVQA's on yes/no questions. ``pathvqa data-stats --reference pathvqa``
+  puts its figures beside the real dataset's.
+- ``simple``: six tissue patterns, four stains, mitoses and 0–3 vessels; four questions per image,
+  each yes/no question balanced; 13 open answers. The answers are only in the pixels: the question
+  alone scores about 0.5 on yes/no and 0.25 on open questions. Small and fast: smoke tests.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from PIL import Image
 from scipy import ndimage
 from skimage.draw import disk, ellipse
 from tqdm.auto import tqdm
+
+from pathvqa.data import questions, tiles
+from pathvqa.data.drawing import background, paint, scatter
+from pathvqa.data.drawing import nucleus as draw_nucleus
 
 TISSUES = ("normal glands", "carcinoma", "inflammation", "necrosis", "fibrosis", "hemorrhage")
 TISSUE_QUESTIONS = {
@@ -59,53 +64,24 @@ class Tile:
     vessels: int
 
 
-def _paint(canvas: np.ndarray, mask: tuple[np.ndarray, np.ndarray], color, alpha: float = 1.0) -> None:
-    rr, cc = mask
-    canvas[rr, cc] = canvas[rr, cc] * (1 - alpha) + np.asarray(color) * alpha
-
-
-def _nucleus(canvas, rng, center, radius, color, elong=1.0, jitter=0.15):
-    """An ellipse with random orientation and size jitter; (H, W, 3) canvas painted in place."""
-    r = radius * rng.uniform(1 - jitter, 1 + jitter)
-    shade = np.clip(np.asarray(color) * rng.uniform(0.85, 1.15), 0, 1)
-    _paint(
-        canvas,
-        ellipse(center[0], center[1], r, r * elong, shape=canvas.shape[:2], rotation=rng.uniform(0, np.pi)),
-        shade,
-        0.92,
-    )
-
-
-def _background(size: int, rng, stroma) -> np.ndarray:
-    low = ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 10)
-    low /= np.abs(low).max() + 1e-8
-    fine = ndimage.gaussian_filter(rng.standard_normal((size, size)), 0.8) * 0.6
-    shade = 1 + 0.07 * low + 0.03 * fine
-    return np.clip(np.asarray(stroma)[None, None, :] * shade[..., None], 0, 1)
-
-
-def _scatter(rng, size, count, margin=0.0):
-    return rng.uniform(margin * size, (1 - margin) * size, size=(count, 2))
-
-
 def _draw_tissue(canvas, rng, tissue, palette):
     size = canvas.shape[0]
     stroma, nucleus, accent, red = (np.asarray(c) for c in palette)
     if tissue == "normal glands":
-        for cy, cx in _scatter(rng, size, rng.integers(2, 5), 0.18):
+        for cy, cx in scatter(rng, size, rng.integers(2, 5), 0.18):
             radius = size * rng.uniform(0.10, 0.15)
-            _paint(canvas, disk((cy, cx), radius * 1.35, shape=canvas.shape[:2]), accent, 0.35)
-            _paint(canvas, disk((cy, cx), radius, shape=canvas.shape[:2]), LUMEN, 0.95)
+            paint(canvas, disk((cy, cx), radius * 1.35, shape=canvas.shape[:2]), accent, 0.35)
+            paint(canvas, disk((cy, cx), radius, shape=canvas.shape[:2]), LUMEN, 0.95)
             ring = rng.integers(10, 15)
             for k in range(ring):  # evenly spaced basal nuclei around the lumen
                 angle = 2 * np.pi * k / ring
                 pos = (cy + np.sin(angle) * radius * 1.18, cx + np.cos(angle) * radius * 1.18)
-                _nucleus(canvas, rng, pos, size * 0.022, nucleus, jitter=0.05)
+                draw_nucleus(canvas, rng, pos, size * 0.022, nucleus, jitter=0.05)
     elif tissue == "carcinoma":
         for _ in range(rng.integers(3, 6)):  # crowded sheets of large pleomorphic nuclei
-            cy, cx = _scatter(rng, size, 1)[0]
+            cy, cx = scatter(rng, size, 1)[0]
             for dy, dx in rng.normal(0, size * 0.12, size=(rng.integers(10, 18), 2)):
-                _nucleus(
+                draw_nucleus(
                     canvas,
                     rng,
                     (cy + dy, cx + dx),
@@ -115,14 +91,14 @@ def _draw_tissue(canvas, rng, tissue, palette):
                     jitter=0.3,
                 )
     elif tissue == "inflammation":
-        for pos in _scatter(rng, size, rng.integers(140, 220)):
-            _nucleus(canvas, rng, pos, size * 0.016, nucleus * 0.75, jitter=0.1)
+        for pos in scatter(rng, size, rng.integers(140, 220)):
+            draw_nucleus(canvas, rng, pos, size * 0.016, nucleus * 0.75, jitter=0.1)
     elif tissue == "necrosis":
         canvas[:] = canvas * 0.55 + np.asarray((0.98, 0.85, 0.90)) * 0.45
-        for pos in _scatter(rng, size, rng.integers(90, 150)):  # karyorrhectic debris
-            _nucleus(canvas, rng, pos, size * 0.009, nucleus, jitter=0.4)
-        for pos in _scatter(rng, size, rng.integers(6, 12)):  # ghost cells
-            _nucleus(canvas, rng, pos, size * 0.03, stroma * 0.97, jitter=0.2)
+        for pos in scatter(rng, size, rng.integers(90, 150)):  # karyorrhectic debris
+            draw_nucleus(canvas, rng, pos, size * 0.009, nucleus, jitter=0.4)
+        for pos in scatter(rng, size, rng.integers(6, 12)):  # ghost cells
+            draw_nucleus(canvas, rng, pos, size * 0.03, stroma * 0.97, jitter=0.2)
     elif tissue == "fibrosis":
         yy, xx = np.mgrid[0:size, 0:size] / size
         theta = rng.uniform(0, np.pi)
@@ -133,7 +109,7 @@ def _draw_tissue(canvas, rng, tissue, palette):
         )
         band = (wave > 0.2)[..., None]
         canvas[:] = np.where(band, canvas * 0.55 + accent * 0.45, canvas)
-        for pos in _scatter(rng, size, rng.integers(14, 24)):  # spindle cells along the fibres
+        for pos in scatter(rng, size, rng.integers(14, 24)):  # spindle cells along the fibres
             rr, cc = ellipse(
                 pos[0],
                 pos[1],
@@ -142,12 +118,12 @@ def _draw_tissue(canvas, rng, tissue, palette):
                 shape=canvas.shape[:2],
                 rotation=-theta + np.pi / 2,
             )
-            _paint((canvas), (rr, cc), nucleus, 0.9)
+            paint((canvas), (rr, cc), nucleus, 0.9)
     elif tissue == "hemorrhage":
-        for pos in _scatter(rng, size, rng.integers(160, 260)):
+        for pos in scatter(rng, size, rng.integers(160, 260)):
             r = size * rng.uniform(0.018, 0.026)
-            _paint(canvas, disk(tuple(pos), r, shape=canvas.shape[:2]), red * rng.uniform(0.9, 1.1), 0.9)
-            _paint(canvas, disk(tuple(pos), r * 0.4, shape=canvas.shape[:2]), red * 1.15, 0.5)
+            paint(canvas, disk(tuple(pos), r, shape=canvas.shape[:2]), red * rng.uniform(0.9, 1.1), 0.9)
+            paint(canvas, disk(tuple(pos), r * 0.4, shape=canvas.shape[:2]), red * 1.15, 0.5)
 
 
 def _draw_vessels(canvas, rng, count, palette):
@@ -166,20 +142,20 @@ def _draw_vessels(canvas, rng, count, palette):
         # and hemorrhage (scattered small red cells), a vessel is one large red body with a rim.
         rotation = rng.uniform(0, np.pi)
         wall = ellipse(cy, cx, r, r * 0.8, shape=canvas.shape[:2], rotation=rotation)
-        _paint(canvas, wall, nucleus * 0.7, 1.0)
-        _paint(
+        paint(canvas, wall, nucleus * 0.7, 1.0)
+        paint(
             canvas, ellipse(cy, cx, r * 0.72, r * 0.55, shape=canvas.shape[:2], rotation=rotation), red, 1.0
         )
         for dy, dx in rng.uniform(-0.35, 0.35, size=(4, 2)) * r:
-            _paint(canvas, disk((cy + dy, cx + dx), r * 0.12, shape=canvas.shape[:2]), LUMEN, 0.35)
+            paint(canvas, disk((cy + dy, cx + dx), r * 0.12, shape=canvas.shape[:2]), LUMEN, 0.35)
     return len(placed)
 
 
 def _draw_mitoses(canvas, rng):
     size = canvas.shape[0]
-    for cy, cx in _scatter(rng, size, rng.integers(3, 6), 0.08):
+    for cy, cx in scatter(rng, size, rng.integers(3, 6), 0.08):
         for _ in range(5):  # condensed chromosomes: dark spiky clumps
-            _paint(
+            paint(
                 canvas,
                 ellipse(
                     cy, cx, size * 0.012, size * 0.05, shape=canvas.shape[:2], rotation=rng.uniform(0, np.pi)
@@ -192,11 +168,11 @@ def _draw_mitoses(canvas, rng):
 def render(tile: Tile, size: int, rng: np.random.Generator) -> np.ndarray:
     """Render one tile as (size, size, 3) uint8."""
     palette = np.clip(np.asarray(PALETTES[tile.stain]) * rng.uniform(0.92, 1.08, size=(4, 3)), 0, 1)
-    canvas = _background(size, rng, palette[0])
+    canvas = background(size, rng, palette[0])
     _draw_tissue(canvas, rng, tile.tissue, palette)
     if tile.stain == "immunohistochemistry":  # DAB-positive membranes: brown speckle
-        for pos in _scatter(rng, size, rng.integers(20, 40)):
-            _nucleus(canvas, rng, pos, size * 0.02, palette[2], jitter=0.3)
+        for pos in scatter(rng, size, rng.integers(20, 40)):
+            draw_nucleus(canvas, rng, pos, size * 0.02, palette[2], jitter=0.3)
     tile.vessels = _draw_vessels(canvas, rng, tile.vessels, palette)
     if tile.mitoses:
         _draw_mitoses(canvas, rng)
@@ -289,20 +265,40 @@ def _features():
     )
 
 
-def generate_split(split: str, pairs: int, size: int, seed: int, progress: bool = True) -> list[dict]:
+def _simple_image(rng: np.random.Generator, size: int, balance: Counter) -> tuple[np.ndarray, list, str]:
+    tile, closed = plan_tile(rng, balance)
+    image = render(tile, size, rng)  # first: the vessel count asked about is the one drawn
+    return image, open_questions(tile, rng) + closed, caption(tile)
+
+
+def _pathvqa_image(rng: np.random.Generator, size: int, _: Counter) -> tuple[np.ndarray, list, str]:
+    tile = questions.draw_tile(rng)
+    return tiles.render(tile, size, rng), questions.ask(tile, rng), tile.caption()
+
+
+STYLES = {"pathvqa": _pathvqa_image, "simple": _simple_image}
+"""``pathvqa``: PathVQA's shape (long tail, unseen test answers, language prior; the default);
+``simple``: 6 tissues, 13 open answers, balanced yes/no per question (fast smoke tests)."""
+
+
+def generate_split(
+    split: str, pairs: int, size: int, seed: int, progress: bool = True, style: str = "pathvqa"
+) -> list[dict]:
     """Rows for one split, ``pairs`` questions in all; splits use independent seed streams."""
+    if style not in STYLES:
+        raise ValueError(f"unknown synthetic style {style!r}: use one of {', '.join(STYLES)}")
     rng = np.random.default_rng([seed, SPLITS.index(split) if split in SPLITS else len(split)])
     rows: list[dict] = []
     bar = tqdm(total=pairs, desc=f"synth {split}", unit="pair", disable=not progress, leave=False)
     index = 0
-    balance: Counter = Counter()
+    state: Counter = Counter()  # the simple style's yes/no balance per question
     while len(rows) < pairs:
-        tile, closed = plan_tile(rng, balance)
+        pixels, qa, text = STYLES[style](rng, size, state)
         buffer = io.BytesIO()
-        Image.fromarray(render(tile, size, rng)).save(buffer, format="PNG", optimize=False)
+        Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
         image = {"bytes": buffer.getvalue(), "path": f"{split}_{index:06d}.png"}
-        for question, answer in (open_questions(tile, rng) + closed)[: pairs - len(rows)]:
-            rows.append({"image": image, "question": question, "answer": answer, "caption": caption(tile)})
+        for question, answer in qa[: pairs - len(rows)]:
+            rows.append({"image": image, "question": question, "answer": answer, "caption": text})
             bar.update(1)
         index += 1
     bar.close()
@@ -310,17 +306,22 @@ def generate_split(split: str, pairs: int, size: int, seed: int, progress: bool 
 
 
 def write(
-    out: str | Path, counts: dict[str, int], size: int = 96, seed: int = 0, progress: bool = True
+    out: str | Path,
+    counts: dict[str, int],
+    size: int = 96,
+    seed: int = 0,
+    progress: bool = True,
+    style: str = "pathvqa",
 ) -> dict:
     """Write ``out/data/{split}-00000-of-00001.parquet`` for each split; return a summary."""
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     schema = _features().arrow_schema
-    summary: dict = {"out": str(out), "image_size": size, "seed": seed, "splits": {}}
+    summary: dict = {"out": str(out), "style": style, "image_size": size, "seed": seed, "splits": {}}
     for split, pairs in counts.items():
         if pairs <= 0:
             continue
-        rows = generate_split(split, pairs, size, seed, progress)
+        rows = generate_split(split, pairs, size, seed, progress, style)
         table = pa.Table.from_pylist(rows, schema=schema)
         tmp = out / "data" / f".{split}.parquet.tmp"
         pq.write_table(table, tmp)

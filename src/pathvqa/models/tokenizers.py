@@ -2,7 +2,7 @@
 
 A WordPiece vocabulary: special tokens, every letter/digit/punctuation mark (also as ``##``
 continuations, so any word can be spelt), and the words of pathology questions and answers as
-whole tokens. The same vocabulary serves ``blip-tiny`` (BERT-style, as BLIP uses) and
+whole tokens (both synthetic styles' words among them). The same vocabulary serves ``blip-tiny`` (BERT-style, as BLIP uses) and
 ``vlm-tiny`` (a causal LM with a chat template).
 """
 
@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from transformers import BertTokenizer
 
-from pathvqa.data import synthetic
+from pathvqa.data import questions, synthetic
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[INST]", "[/INST]"]
 COMMON_WORDS = [
@@ -102,6 +102,7 @@ def tiny_vocab() -> list[str]:
         "what does this image show? what stain is used? how many blood vessels are visible?",
         "are there mitotic figures? are blood vessels present? is this an immunohistochemical stain?",
         "stained section showing with mitotic figures and blood vessel vessels",
+        *questions.vocabulary(),
     ]
     for text in texts:
         words.extend(text.replace("?", " ").replace(".", " ").split())

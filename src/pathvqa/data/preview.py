@@ -10,8 +10,11 @@ from pathlib import Path
 from PIL import Image
 
 
-def preview(rows: list[dict], path: str | Path, images: int = 8, columns: int = 4) -> Path:
-    """Write a grid of the first ``images`` distinct images of ``rows`` (raw rows with image bytes)."""
+def preview(
+    rows: list[dict], path: str | Path, images: int = 8, columns: int = 4, questions: int = 5
+) -> Path:
+    """Write a grid of the first ``images`` distinct images of ``rows`` (raw rows with image bytes), each
+    with its first ``questions`` questions and answers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,12 +27,12 @@ def preview(rows: list[dict], path: str | Path, images: int = 8, columns: int = 
             continue
         grouped.setdefault(data, []).append(row)
     rows_n = (len(grouped) + columns - 1) // columns
-    fig, axes = plt.subplots(rows_n, columns, figsize=(3.4 * columns, 4.4 * rows_n), squeeze=False)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(3.4 * columns, 4.8 * rows_n), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (data, qa) in zip(axes.flat, grouped.items(), strict=False):
         ax.imshow(Image.open(io.BytesIO(data)).convert("RGB"))
-        lines = [textwrap.fill(f"Q: {r['question']}  A: {r['answer']}", 44) for r in qa]
+        lines = [textwrap.fill(f"Q: {r['question']}  A: {r['answer']}", 44) for r in qa[:questions]]
         ax.set_title("\n".join(lines), fontsize=7.5, loc="left")
     fig.tight_layout()
     path = Path(path)

@@ -120,6 +120,7 @@ def _colon(canvas, rng, pal):  # crypts: parallel test-tube glands lined by dark
 
 def _liver(canvas, rng, pal):  # plates of polygonal hepatocytes round a central vein
     s = canvas.shape[0]
+    canvas[:] = canvas * 0.7 + pal[2] * 0.3  # densely eosinophilic
     for cy, cx in _jittered_grid(rng, s, s * 0.125):
         paint(canvas, disk((cy, cx), s * 0.05, shape=canvas.shape[:2]), pal[2] * 0.6 + pal[0] * 0.4, 0.8)
         nucleus(canvas, rng, (cy, cx), s * 0.02, pal[1], jitter=0.05)
@@ -134,7 +135,9 @@ def _kidney(canvas, rng, pal):  # glomeruli (nucleus tufts in a clear space) amo
         paint(canvas, disk((cy, cx), s * 0.035, shape=canvas.shape[:2]), LUMEN, 0.9)
     for cy, cx in scatter(rng, s, 2, 0.22):
         paint(canvas, disk((cy, cx), s * 0.16, shape=canvas.shape[:2]), LUMEN, 0.95)
-        paint(canvas, disk((cy, cx), s * 0.11, shape=canvas.shape[:2]), pal[1] * 0.8 + pal[0] * 0.2, 0.9)
+        paint(canvas, disk((cy, cx), s * 0.115, shape=canvas.shape[:2]), pal[2], 0.8)  # the capillary tuft
+        for dy, dx in rng.normal(0, s * 0.04, size=(18, 2)):
+            nucleus(canvas, rng, (cy + dy, cx + dx), s * 0.014, pal[1])
 
 
 def _skin(canvas, rng, pal):  # epidermis: a dark stratified band with keratin along one edge
@@ -155,10 +158,9 @@ def _skin(canvas, rng, pal):  # epidermis: a dark stratified band with keratin a
 
 def _brain(canvas, rng, pal):  # pale fibrillary neuropil with sparse glial nuclei in halos
     s = canvas.shape[0]
-    canvas[:] = canvas * 0.7 + LUMEN * 0.3 + _smooth_field(s, rng, 0.7)[..., None] * 0.03
-    for pos in scatter(rng, s, 18):
-        paint(canvas, disk(tuple(pos), s * 0.035, shape=canvas.shape[:2]), LUMEN, 0.8)
-        nucleus(canvas, rng, pos, s * 0.016, pal[1])
+    canvas[:] = canvas * 0.55 + LUMEN * 0.45 + _smooth_field(s, rng, 0.7)[..., None] * 0.04
+    for pos in scatter(rng, s, 26):
+        nucleus(canvas, rng, pos, s * 0.013, pal[1])
 
 
 def _heart(canvas, rng, pal):  # parallel myocyte fibres with elongated central nuclei
@@ -200,9 +202,10 @@ def _thyroid(canvas, rng, pal):  # round follicles filled with pink colloid, lin
         paint(canvas, disk((cy, cx), r, shape=canvas.shape[:2]), pal[2] * 0.6 + pal[0] * 0.4, 0.95)
 
 
-def _breast(canvas, rng, pal):  # lobules: clusters of small two-layered ducts in pale fibrous stroma
+def _breast(canvas, rng, pal):  # lobules of small two-layered ducts in dense, streaky fibrous stroma
     s = canvas.shape[0]
-    canvas[:] = canvas * 0.75 + LUMEN * 0.25
+    wave, _ = _bands(s, rng, (9, 11), 0.2)
+    canvas[:] = np.where((wave > 0.5)[..., None], canvas * 0.6 + LUMEN * 0.4, canvas * 0.8 + pal[2] * 0.2)
     for cy, cx in scatter(rng, s, int(rng.integers(2, 4)), 0.2):
         for dy, dx in rng.normal(0, s * 0.08, size=(6, 2)):
             paint(canvas, disk((cy + dy, cx + dx), s * 0.045, shape=canvas.shape[:2]), pal[1], 0.85)

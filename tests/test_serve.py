@@ -1,12 +1,16 @@
 """Asking trained models: ``pathvqa predict``, the Gradio app through gradio_client, and a real browser."""
 
+import contextlib
 import json
+import os
 import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
 
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 
 from pathvqa.config import load_config
 from pathvqa.train import fit
@@ -136,29 +140,168 @@ def test_twenty_concurrent_requests_are_all_answered(server, images):
     assert len(results) == 20 and all(len(r) == 2 and all(a["answer"] for a in r) for r in results)
 
 
-@pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,
     reason="no system Chromium (Debian: apt-get install chromium; make test does it as root)",
 )
-def test_a_browser_uploads_asks_and_sees_every_model_answer(server, images, tmp_path):
+
+
+@contextlib.contextmanager
+def browser_page(url: str, outside: list[str]):
+    """A Chromium page on ``url``; every request for another host than 127.0.0.1 is recorded in ``outside``
+    and blocked (nothing leaves this machine)."""
     from playwright.sync_api import sync_playwright
+
+    def guard(route):
+        host = urlparse(route.request.url).hostname
+        if route.request.url.startswith(("data:", "blob:")) or host == "127.0.0.1":
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(server)
-        page.locator("input[type=file]").first.set_input_files(str(images / "tile.png"))
-        page.locator("#question textarea").fill("what stain is used?")
-        page.locator("#ask").click()
-        answers = page.locator("#answers table")
-        answers.wait_for(timeout=60_000)
-        rows = answers.locator("tbody tr")
-        shown = {
-            rows.nth(i).locator("td").nth(0).inner_text(): rows.nth(i).locator("td").nth(1).inner_text()
-            for i in range(rows.count())
-        }
+        page.route("**/*", guard)
+        page.goto(url)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def upload(page, path) -> None:
+    """Upload ``path`` as a user would: clear the previous file (the × button), then pick the new one."""
+    for clear in page.locator('#upload button[aria-label="Clear"]').all():  # a file, or an error overlay
+        if clear.is_visible():
+            clear.click()
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+
+
+def ask(page, question: str) -> None:
+    page.locator("#question textarea").fill(question)
+    page.locator("#ask").click()
+
+
+def shown_answers(page) -> dict[str, str]:
+    rows = page.locator("#answers table tbody tr")
+    return {
+        rows.nth(i).locator("td").nth(0).inner_text(): rows.nth(i).locator("td").nth(1).inner_text()
+        for i in range(rows.count())
+    }
+
+
+@needs_chromium
+def test_a_browser_uploads_asks_and_sees_every_model_answer(server, images, tmp_path):
+    outside: list[str] = []
+    with browser_page(server, outside) as page:
+        upload(page, images / "tile.png")
+        page.locator("#preview img").wait_for(timeout=30_000)
+        ask(page, "what stain is used?")
+        page.locator("#answers table").wait_for(timeout=60_000)
+        shown = shown_answers(page)
         assert set(shown) == {"blip-tiny", "llava-tiny"} and all(shown.values()), shown
         assert "what stain is used?" in page.locator("#asked").inner_text()
         page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
-        browser.close()
-    assert Image.open(tmp_path / "serve.png").size[0] == 1280
+    assert Image.open(tmp_path / "serve.png").size[0] == 1280 and not outside, outside
+
+
+@needs_chromium
+def test_each_bad_upload_says_why_in_the_page_and_the_next_good_one_answers(server, images, tmp_path, capfd):
+    tile = (images / "tile.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(tile[: len(tile) // 2])
+    (tmp_path / "oversize.png").write_bytes(tile + os.urandom(11 * 2**20))  # an image, over the 10 MB cap
+    bad = {  # file → what its sentence must say
+        images / "notes.png": "it is not an image",
+        tmp_path / "truncated.png": "truncated or damaged",
+        images / "huge.png": "larger than the pixel limit",
+    }
+    outside: list[str] = []
+    with browser_page(server, outside) as page:
+        status = page.locator("#status")
+        for path, sentence in bad.items():
+            upload(page, path)
+            expect(status).to_contain_text(sentence, timeout=30_000)
+            assert len(status.inner_text().strip().splitlines()) == 1, status.inner_text()
+            ask(page, "what stain is used?")  # asking about a refused upload: told so, nothing crashes
+            expect(status).to_contain_text("no image", timeout=30_000)
+        # Over the size cap the browser never sends the file: Gradio's own sentence, in the page.
+        upload(page, tmp_path / "oversize.png")
+        toast = page.get_by_text('exceed the maximum allowed size of 10.0 Mb: "oversize.png"')
+        expect(toast).to_be_visible(timeout=30_000)
+        upload(page, images / "tile.png")
+        page.locator("#preview img").wait_for(timeout=30_000)
+        ask(page, "what stain is used?")
+        page.locator("#answers table").wait_for(timeout=60_000)
+        assert set(shown_answers(page)) == {"blip-tiny", "llava-tiny"}
+        expect(status).to_have_text("")
+    assert not outside, outside
+    assert "Traceback" not in capfd.readouterr().err  # the server logged no traceback for any of them
+
+
+@needs_chromium
+def test_markdown_and_html_in_questions_show_as_text_and_fetch_nothing(server, images):
+    hostile = (
+        "![t](http://198.51.100.7/track.png) <img src=http://198.51.100.7/x.png> "
+        "<b>bold</b> **strong** [link](http://198.51.100.7/) `code`"
+    )
+    outside: list[str] = []
+    with browser_page(server, outside) as page:
+        upload(page, images / "tile.png")
+        page.locator("#preview img").wait_for(timeout=30_000)
+        ask(page, hostile)
+        page.locator("#answers table").wait_for(timeout=60_000)
+        asked = page.locator("#asked table tbody tr td").first
+        expect(asked).to_have_text(hostile)
+        assert page.locator("#asked img, #asked b, #asked strong, #asked a, #answers img").count() == 0
+        page.wait_for_timeout(500)
+    assert not outside, outside
+
+
+def test_a_non_loopback_bind_needs_credentials_or_an_explicit_open_flag(runs, tmp_path, monkeypatch):
+    from pathvqa.serve import access, is_loopback
+
+    monkeypatch.delenv("PATHVQA_AUTH", raising=False)
+    assert is_loopback("127.0.0.1") and is_loopback("127.0.0.2") and is_loopback("::1")
+    assert is_loopback("localhost") and not is_loopback("0.0.0.0") and not is_loopback("192.0.2.10")
+    assert access("127.0.0.1", None, False) is None and access("0.0.0.0", None, True) is None
+    proc = run_cli("serve", "--checkpoint", runs["blip-tiny"], "--host", "0.0.0.0", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "PATHVQA_AUTH" in proc.stderr and "--allow-open" in proc.stderr
+    (tmp_path / "users").write_text("ana:s3cret\nbo:pa:ss\n")
+    assert access("0.0.0.0", tmp_path / "users", False) == [("ana", "s3cret"), ("bo", "pa:ss")]
+    monkeypatch.setenv("PATHVQA_AUTH", "ana:s3cret,broken")
+    proc = run_cli("serve", "--checkpoint", runs["blip-tiny"], "--host", "0.0.0.0", check=False)
+    assert proc.returncode == 2 and "every entry must be user:password" in proc.stderr
+
+
+@needs_chromium
+def test_the_sign_in_page_appears_off_loopback_and_the_models_answer_after_it(runs, images, tmp_path):
+    from pathvqa.serve import serve
+
+    (tmp_path / "users").write_text("ana:s3cret\n")
+    port = free_port()
+    specs = [f"{label}={path}" for label, path in runs.items()]
+    app = serve(
+        specs, host="0.0.0.0", port=port, demo_dir=tmp_path, block=False, auth_file=tmp_path / "users"
+    )
+    outside: list[str] = []
+    try:  # bound to every address; the browser reaches it through loopback
+        with browser_page(f"http://127.0.0.1:{port}/", outside) as page:
+            page.locator("input[type=password]").wait_for(timeout=30_000)
+            assert page.locator("#upload").count() == 0  # nothing of the app before signing in
+            page.locator("input[type=text]").first.fill("ana")
+            page.locator("input[type=password]").fill("wrong")
+            page.locator("button", has_text="Login").click()
+            expect(page.get_by_text("Incorrect Credentials", exact=False)).to_be_visible(timeout=30_000)
+            page.locator("input[type=password]").fill("s3cret")
+            page.locator("button", has_text="Login").click()
+            upload(page, images / "tile.png")
+            page.locator("#preview img").wait_for(timeout=30_000)
+            ask(page, "what stain is used?")
+            page.locator("#answers table").wait_for(timeout=60_000)
+            assert set(shown_answers(page)) == {"blip-tiny", "llava-tiny"}
+    finally:
+        app.close()
+    assert not outside, outside

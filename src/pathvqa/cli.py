@@ -387,18 +387,34 @@ def serve(
         ),
     ] = None,
     host: Annotated[
-        str, typer.Option(help="Address to bind (0.0.0.0 to accept other machines).")
+        str, typer.Option(help="Address to bind (0.0.0.0 accepts other machines: then sign-in is required).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 7860,
     demo_dir: Annotated[Path, typer.Option(help="Demo folder: default models and example images.")] = Path(
         "runs/demo"
     ),
+    auth_file: Annotated[
+        Path | None,
+        typer.Option(help="File of user:password lines for sign-in (or set PATHVQA_AUTH=user:password)."),
+    ] = None,
+    allow_open: Annotated[
+        bool,
+        typer.Option(help="Serve a non-loopback --host without sign-in (anyone who reaches it may ask)."),
+    ] = False,
 ) -> None:
     """A web app where every loaded model answers questions about an image, side by side."""
     from pathvqa.serve import serve as run_serve
 
     _setup_logging()
-    app_ = run_serve(checkpoint or [], host=host, port=port, demo_dir=demo_dir, block=False)
+    app_ = run_serve(
+        checkpoint or [],
+        host=host,
+        port=port,
+        demo_dir=demo_dir,
+        block=False,
+        auth_file=auth_file,
+        allow_open=allow_open,
+    )
     typer.echo(f"pathvqa serve: http://{host}:{port} (Ctrl-C stops)")
     app_.block_thread()
 

@@ -78,6 +78,17 @@ class Answer:
     """Wall time of the batch that answered it (questions about one image are answered together)."""
 
 
+def image_problem(err: BadImage) -> str:
+    """One sentence for a user: what is wrong with the image they gave."""
+    if err.reason == "image_too_large":
+        return f"cannot use this image: it is larger than the pixel limit ({err})"
+    if err.reason == "missing_image":
+        return "cannot use this image: the file is empty"
+    if "truncated" in str(err).lower() or "broken data stream" in str(err).lower():
+        return f"cannot use this image: the file is truncated or damaged ({err})"
+    return f"cannot use this image: it is not an image ({err})"
+
+
 class Answerer:
     """A trained model that answers questions about an image, one batch per image; thread-safe (one
     generation at a time per model)."""
@@ -103,12 +114,7 @@ class Answerer:
         try:
             tiles = self.pipeline.batch(samples)
         except BadImage as err:
-            reason = (
-                "it is larger than the pixel limit"
-                if err.reason == "image_too_large"
-                else "it is not an image"
-            )
-            raise PathVQAError(f"cannot use this image: {reason} ({err})") from None
+            raise PathVQAError(image_problem(err)) from None
         inputs = self.family.inputs(self.bundle, samples, tiles, self.cfg.task, train=False)
         with self.lock, torch.inference_mode():
             started = time.perf_counter()

@@ -7,33 +7,59 @@ questions asked about the current image stay listed with every model's answers. 
     from gradio_client import Client, handle_file
     Client("http://127.0.0.1:7860").predict(handle_file("tile.png"), "what stain is used?", api_name="/answer")
 
-Bad uploads and empty questions show an error in the page and the app keeps serving. Uploads are
-capped in size; the queue runs a bounded number of requests at once (each model generates one batch
-at a time), so a burst waits in line instead of exhausting memory.
+A bad upload (not an image, truncated, over the pixel limit, over the size cap) or an empty question
+is refused with one sentence in the page, checked by pathvqa before anything else reads the file; the
+app keeps serving. Questions and answers are shown as text (escaped HTML), never as Markdown or HTML, so
+nothing in them makes the browser fetch anything. Bound to loopback by default; any other address
+requires sign-in (Gradio's auth; credentials from ``PATHVQA_AUTH`` or ``--auth-file``) unless the user
+passes ``--allow-open``. Uploads are capped in size; the queue runs a bounded number of requests at
+once (each model generates one batch at a time), so a burst waits in line instead of exhausting memory.
 """
 
 from __future__ import annotations
 
+import html
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pathvqa.data.images import BadImage, decode
 from pathvqa.errors import PathVQAError
-from pathvqa.inference import Answerer
+from pathvqa.inference import Answerer, image_problem
 
 MAX_UPLOAD = "10mb"
+MAX_UPLOAD_BYTES = 10 * 2**20
 CONCURRENT_REQUESTS = 4
 QUEUE_SIZE = 256
 
 
-def answer_all(answerers: list[Answerer], image_path: str | None, question: str) -> list[dict[str, Any]]:
-    """Every model's answer to ``question`` about the image file at ``image_path``."""
+def read_upload(image_path: str | None, max_bytes: int = MAX_UPLOAD_BYTES) -> bytes:
+    """The uploaded file's bytes, or PathVQAError with one sentence saying what is wrong with it."""
     if not image_path:
         raise PathVQAError("no image: upload one or pick an example")
     try:
-        image = Path(image_path).read_bytes()
+        size = Path(image_path).stat().st_size
+        if size > max_bytes:
+            raise PathVQAError(
+                f"cannot use this image: the file is {size / 2**20:.1f} MB, over the {MAX_UPLOAD} upload limit"
+            )
+        return Path(image_path).read_bytes()
     except OSError as err:
         raise PathVQAError(f"cannot read the upload ({err.__class__.__name__})") from None
+
+
+def check_image(data: bytes, max_pixels: int) -> None:
+    """PathVQAError with one sentence when ``data`` cannot be used as an image (as the models would decode it)."""
+    try:
+        decode(data, max_pixels)
+    except BadImage as err:
+        raise PathVQAError(image_problem(err)) from None
+
+
+def answer_all(answerers: list[Answerer], image_path: str | None, question: str) -> list[dict[str, Any]]:
+    """Every model's answer to ``question`` about the image file at ``image_path``."""
+    image = read_upload(image_path)
     return [asdict(a.answer(image, [question])[0]) for a in answerers]
 
 
@@ -54,22 +80,37 @@ def demo_examples(demo_dir: Path, count: int = 6) -> list[list[str]]:
     return examples
 
 
-def answers_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | answer | latency (ms) |", "|---|---|---:|"]
-    lines += [f"| {r['model']} | {_cell(r['answer']) or '*(empty)*'} | {r['latency_ms']:.0f} |" for r in rows]
-    return "\n".join(lines)
+def _table(header: list[str], rows: list[list[str]], numeric: int | None = None) -> str:
+    """An HTML table whose every cell is escaped text: nothing in a question or an answer is read as
+    Markdown or HTML, so nothing in one can make the viewer's browser fetch anything."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td{' class=num' if i == numeric else ''}>{html.escape(str(c))}</td>" for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def history_markdown(labels: list[str], history: list[list[str]]) -> str:
+def answers_html(rows: list[dict[str, Any]]) -> str:
+    return _table(
+        ["model", "answer", "latency (ms)"],
+        [[r["model"], r["answer"] or "(empty)", f"{r['latency_ms']:.0f}"] for r in rows],
+        numeric=2,
+    )
+
+
+def history_html(labels: list[str], history: list[list[str]]) -> str:
     if not history:
-        return "*No question asked about this image yet.*"
-    lines = ["| question | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-    lines += ["| " + " | ".join(_cell(x) for x in row) + " |" for row in history]
-    return "\n".join(lines)
+        return "<p><em>No question asked about this image yet.</em></p>"
+    return _table(["question", *labels], history)
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _status(text: str) -> str:
+    return f'<p class="status">{html.escape(text)}</p>' if text else ""
 
 
 def build_app(answerers: list[Answerer], examples: list[list[str]]):
@@ -77,46 +118,116 @@ def build_app(answerers: list[Answerer], examples: list[list[str]]):
     import gradio as gr
 
     labels = [a.label for a in answerers]
+    max_pixels = min(a.cfg.data.max_pixels for a in answerers)
 
     def api(image_path, question):
         try:
             return answer_all(answerers, image_path, question)
-        except PathVQAError as err:  # shown in the page; the app keeps serving
-            raise gr.Error(str(err)) from None
+        except PathVQAError as err:  # the API caller gets the sentence
+            raise gr.Error(str(err), print_exception=False) from None
+
+    def upload(image_path):
+        """Check an upload with pathvqa's own rules before anything else reads it: (preview, status, image)."""
+        if not image_path:
+            return None, "", None
+        try:
+            check_image(read_upload(image_path), max_pixels)
+        except PathVQAError as err:
+            return None, _status(str(err)), None
+        return image_path, "", image_path
 
     def ask(image_path, question, history):
-        rows = api(image_path, question)
-        history = [*history, [question.strip(), *(r["answer"] for r in rows)]]
-        return answers_markdown(rows), history_markdown(labels, history), history
+        try:
+            rows = answer_all(answerers, image_path, question)
+        except PathVQAError as err:  # one sentence in the page; the app keeps serving
+            return gr.skip(), gr.skip(), history, _status(str(err))
+        history = [*history, [" ".join(question.split()), *(r["answer"] for r in rows)]]
+        return answers_html(rows), history_html(labels, history), history, ""
 
     with gr.Blocks(title="pathvqa: ask the models") as app:
-        gr.Markdown(
-            f"## pathvqa — ask the models\nUpload a pathology image or pick an example, then ask a question. "
-            f"Models: {', '.join(f'**{label}**' for label in labels)}."
+        gr.HTML(
+            f"<h2>pathvqa — ask the models</h2><p>Upload a pathology image or pick an example, then ask a "
+            f"question. Models: {html.escape(', '.join(labels))}.</p>"
         )
-        history = gr.State([])
+        history, current = gr.State([]), gr.State(None)
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=300)
+                # A plain file upload: pathvqa checks it (and says why it is refused) before any image
+                # component would fail on it; the preview shows only what passed.
+                file = gr.File(label="Image (PNG, JPEG, TIFF…)", type="filepath", elem_id="upload")
+                preview = gr.Image(label="Image", interactive=False, height=260, elem_id="preview")
                 question = gr.Textbox(label="Question", placeholder="what stain is used?", elem_id="question")
                 ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
                 if examples:
-                    gr.Examples(examples=examples, inputs=[image, question], label="Demo test images")
+                    gr.Examples(examples=examples, inputs=[file, question], label="Demo test images")
             with gr.Column():
-                answers = gr.Markdown("*Ask a question to see every model's answer.*", elem_id="answers")
-                asked = gr.Markdown(history_markdown(labels, []), elem_id="asked")
-        for trigger in (ask_button.click, question.submit):
-            trigger(ask, [image, question, history], [answers, asked, history], api_visibility="private")
-        image.change(
-            lambda: (history_markdown(labels, []), []), None, [asked, history], api_visibility="private"
+                status = gr.HTML("", elem_id="status")
+                answers = gr.HTML(
+                    "<p><em>Ask a question to see every model's answer.</em></p>", elem_id="answers"
+                )
+                asked = gr.HTML(history_html(labels, []), elem_id="asked")
+        file.change(upload, file, [preview, status, current], api_visibility="private").then(
+            lambda: (history_html(labels, []), []), None, [asked, history], api_visibility="private"
         )
-        # The API endpoint takes the upload as a plain file, so that a file which is not an image reaches
-        # pathvqa's own check (and its message) instead of failing inside the image component.
+        for trigger in (ask_button.click, question.submit):
+            trigger(
+                ask, [current, question, history], [answers, asked, history, status], api_visibility="private"
+            )
+        # The API endpoint takes the upload as a plain file too, so a file that is not an image reaches
+        # pathvqa's own check (and its message).
         api_image, api_question = gr.File(visible=False), gr.Textbox(visible=False)
         api_out, api_button = gr.JSON(visible=False), gr.Button(visible=False)
         api_button.click(api, [api_image, api_question], api_out, api_name="answer")
     app.queue(default_concurrency_limit=CONCURRENT_REQUESTS, max_size=QUEUE_SIZE)
     return app
+
+
+AUTH_ENV = "PATHVQA_AUTH"
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_credentials(auth_file: str | Path | None = None) -> list[tuple[str, str]]:
+    """``user:password`` pairs from ``auth_file`` (one a line) or the ``PATHVQA_AUTH`` environment
+    variable (comma-separated); never from the command line, where other users could read them."""
+    if auth_file is not None:
+        try:
+            text = Path(auth_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise PathVQAError(
+                f"--auth-file {auth_file}: cannot be read ({err.__class__.__name__})"
+            ) from None
+        entries, where = text.splitlines(), f"--auth-file {auth_file}"
+    else:
+        entries, where = os.environ.get(AUTH_ENV, "").split(","), AUTH_ENV
+    pairs = [tuple(e.strip().split(":", 1)) for e in entries if e.strip()]
+    if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        raise PathVQAError(f"{where}: every entry must be user:password")
+    return pairs  # type: ignore[return-value]
+
+
+def access(host: str, auth_file: str | Path | None, allow_open: bool) -> list[tuple[str, str]] | None:
+    """Who may use the app: None (anyone who reaches it) on loopback or with ``allow_open``, else the
+    credentials, which must exist."""
+    credentials = read_credentials(auth_file) if auth_file is not None or os.environ.get(AUTH_ENV) else []
+    if credentials:
+        return credentials
+    if is_loopback(host) or allow_open:
+        return None
+    raise PathVQAError(
+        f"--host {host} lets other machines in: give credentials ({AUTH_ENV}=user:password or --auth-file FILE), "
+        "or pass --allow-open to serve without sign-in"
+    )
 
 
 def serve(
@@ -125,8 +236,12 @@ def serve(
     port: int = 7860,
     demo_dir: str | Path = "runs/demo",
     block: bool = True,
+    auth_file: str | Path | None = None,
+    allow_open: bool = False,
 ):
-    """Load the models (``[LABEL=]PATH``: run, checkpoint or merged export; default: the demo's) and launch."""
+    """Load the models (``[LABEL=]PATH``: run, checkpoint or merged export; default: the demo's) and launch.
+    A non-loopback ``host`` needs credentials (see :func:`access`) unless ``allow_open``."""
+    credentials = access(host, auth_file, allow_open)  # before any model loads
     demo_dir = Path(demo_dir)
     specs = checkpoints or _demo_models(demo_dir)
     answerers = [Answerer(path, label or None) for label, path in (_split(spec) for spec in specs)]
@@ -138,6 +253,8 @@ def serve(
         max_file_size=MAX_UPLOAD,
         prevent_thread_lock=not block,
         quiet=True,
+        auth=credentials,
+        auth_message="pathvqa: sign in to ask the models." if credentials else None,
     )
     return app
 

@@ -69,7 +69,7 @@ def main() -> None:
             page.locator("#ask").click()
             page.locator("#answers table").wait_for(timeout=60_000)
             time.sleep(1)
-            ask(page, "what stain is used?")
+            ask(page, "what stain was used for this section?")
             page.screenshot(path=args.out, full_page=True)
             browser.close()
     finally:

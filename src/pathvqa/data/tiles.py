@@ -90,6 +90,16 @@ def _bands(size: int, rng, frequency: tuple[float, float], wobble: float) -> tup
     return wave, theta
 
 
+def _along(canvas, rng, pal, theta: float, count: int, radii: tuple[float, float]) -> None:
+    """``count`` elongated nuclei lying along bands at angle ``theta`` (muscle fibres, collagen)."""
+    s = canvas.shape[0]
+    for pos in scatter(rng, s, count):
+        rr = ellipse(
+            pos[0], pos[1], s * radii[0], s * radii[1], shape=canvas.shape[:2], rotation=-theta + np.pi / 2
+        )
+        paint(canvas, rr, pal[1], 0.9)
+
+
 def _smooth_field(size: int, rng, sigma: float) -> np.ndarray:
     field = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma)
     return (field - field.mean()) / (field.std() + 1e-8)
@@ -167,13 +177,7 @@ def _heart(canvas, rng, pal):  # parallel myocyte fibres with elongated central 
     s = canvas.shape[0]
     wave, theta = _bands(s, rng, (3, 4), 0.05)
     canvas[:] = np.where((wave > 0.6)[..., None], canvas * 0.3 + LUMEN * 0.7, canvas * 0.75 + pal[3] * 0.25)
-    for pos in scatter(rng, s, 22):
-        paint(
-            canvas,
-            ellipse(pos[0], pos[1], s * 0.01, s * 0.03, shape=canvas.shape[:2], rotation=-theta + np.pi / 2),
-            pal[1],
-            0.9,
-        )
+    _along(canvas, rng, pal, theta, 22, (0.01, 0.03))
 
 
 def _lymph_node(canvas, rng, pal):  # sheets of small lymphocytes with pale follicle centres
@@ -289,13 +293,7 @@ def _fibrosis(canvas, rng, pal):  # wavy collagen bands with spindle cells
     s = canvas.shape[0]
     wave, theta = _bands(s, rng, (4, 5), 0.12)
     canvas[:] = np.where((wave > 0.0)[..., None], canvas * 0.2 + pal[2] * 0.8, canvas * 0.8 + LUMEN * 0.2)
-    for pos in scatter(rng, s, 16):
-        paint(
-            canvas,
-            ellipse(pos[0], pos[1], s * 0.008, s * 0.04, shape=canvas.shape[:2], rotation=-theta + np.pi / 2),
-            pal[1],
-            0.9,
-        )
+    _along(canvas, rng, pal, theta, 16, (0.008, 0.04))
 
 
 def _amyloid(canvas, rng, pal):  # glassy, homogeneous, almost acellular deposits

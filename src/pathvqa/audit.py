@@ -34,7 +34,9 @@ def dataset_stats(source: str, split: str = "train", max_pixels: int = 40_000_00
     for i, earlier in enumerate(order):
         for later in order[i + 1 :]:
             across["leakage"][f"{earlier}->{later}"] = leakage(splits[earlier], splits[later])
-    whole = {name: _every_row(source, data, max_pixels) for name, data in splits.items()}
+    whole = {
+        name: _every_row(source, splits[name], max_pixels) for name in ("train", "test") if name in splits
+    }
     if "train" in splits and "test" in splits:
         across["unseen_test_answers"] = unseen_answers(splits["train"].samples, whole["test"].samples)
         across["question_prior"] = question_prior(splits["train"], whole["test"])

@@ -117,7 +117,11 @@ def shape_table(figures: dict[str, Any], reference: str | None = None) -> list[s
     head = f"  {'shape figure':<48} {'this dataset':>12}" + (f" {reference:>12}" if ref else "")
     lines = [head]
     for key, label in LABELS.items():
-        value = figures.get(key)
-        text = "—" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
-        lines.append(f"  {label:<48} {text:>12}" + (f" {ref[key]:>12}" if ref else ""))
+        lines.append(
+            f"  {label:<48} {_text(figures.get(key)):>12}" + (f" {_text(ref[key]):>12}" if ref else "")
+        )
     return lines
+
+
+def _text(value: Any) -> str:
+    return "—" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)

@@ -28,7 +28,12 @@ def main() -> None:
     data = ROOT / "runs" / "bench_data" / "demo_like"
     if not (data / "synth.json").is_file():
         synthetic.write(
-            data, {"train": 2000, "validation": 200, "test": 400}, size=96, seed=0, progress=False
+            data,
+            {"train": 2000, "validation": 200, "test": 400},
+            size=96,
+            seed=0,
+            progress=False,
+            style="simple",
         )
     sets = [
         f"data.dataset={data}",

@@ -75,6 +75,12 @@ def test_report_from_two_runs_writes_every_file(tmp_path, two_runs):
     ours, published = md.split("## Published reference")
     assert "LLaVA-Med" in published and "LLaVA-Med" not in ours and "earlier work" not in ours
     assert "fine-tuned" in ours
+    # the other protocol ours sit under, and the open questions split by seen / unseen answers
+    assert "### MultiMedEval protocol" in ours and "open_exact_match_unseen" in ours
+    mme = eval_metrics["multimedeval"]
+    assert summary["multimedeval"][1]["closed_accuracy"] == mme["closed_accuracy"]
+    seen = summary["seen"][1]
+    assert seen["n_open_seen"] + seen["n_open_unseen"] == eval_metrics["n_open"]
 
     page = (tmp_path / "report" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and 'src="http' not in page

@@ -295,8 +295,10 @@ def test_the_sign_in_page_appears_off_loopback_and_the_models_answer_after_it(ru
             page.locator("input[type=password]").fill("wrong")
             page.locator("button", has_text="Login").click()
             expect(page.get_by_text("Incorrect Credentials", exact=False)).to_be_visible(timeout=30_000)
+            page.locator("input[type=text]").first.fill("ana")  # the failed attempt may clear the form
             page.locator("input[type=password]").fill("s3cret")
             page.locator("button", has_text="Login").click()
+            page.locator("#upload").wait_for(timeout=60_000)
             upload(page, images / "tile.png")
             page.locator("#preview img").wait_for(timeout=30_000)
             ask(page, "what stain is used?")

@@ -190,7 +190,9 @@ def _closed(rng, template: Closed, tile: PathTile) -> tuple[str, str] | None:
     has = template.subjects(tile)
     want_yes = rng.random() < template.yes_share
     if len(template.vocabulary) == 1:  # no subject to pick: ask only when the tile's answer is the one drawn
-        return (_phrase(rng, template.phrasings, tile), "yes") if bool(has) == want_yes else None
+        if bool(has) != want_yes:
+            return None
+        return _phrase(rng, template.phrasings, tile), "yes" if want_yes else "no"
     pool = {k: v for k, v in template.vocabulary.items() if (k in has) == want_yes}
     if not pool:
         return None

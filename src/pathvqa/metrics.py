@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pathvqa import llava_med, multimedeval, stats
+from pathvqa import llava_med, multimedeval, stats, wordnet
 from pathvqa.errors import PathVQAError
 
 CLOSED_ANSWERS = ("yes", "no")
@@ -101,7 +101,7 @@ def meteor(prediction: str, answer: str) -> float:
     hyp = word_tokenize(prediction, preserve_line=True)
     if not hyp or not ref:
         return 0.0
-    return float(single_meteor_score(ref, hyp, alpha=0.9, beta=3.0, gamma=0.5))
+    return float(single_meteor_score(ref, hyp, alpha=0.9, beta=3.0, gamma=0.5, wordnet=wordnet.reader()))
 
 
 def row_scores(prediction: str, answer: str) -> dict[str, float]:
@@ -221,8 +221,6 @@ def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bo
     results per question type under ``by_question_type``. :func:`score_all` turns both on. Rows with a
     ``seen`` flag (the answer occurs in the training split) add open exact match and recall on seen and
     unseen answers (``open_exact_match_seen`` …, with ``n_open_seen`` / ``n_open_unseen``)."""
-    from pathvqa import wordnet
-
     wordnet.ensure()  # never skip METEOR's synonym stage silently
     rows = list(rows)
     table = strict_table(rows)

@@ -9,8 +9,10 @@ nltk searches by default.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from pathvqa.errors import PathVQAError
@@ -111,6 +113,26 @@ def ensure() -> None:
     prepare(cache)
     if str(cache) not in nltk.data.path:
         nltk.data.path.append(str(cache))
+
+
+@functools.lru_cache(maxsize=1)
+def reader():
+    """The English WordNet reader METEOR's synonym stage takes (``wordnet=``), built once per process.
+
+    nltk's own reader maps WordNet 3.0 onto itself at load time for the multilingual (OMW) data, which
+    reads ``index.sense`` twice: about 3 of its 4.5 s. METEOR only looks up English synsets, which
+    never read that map, so this reader skips it (``tests/test_metrics.py`` checks it scores as nltk's)."""
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    class EnglishWordNet(WordNetCorpusReader):
+        def map_wn(self, version="wordnet"):
+            return None  # the OMW map: no multilingual lookups here
+
+    ensure()
+    with warnings.catch_warnings():  # "multilingual functions are not available": none are used
+        warnings.simplefilter("ignore", UserWarning)
+        return EnglishWordNet(nltk.data.find("corpora/wordnet"), None)
 
 
 def main() -> None:

@@ -46,6 +46,9 @@ class DataConfig(_Section):
     max_pixels: int = Field(default=40_000_000, gt=0)
     cache_images: bool = True
     """Keep resized images in memory after the first epoch (small sets, tiny models)."""
+    group_by_image: bool = False
+    """Training batches hold whole images' question sets (images in a seeded order per epoch), so the
+    vision tower runs once per image of a batch; augmentation is then drawn per image, not per question."""
     lazy_images: bool = False
     """Read encoded images from the (memory-mapped) dataset files at batch time instead of holding
     them in RAM: for datasets larger than memory (with ``cache_images: false``). A parquet folder is
@@ -226,6 +229,9 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     batch_size: int = Field(default=32, gt=0)
+    image_once: bool = True
+    """Batches hold whole images' questions and each distinct image goes through the vision tower once
+    (families that cannot share image features encode it per question, as with ``false``)."""
     max_new_tokens: int = Field(default=12, gt=0)
     min_new_tokens: int = Field(default=0, ge=0)
     """Generate at least this many tokens (a random-weight model would otherwise stop at once)."""

@@ -2,7 +2,8 @@
 ``pathvqa eval``).
 
 Questions are sorted by length and generated in batches (no per-sample loop), the model in eval
-mode without gradients. With an accelerator of several processes each takes a share of the
+mode without gradients. With ``eval.image_once`` (default) a batch holds whole images' questions and
+the family encodes each distinct image once for all of them (PathVQA asks 7.6 questions per image). With an accelerator of several processes each takes a share of the
 batches and every process gets all rows back: every question appears exactly once.
 """
 
@@ -12,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pathvqa.config import ExperimentConfig
-from pathvqa.data.batches import Collator, ImagePipeline
+from pathvqa.data.batches import Collator, ImagePipeline, image_batches
 from pathvqa.data.prepare import Sample
 from pathvqa.models.base import caption_reference
 
@@ -30,10 +31,16 @@ def predict(
 ) -> list[dict]:
     """Predictions rows (``id, question, answer, prediction, type``) for ``samples``, sorted by id."""
     pipeline = pipeline or ImagePipeline(bundle.image_size, cfg.data.cache_images, cfg.data.max_pixels)
-    collate = Collator(samples, family, bundle, pipeline, cfg.task, train=False, blind=blind)
+    once = cfg.eval.image_once
+    collate = Collator(
+        samples, family, bundle, pipeline, cfg.task, train=False, blind=blind, share_images=once
+    )
     size = cfg.eval.batch_size
     order = sorted(range(len(samples)), key=lambda i: (len(samples[i].question), samples[i].id))
-    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    if once:  # whole images' questions per batch: each image is encoded once
+        batches = image_batches(samples, order, size)
+    else:
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
     device = accelerator.device if accelerator is not None else next(bundle.model.parameters()).device
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     model_was_training = bundle.model.training

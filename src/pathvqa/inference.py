@@ -112,10 +112,13 @@ class Answerer:
         key = hashlib.sha1(image).hexdigest()
         samples = [Sample(f"q{i}", image, key, q, "", "", "open") for i, q in enumerate(questions)]
         try:
-            tiles = self.pipeline.batch(samples)
+            tile = self.pipeline.batch(samples[:1])  # (1, 3, S, S): encoded once for every question
         except BadImage as err:
             raise PathVQAError(image_problem(err)) from None
-        inputs = self.family.inputs(self.bundle, samples, tiles, self.cfg.task, train=False)
+        one_image = torch.zeros(len(samples), dtype=torch.long)
+        inputs = self.family.inputs(
+            self.bundle, samples, tile, self.cfg.task, train=False, image_index=one_image
+        )
         with self.lock, torch.inference_mode():
             started = time.perf_counter()
             answers = self.family.generate(self.bundle, inputs.to(self.device), self.cfg.eval)

@@ -54,8 +54,11 @@ class ImagePipeline:
 class Collator:
     """DataLoader ``collate_fn``: sample indices → the family's model inputs.
 
-    Training (``augment`` given) draws each sample's augmentation from (seed, epoch, its index), so a
-    sample looks the same whatever batch or process it lands in; set ``epoch`` before each epoch's loader.
+    With ``share_images`` each distinct image of a batch is decoded, augmented and handed to the family
+    once, with the index of each sample's image (evaluation: always exact; training: with
+    ``data.group_by_image``, augmentation is then drawn per image). Augmentation draws from (seed, epoch,
+    sample index) — or (seed, epoch, image number) when shared — so a sample looks the same whatever
+    batch or process it lands in; set ``epoch`` before each epoch's loader.
     """
 
     def __init__(
@@ -70,14 +73,59 @@ class Collator:
         augment=None,
         seed: int = 0,
         blind: bool = False,
+        share_images: bool = False,
     ):
         self.samples, self.family, self.bundle, self.pipeline = samples, family, bundle, pipeline
         self.task, self.train, self.augment, self.seed, self.blind = task, train, augment, seed, blind
+        self.share_images = share_images
+        self.image_number = {key: i for i, key in enumerate(sorted({s.image_key for s in samples}))}
         self.epoch = 0
 
     def __call__(self, indices: list[int]):
         chosen = [self.samples[i] for i in indices]
-        images = self.pipeline.batch(chosen, self.blind)  # (B, 3, S, S) uint8
+        if not self.share_images:
+            images = self.pipeline.batch(chosen, self.blind)  # (B, 3, S, S) uint8
+            if self.augment is not None:
+                images = augment(images, self.augment, augment_seeds(self.seed, self.epoch, indices))
+            return self.family.inputs(self.bundle, chosen, images, self.task, self.train)
+        keys = ["blind" if self.blind else s.image_key for s in chosen]  # blind: one grey image for all
+        slot: dict[str, int] = {}
+        image_index = torch.tensor([slot.setdefault(key, len(slot)) for key in keys])  # (B,)
+        first = {key: sample for key, sample in zip(reversed(keys), reversed(chosen), strict=True)}
+        distinct = [first[key] for key in slot]
+        images = self.pipeline.batch(distinct, self.blind)  # (U, 3, S, S) uint8
         if self.augment is not None:
-            images = augment(images, self.augment, augment_seeds(self.seed, self.epoch, indices))
-        return self.family.inputs(self.bundle, chosen, images, self.task, self.train)
+            numbers = [self.image_number[s.image_key] for s in distinct]
+            images = augment(images, self.augment, augment_seeds(self.seed, self.epoch, numbers))
+        return self.family.inputs(self.bundle, chosen, images, self.task, self.train, image_index)
+
+
+def _by_image(samples: list[Sample], order: list[int]) -> list[list[int]]:
+    """``order`` split into each image's questions, images in the order of their first question."""
+    groups: dict[str, list[int]] = {}
+    for i in order:
+        groups.setdefault(samples[i].image_key, []).append(i)
+    return list(groups.values())
+
+
+def image_groups(samples: list[Sample], order: list[int]) -> list[int]:
+    """Sample indices with each image's questions together, images in the order their first question
+    has in ``order``: consecutive rows share an image, so a batch cut from it encodes few images."""
+    return [i for group in _by_image(samples, order) for i in group]
+
+
+def image_batches(samples: list[Sample], order: list[int], size: int) -> list[list[int]]:
+    """Batches of at most ``size`` that keep each image's questions together (an image with more than
+    ``size`` questions spans several); images in the order their first question has in ``order``."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for group in _by_image(samples, order):
+        if current and len(current) + len(group) > size:
+            batches.append(current)
+            current = []
+        for i in group:
+            current.append(i)
+            if len(current) == size:
+                batches.append(current)
+                current = []
+    return batches + ([current] if current else [])

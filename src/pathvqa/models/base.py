@@ -8,6 +8,7 @@ nothing above this module knows ``pixel_values``, image grids or token types.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,9 +75,17 @@ class Family(Protocol):
         return model_cfg.lora.target_modules
 
     def inputs(
-        self, bundle: Bundle, samples: list[Sample], images: torch.Tensor, task: str, train: bool
+        self,
+        bundle: Bundle,
+        samples: list[Sample],
+        images: torch.Tensor,
+        task: str,
+        train: bool,
+        image_index: torch.Tensor | None = None,
     ) -> ModelInputs:
-        """Samples and their images, (B, 3, S, S) uint8, → model inputs; with ``train`` the targets too."""
+        """Samples and their images → model inputs; with ``train`` the targets too. ``images`` (U, 3, S, S)
+        uint8 are the batch's distinct images and ``image_index`` (B,) names each sample's (None: one
+        image per sample, U = B). A family that can shares each image's features among its questions."""
         ...
 
     def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +102,47 @@ class Family(Protocol):
         ``from_pretrained`` folder of the whole model: it takes the place of ``model.name``."""
         model = cfg.model.model_copy(update={"name": str(folder), "tuning": "frozen"})
         return self.build(cfg.model_copy(update={"model": model}))
+
+
+def expand_images(images: torch.Tensor, image_index: torch.Tensor | None) -> torch.Tensor:
+    """(U, …) per distinct image → (B, …) per sample."""
+    return images if image_index is None else images[image_index]
+
+
+class SharedImages:
+    """Runs a per-image module (a vision tower, a projector) once per distinct image of a batch and
+    hands each question its image's output: a forward hook repeats the module's output rows by the
+    batch's image index while :meth:`rows` is active. The model's own forward stays untouched, so
+    DDP / FSDP / peft wrappers see the usual call; backward sums each question's gradient into its
+    image's single forward (``index_select``'s backward)."""
+
+    def __init__(self, module: torch.nn.Module):
+        state: dict[str, torch.Tensor | None] = {"index": None}
+
+        def repeat_rows(_module, _args, output):
+            return None if state["index"] is None else take_rows(output, state["index"])
+
+        module.register_forward_hook(repeat_rows)  # a closure: a deep copy of the module (peft) keeps it
+        self._state = state
+
+    @contextlib.contextmanager
+    def rows(self, index: torch.Tensor | None):
+        self._state["index"] = index
+        try:
+            yield
+        finally:
+            self._state["index"] = None
+
+
+def take_rows(output: Any, index: torch.Tensor) -> Any:
+    """Rows ``index`` of every tensor in a module output (a tensor, a tuple, a ``ModelOutput``)."""
+    if torch.is_tensor(output):
+        return output.index_select(0, index)
+    if isinstance(output, tuple):
+        return type(output)(take_rows(o, index) for o in output)
+    if isinstance(output, dict):  # transformers' ModelOutput
+        return type(output)(**{k: take_rows(v, index) for k, v in output.items()})
+    return output
 
 
 def unwrap_to(model: torch.nn.Module, kind: type) -> Any:

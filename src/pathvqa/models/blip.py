@@ -26,6 +26,7 @@ from pathvqa.models.base import (
     Bundle,
     Family,
     ModelInputs,
+    SharedImages,
     load_error,
     prompt_and_target,
     shifted_targets,
@@ -40,6 +41,8 @@ MAX_TEXT_TOKENS = 64
 @dataclass(kw_only=True)
 class BlipBundle(Bundle):
     image_spec: ImageSpec
+    shared: SharedImages
+    """Repeats the vision tower's output per question: each distinct image is encoded once."""
     processor: Any = None
     """The hub processor of a real id (saved on export); None for ``blip-tiny``."""
 
@@ -59,6 +62,7 @@ class BlipFamily(Family):
                 tokenizer=tokenizer,
                 image_size=size,
                 image_spec=spec,
+                shared=SharedImages(model.vision_model),
                 random_parts=(WHOLE_MODEL,),
             )
         try:
@@ -71,11 +75,22 @@ class BlipFamily(Family):
         size = m.image_size or ip.size["height"]
         spec = ImageSpec(size, tuple(ip.image_mean), tuple(ip.image_std))
         return BlipBundle(
-            model=model, tokenizer=processor.tokenizer, image_size=size, image_spec=spec, processor=processor
+            model=model,
+            tokenizer=processor.tokenizer,
+            image_size=size,
+            image_spec=spec,
+            shared=SharedImages(model.vision_model),
+            processor=processor,
         )
 
     def inputs(
-        self, bundle: BlipBundle, samples: list[Sample], images: torch.Tensor, task: str, train: bool
+        self,
+        bundle: BlipBundle,
+        samples: list[Sample],
+        images: torch.Tensor,
+        task: str,
+        train: bool,
+        image_index: torch.Tensor | None = None,
     ) -> ModelInputs:
         questions, targets = zip(*(prompt_and_target(s, task) for s in samples), strict=True)
         tok = bundle.tokenizer
@@ -83,8 +98,10 @@ class BlipFamily(Family):
         batch = {  # no token_type_ids: they must not reach generate()
             "input_ids": q["input_ids"],
             "attention_mask": q["attention_mask"],
-            "pixel_values": bundle.image_spec.normalize(images),  # (B, 3, S, S)
+            "pixel_values": bundle.image_spec.normalize(images),  # (U, 3, S, S): distinct images
         }
+        if image_index is not None:
+            batch["image_index"] = image_index  # (B,) row → its image
         if not train:
             return ModelInputs(batch)
         a = tokenize_padded(tok, list(targets), MAX_TEXT_TOKENS)
@@ -95,25 +112,27 @@ class BlipFamily(Family):
         batch["labels"] = decoder_ids.masked_fill(a["attention_mask"] == 0, -100)  # (B, Ta)
         return ModelInputs(batch, targets=shifted_targets(batch["labels"]))
 
-    def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = bundle.model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"],
-            decoder_input_ids=batch["decoder_input_ids"],
-            decoder_attention_mask=batch["decoder_attention_mask"],
-            labels=batch["labels"],
-        ).loss  # mean over target tokens (label-smoothed); BLIP's output keeps no decoder logits
+    def loss(self, bundle: BlipBundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with bundle.shared.rows(batch.get("image_index")):  # the tower sees each distinct image once
+            mean = bundle.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                pixel_values=batch["pixel_values"],
+                decoder_input_ids=batch["decoder_input_ids"],
+                decoder_attention_mask=batch["decoder_attention_mask"],
+                labels=batch["labels"],
+            ).loss  # mean over target tokens (label-smoothed); BLIP's output keeps no decoder logits
         tokens = (batch["labels"][:, 1:] != -100).sum()  # the decoder predicts token t at t-1
         return mean * tokens, tokens
 
     @torch.no_grad()
-    def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
+    def generate(self, bundle: BlipBundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
         model = _unwrap(bundle.model)
         text_config = model.config.text_config
         # Same path as BlipForQuestionAnswering.generate, but the decoder's cross-attention uses
         # the question's padding mask (as in training) instead of attending to pad positions.
-        image_embeds = model.vision_model(pixel_values=batch["pixel_values"])[0]  # (B, P, Dv)
+        with bundle.shared.rows(batch.get("image_index")):  # (U, P, Dv) encoded → (B, P, Dv)
+            image_embeds = model.vision_model(pixel_values=batch["pixel_values"])[0]
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
         question = model.text_encoder(
             input_ids=batch["input_ids"],

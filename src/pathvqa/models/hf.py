@@ -10,6 +10,7 @@ the generation prompt and pads on the left, so a batch answers as each question 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from pathvqa.models.base import (
     Bundle,
     Family,
     ModelInputs,
+    SharedImages,
+    expand_images,
     load_error,
     prompt_and_target,
     shifted_targets,
@@ -47,6 +50,8 @@ class HfBundle(Bundle):
     template: str | None
     """The chat template in use (None: PaliGemma's ``suffix``)."""
     image_token_id: int | None
+    shared: SharedImages | None
+    """Repeats the architecture's per-image output for each question (None: it cannot be shared)."""
 
 
 class HfFamily(Family):
@@ -79,6 +84,7 @@ class HfFamily(Family):
             arch=arch,
             template=template,
             image_token_id=image_token_id,
+            shared=SharedImages(model.get_submodule(arch.per_image)) if arch.per_image else None,
         )
 
     def pinned_modules(self, bundle: HfBundle, m: HfModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -99,16 +105,26 @@ class HfFamily(Family):
         return bundle.arch.language_targets if targets == LANGUAGE_MODEL_PRESET else targets
 
     def inputs(
-        self, bundle: HfBundle, samples: list[Sample], images: torch.Tensor, task: str, train: bool
+        self,
+        bundle: HfBundle,
+        samples: list[Sample],
+        images: torch.Tensor,
+        task: str,
+        train: bool,
+        image_index: torch.Tensor | None = None,
     ) -> ModelInputs:
         pairs = [prompt_and_target(s, task) for s in samples]
-        pictures = [[image] for image in images]  # one (3, S, S) uint8 image per question
+        pictures = [[image] for image in expand_images(images, image_index)]  # one (3, S, S) per question
         side = "right" if train else "left"  # left: every row's answer starts at the same column
         if bundle.template is None:
             batch, labels = _suffix_inputs(bundle.processor, pairs, pictures, train, side)
         else:
             batch, labels = _chat_inputs(bundle, pairs, pictures, train, side)
         tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+        if image_index is not None and bundle.shared is not None:  # keep one row of pixels per image
+            first = [image_index.tolist().index(u) for u in range(len(images))]
+            tensors["pixel_values"] = tensors["pixel_values"][first]  # (U, 3, S, S)
+            tensors["image_index"] = image_index
         if not train:
             return ModelInputs(tensors)
         labels = labels.masked_fill(tensors["attention_mask"] == 0, -100)
@@ -118,22 +134,28 @@ class HfFamily(Family):
         return ModelInputs(tensors, targets=shifted_targets(labels))
 
     def loss(self, bundle: HfBundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = bundle.model(**inputs).logits  # (B, T, V)
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "image_index")}
+        with _sharing(bundle, batch):
+            logits = bundle.model(**inputs).logits  # (B, T, V)
         return token_loss(logits, batch["labels"])
 
     @torch.no_grad()
     def generate(self, bundle: HfBundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
         model = unwrap_to(bundle.model, PreTrainedModel)
         tokenizer = bundle.processor.tokenizer
-        out = model.generate(
-            **batch,
-            max_new_tokens=cfg.max_new_tokens,
-            min_new_tokens=cfg.min_new_tokens or None,
-            num_beams=cfg.num_beams,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        batch = dict(batch)
+        index = batch.pop("image_index", None)
+        if index is not None and cfg.num_beams > 1:  # generate repeats pixel rows per beam: no sharing
+            batch["pixel_values"], index = batch["pixel_values"][index], None
+        with _sharing(bundle, {"image_index": index}):
+            out = model.generate(
+                **batch,
+                max_new_tokens=cfg.max_new_tokens,
+                min_new_tokens=cfg.min_new_tokens or None,
+                num_beams=cfg.num_beams,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         new = out[:, batch["input_ids"].shape[1] :]  # (B, new tokens)
         return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
@@ -152,6 +174,12 @@ class HfFamily(Family):
         if bundle.template is not None:
             bundle.processor.chat_template = bundle.template
         bundle.processor.save_pretrained(out)
+
+
+def _sharing(bundle: HfBundle, batch: dict):
+    """While active, the per-image module's output is repeated for each question of its image."""
+    index = batch.get("image_index")
+    return bundle.shared.rows(index) if index is not None else contextlib.nullcontext()
 
 
 def render_prompt(bundle: HfBundle, question: str) -> str:

@@ -55,15 +55,20 @@ class Architecture:
     """Module-name prefixes of what joins vision to language (``model.train_connector`` trains it)."""
     default_size: int | None = None
     """Square input size when the processor has none of its own (Qwen's dynamic resolution)."""
+    per_image: str | None = None
+    """The module whose output rows are one per image (U, tokens, D) right before they join the text:
+    run once per distinct image and repeated per question. None: the architecture's pixels are not one
+    row per image (Qwen's flattened patches, Idefics3's sub-images), so each question encodes its own."""
 
 
 LANGUAGE = r".*language_model.*" + LM_PROJECTIONS
 PROJECTOR = ("model.multi_modal_projector.",)
+SHARED_PROJECTOR = "model.multi_modal_projector"
 ARCHITECTURES = {
-    "llava": Architecture(LLAVA, LANGUAGE, "model.vision_tower.", PROJECTOR),
+    "llava": Architecture(LLAVA, LANGUAGE, "model.vision_tower.", PROJECTOR, per_image=SHARED_PROJECTOR),
     "qwen2_5_vl": Architecture(QWEN, LANGUAGE, "model.visual.", ("model.visual.merger.",), 448),
     "qwen2_vl": Architecture(QWEN, LANGUAGE, "model.visual.", ("model.visual.merger.",), 448),
-    "paligemma": Architecture(None, LANGUAGE, "model.vision_tower.", PROJECTOR),
+    "paligemma": Architecture(None, LANGUAGE, "model.vision_tower.", PROJECTOR, per_image=SHARED_PROJECTOR),
     "smolvlm": Architecture(
         SMOLVLM, r".*text_model.*" + LM_PROJECTIONS, "model.vision_model.", ("model.connector.",)
     ),
@@ -75,6 +80,7 @@ ARCHITECTURES = {
         r".*language_model.*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)",
         "vision_model.",
         ("qformer.", "query_tokens", "language_projection."),
+        per_image="language_projection",
     ),
 }
 LANGUAGE_MODEL_PRESET = "language-model"

@@ -34,6 +34,7 @@ from pathvqa.models.base import (
     Bundle,
     Family,
     ModelInputs,
+    expand_images,
     load_error,
     prompt_and_target,
     shifted_targets,
@@ -71,13 +72,16 @@ class VisionLanguageModel(nn.Module):
         attention_mask: torch.Tensor,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
+        image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Replace each row's single IMAGE_TOKEN_INDEX by its N image tokens.
 
         input_ids/attention_mask/labels (B, T) → embeds (B, T-1+N, D), mask and labels (B, T-1+N);
         image positions get mask 1 and label -100. Padding (left or right) stays where it was.
+        pixel_values (U, 3, S, S) are the distinct images, row b's is ``image_index[b]`` (None: U = B):
+        each is encoded and projected once.
         """
-        images = self.image_tokens(pixel_values)  # (B, N, D)
+        images = expand_images(self.image_tokens(pixel_values), image_index)  # (U, N, D) → (B, N, D)
         embed = self.language_model.get_input_embeddings()
         is_image = input_ids == IMAGE_TOKEN_INDEX  # (B, T)
         if not bool((is_image.sum(dim=1) == 1).all()):
@@ -98,10 +102,10 @@ class VisionLanguageModel(nn.Module):
             labels = around(labels, labels.new_full(shape, -100))
         return embeds, mask, labels
 
-    def forward(self, input_ids, attention_mask, pixel_values, labels=None):
+    def forward(self, input_ids, attention_mask, pixel_values, labels=None, image_index=None):
         """→ (logits (B, T-1+N, V), labels spliced to the same length). One call through the module, so
         DistributedDataParallel / FSDP wrappers see the whole forward."""
-        embeds, mask, labels = self.splice(input_ids, attention_mask, pixel_values, labels)
+        embeds, mask, labels = self.splice(input_ids, attention_mask, pixel_values, labels, image_index)
         return self.language_model(inputs_embeds=embeds, attention_mask=mask).logits, labels
 
 
@@ -219,7 +223,13 @@ class VlmFamily(Family):
         return always, never
 
     def inputs(
-        self, bundle: VlmBundle, samples: list[Sample], images: torch.Tensor, task: str, train: bool
+        self,
+        bundle: VlmBundle,
+        samples: list[Sample],
+        images: torch.Tensor,
+        task: str,
+        train: bool,
+        image_index: torch.Tensor | None = None,
     ) -> ModelInputs:
         tok, prompt = bundle.tokenizer, bundle.prompt
         prompts, targets = [], []
@@ -227,18 +237,20 @@ class VlmFamily(Family):
             question, target = prompt_and_target(sample, task)
             prompts.append(prompt.ids(question))
             targets.append(tok(target, add_special_tokens=False)["input_ids"][:MAX_TEXT_TOKENS])
-        pixels = bundle.image_spec.normalize(images)  # (B, 3, S, S)
+        shared = {"pixel_values": bundle.image_spec.normalize(images)}  # (U, 3, S, S): distinct images
+        if image_index is not None:
+            shared["image_index"] = image_index  # (B,) row → its image
         if not train:  # left padding: every row's answer starts right after its prompt
             ids = _pad(prompts, tok.pad_token_id, left=True)
             mask = _pad([[1] * len(p) for p in prompts], 0, left=True)
-            return ModelInputs({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels})
+            return ModelInputs({"input_ids": ids, "attention_mask": mask, **shared})
         rows = [p + t + [tok.eos_token_id] for p, t in zip(prompts, targets, strict=True)]
         labels = [[-100] * len(p) + t + [tok.eos_token_id] for p, t in zip(prompts, targets, strict=True)]
         batch = {
             "input_ids": _pad(rows, tok.pad_token_id, left=False),
             "attention_mask": _pad([[1] * len(r) for r in rows], 0, left=False),
             "labels": _pad(labels, -100, left=False),
-            "pixel_values": pixels,
+            **shared,
         }
         return ModelInputs(batch, targets=shifted_targets(batch["labels"]))
 
@@ -248,13 +260,19 @@ class VlmFamily(Family):
             attention_mask=batch["attention_mask"],
             pixel_values=batch["pixel_values"],
             labels=batch["labels"],
+            image_index=batch.get("image_index"),
         )
         return token_loss(logits, labels)
 
     @torch.no_grad()
     def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
         model = unwrap(bundle.model)
-        embeds, mask, _ = model.splice(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+        embeds, mask, _ = model.splice(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["pixel_values"],
+            image_index=batch.get("image_index"),
+        )
         tok = bundle.tokenizer
         out = model.language_model.generate(
             inputs_embeds=embeds,

@@ -1,0 +1,120 @@
+"""Each image through the vision tower once (PathVQA asks 7.6 questions about every image): the same
+answers as encoding it per question, the same gradients, and batches that keep an image's questions
+together."""
+
+import pytest
+import torch
+
+from pathvqa.config import load_config
+from pathvqa.data.batches import Collator, ImagePipeline, image_batches, image_groups
+from pathvqa.data.prepare import load_split
+from pathvqa.evaluate import predict
+from pathvqa.models.registry import build
+
+TINY = ["model.image_size=32", "model.hidden_size=64", "eval.max_new_tokens=4", "eval.min_new_tokens=2"]
+CONFIGS = {
+    "blip": ("configs/blip_tiny.yaml", []),
+    "vlm": ("configs/vlm_tiny.yaml", ["stages=[]"]),
+    **{arch: (f"configs/{arch}_tiny.yaml", ["stages=[]"]) for arch in ("llava", "paligemma", "blip2")},
+    **{arch: (f"configs/{arch}_tiny.yaml", ["stages=[]"]) for arch in ("qwen25vl", "smolvlm")},
+}
+SHARED_TOWER = {  # the module whose rows are counted: one row per image it encodes
+    "blip": "vision_model",
+    "vlm": "vision",
+    "llava": "model.vision_tower",
+    "paligemma": "model.vision_tower",
+    "blip2": "vision_model",
+}
+
+
+def tiny(name, dataset, *extra):
+    path, sets = CONFIGS[name]
+    return build(load_config(path, [f"data.dataset={dataset}", *TINY, *sets, *extra]))
+
+
+@pytest.fixture(scope="module")
+def questions(pathvqa_dir):
+    """60 test questions about few images (6–9 each), in the set's order."""
+    return load_split(str(pathvqa_dir), "test", progress=False).samples[:60]
+
+
+def count_rows(module: torch.nn.Module) -> list[int]:
+    rows: list[int] = []
+    module.register_forward_pre_hook(lambda _m, args, kwargs: rows.append(_first_tensor(args, kwargs).shape[0]),
+                                      with_kwargs=True)  # fmt: skip
+    return rows
+
+
+def _first_tensor(args, kwargs) -> torch.Tensor:
+    return next(v for v in (*args, *kwargs.values()) if torch.is_tensor(v))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_answers_equal_encoding_per_question_and_each_image_is_encoded_once(pathvqa_dir, questions, name):
+    family, bundle = tiny(name, pathvqa_dir)
+    bundle.model.eval()
+    if family.name == "hf":  # compare token ids: a random PaliGemma's <loc>/<seg> tokens decode to ""
+        bundle.processor.tokenizer.batch_decode = lambda ids, **_: [str(row) for row in ids.tolist()]
+    cfg = load_config(CONFIGS[name][0], [f"data.dataset={pathvqa_dir}", *TINY, *CONFIGS[name][1]])
+    tower = SHARED_TOWER.get(name)
+    rows = count_rows(bundle.model.get_submodule(tower)) if tower else None
+    once = predict(family, bundle, questions, cfg, progress=False)
+    encoded_once = sum(rows) if rows is not None else None
+    plain = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"image_once": False})})
+    per_question = predict(family, bundle, questions, plain, progress=False)
+    assert [r["prediction"] for r in once] == [r["prediction"] for r in per_question]
+    # a random tiny PaliGemma writes one token whatever it sees: its sharing is proven by the gradient test
+    assert len({r["prediction"] for r in once}) > 1 or name == "paligemma", "a constant answer proves nothing"
+    if rows is not None:
+        images = len({s.image_key for s in questions})
+        assert encoded_once <= images + 2, f"{encoded_once} images encoded for {images} distinct"  # 2 splits
+        assert sum(rows) - encoded_once == len(questions)
+
+
+@pytest.mark.parametrize("name", ["blip", "vlm", "llava", "paligemma", "blip2"])
+def test_gradients_of_a_shared_batch_equal_those_per_question(pathvqa_dir, questions, name):
+    family, bundle = tiny(
+        name, pathvqa_dir, "model.tuning=full", *([] if name == "blip" else ["model.train_vision=true"])
+    )
+    bundle.model.eval()  # no dropout: its masks are drawn per row, so per image differs from per question
+    samples = questions[:20]  # 2–3 images
+    pipeline = ImagePipeline(bundle.image_size)
+
+    def gradients(share: bool) -> tuple[float, dict[str, torch.Tensor]]:
+        bundle.model.zero_grad()
+        collate = Collator(samples, family, bundle, pipeline, "vqa", train=True, share_images=share)
+        inputs = collate(list(range(len(samples))))
+        assert ("image_index" in inputs.tensors) == share
+        assert inputs.tensors["pixel_values"].shape[0] == (
+            len({s.image_key for s in samples}) if share else 20
+        )
+        total, _ = family.loss(bundle, inputs.tensors)
+        total.backward()
+        return total.item(), {
+            n: p.grad.clone() for n, p in bundle.model.named_parameters() if p.grad is not None
+        }
+
+    loss_shared, shared = gradients(True)
+    loss_plain, plain = gradients(False)
+    assert loss_shared == pytest.approx(loss_plain, rel=1e-5)
+    assert shared.keys() == plain.keys()
+    vision = [n for n in shared if n.startswith(SHARED_TOWER[name])]
+    assert vision and all(shared[n].abs().sum() > 0 for n in vision[:3]), "the tower got no gradient"
+    # equal up to the order float sums run in (some gradients are float noise around 0: relative to the
+    # largest gradient of the model, not each tensor's)
+    scale = max(g.abs().max() for g in plain.values())
+    for n in shared:
+        torch.testing.assert_close(shared[n], plain[n], rtol=1e-4, atol=1e-5 * float(scale), msg=n)
+
+
+def test_image_batches_keep_each_images_questions_together(questions):
+    order = list(range(len(questions)))[::-1]
+    batches = image_batches(questions, order, size=16)
+    assert sorted(i for b in batches for i in b) == sorted(order)
+    assert all(len(b) <= 16 for b in batches)
+    key = [s.image_key for s in questions]
+    split = [k for k in set(key) if len({n for n, b in enumerate(batches) for i in b if key[i] == k}) > 1]
+    assert not split, "an image with at most 16 questions was split across batches"
+    grouped = image_groups(questions, order)
+    runs = [key[i] for n, i in enumerate(grouped) if n == 0 or key[grouped[n - 1]] != key[i]]
+    assert len(runs) == len(set(key)), "an image's questions are not consecutive"

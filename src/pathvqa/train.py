@@ -30,7 +30,7 @@ from transformers import get_scheduler
 
 from pathvqa import checkpoint
 from pathvqa.config import ExperimentConfig, save_config
-from pathvqa.data.batches import Collator, ImagePipeline
+from pathvqa.data.batches import Collator, ImagePipeline, image_groups
 from pathvqa.data.prepare import load_data_split
 from pathvqa.errors import PathVQAError
 from pathvqa.generation import predict
@@ -220,7 +220,7 @@ class Trainer:
             pipeline.warm(self.samples, progress=self.progress and self.main)
         self.collate = Collator(
             self.samples, self.family, self.bundle, pipeline, cfg.task,
-            train=True, augment=cfg.train.augment, seed=cfg.train.seed,
+            train=True, augment=cfg.train.augment, seed=cfg.train.seed, share_images=cfg.data.group_by_image,
         )  # fmt: skip
         self.val_pipeline = ImagePipeline(self.bundle.image_size, True, cfg.data.max_pixels)
 
@@ -269,8 +269,11 @@ class Trainer:
         cfg = self.cfg
         self.collate.epoch = self.pos.epoch
         workers = cfg.train.num_workers
+        order = epoch_order(len(self.samples), cfg.train.seed, self.pos.epoch)
+        if cfg.data.group_by_image:  # each image's questions consecutive: batches share their images
+            order = image_groups(self.samples, order)
         loader = DataLoader(
-            epoch_order(len(self.samples), cfg.train.seed, self.pos.epoch),
+            order,
             batch_size=cfg.train.batch_size,
             collate_fn=self.collate,
             num_workers=workers,

@@ -2,14 +2,18 @@
 answers as encoding it per question, the same gradients, and batches that keep an image's questions
 together."""
 
+import shutil
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from pathvqa.config import load_config
 from pathvqa.data.batches import Collator, ImagePipeline, image_batches, image_groups
 from pathvqa.data.prepare import load_split
 from pathvqa.evaluate import predict
 from pathvqa.models.registry import build
+from pathvqa.train import fit
 
 TINY = ["model.image_size=32", "model.hidden_size=64", "eval.max_new_tokens=4", "eval.min_new_tokens=2"]
 CONFIGS = {
@@ -118,3 +122,34 @@ def test_image_batches_keep_each_images_questions_together(questions):
     grouped = image_groups(questions, order)
     runs = [key[i] for n, i in enumerate(grouped) if n == 0 or key[grouped[n - 1]] != key[i]]
     assert len(runs) == len(set(key)), "an image's questions are not consecutive"
+
+
+def test_grouped_training_shares_images_and_resumes_exactly(tmp_path, pathvqa_dir):
+    """``data.group_by_image``: each batch encodes few images; a run resumed from its middle checkpoint
+    ends with the weights of the uninterrupted run (the image order is seeded per epoch)."""
+    sets = [
+        f"data.dataset={pathvqa_dir}", "data.group_by_image=true", "data.eval_split=null", *TINY[:2],
+        "model.num_layers=1", "train.batch_size=16", "train.max_steps=6", "train.save_every=3",
+        "train.keep_last=5", "train.threads=1",
+    ]  # fmt: skip
+    cfg = load_config("configs/blip_tiny.yaml", sets)
+    family, bundle = build(cfg)
+    samples = load_split(str(pathvqa_dir), "train", progress=False).samples
+    from pathvqa.train import epoch_order
+
+    order = image_groups(samples, epoch_order(len(samples), cfg.train.seed, 0))
+    collate = Collator(samples, family, bundle, ImagePipeline(bundle.image_size), "vqa", train=True,
+                       augment=cfg.train.augment, share_images=True)  # fmt: skip
+    first = collate(order[:16]).tensors
+    assert first["pixel_values"].shape[0] <= 4 and first["image_index"].shape == (16,)
+
+    fit(cfg, tmp_path / "full", progress=False)
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step-6")
+    (tmp_path / "resumed" / "train_summary.json").unlink()
+    fit(cfg, tmp_path / "resumed", resume=True, progress=False)
+    a, b = (
+        load_file(str(tmp_path / r / "checkpoints" / "step-6" / "weights.safetensors"))
+        for r in ("full", "resumed")
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from pathvqa.config import load_config
@@ -175,7 +176,10 @@ def upload(page, path) -> None:
     """Upload ``path`` as a user would: clear the previous file (the × button), then pick the new one."""
     for clear in page.locator('#upload button[aria-label="Clear"]').all():  # a file, or an error overlay
         if clear.is_visible():
-            clear.click()
+            try:
+                clear.click(timeout=5_000)
+            except PlaywrightTimeout:  # gone between the look and the click (a closing overlay): fine
+                assert not clear.is_visible(), "the clear button stayed on screen and could not be clicked"
     page.locator("#upload input[type=file]").set_input_files(str(path))
 
 

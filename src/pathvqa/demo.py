@@ -142,7 +142,10 @@ def _steps_done(run_dir: Path) -> int:
     """Optimizer steps logged so far, over all stages (each stage logs its own ``train.jsonl``)."""
     done = 0
     for log in run_dir.glob("**/logs/train.jsonl"):
-        lines = log.read_text().splitlines()
+        with log.open("rb") as f:  # polled every second: read the end of the log, not all of it
+            start = max(0, log.stat().st_size - 4096)
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()[1 if start else 0 :]  # a cut first line
         steps = [json.loads(line).get("step", 0) for line in lines[-3:] if line.strip().endswith("}")]
         done += max(steps, default=0)
     return done

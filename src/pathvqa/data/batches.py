@@ -89,10 +89,13 @@ class Collator:
                 images = augment(images, self.augment, augment_seeds(self.seed, self.epoch, indices))
             return self.family.inputs(self.bundle, chosen, images, self.task, self.train)
         keys = ["blind" if self.blind else s.image_key for s in chosen]  # blind: one grey image for all
-        slot: dict[str, int] = {}
-        image_index = torch.tensor([slot.setdefault(key, len(slot)) for key in keys])  # (B,)
-        first = {key: sample for key, sample in zip(reversed(keys), reversed(chosen), strict=True)}
-        distinct = [first[key] for key in slot]
+        slot: dict[str, int] = {}  # image key → its row among the distinct images
+        distinct: list[Sample] = []  # each image's first sample
+        for key, sample in zip(keys, chosen, strict=True):
+            if key not in slot:
+                slot[key] = len(distinct)
+                distinct.append(sample)
+        image_index = torch.tensor([slot[key] for key in keys])  # (B,)
         images = self.pipeline.batch(distinct, self.blind)  # (U, 3, S, S) uint8
         if self.augment is not None:
             numbers = [self.image_number[s.image_key] for s in distinct]

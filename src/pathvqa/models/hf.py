@@ -122,7 +122,8 @@ class HfFamily(Family):
             batch, labels = _chat_inputs(bundle, pairs, pictures, train, side)
         tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
         if image_index is not None and bundle.shared is not None:  # keep one row of pixels per image
-            first = [image_index.tolist().index(u) for u in range(len(images))]
+            rows = image_index.tolist()
+            first = [rows.index(u) for u in range(len(images))]
             tensors["pixel_values"] = tensors["pixel_values"][first]  # (U, 3, S, S)
             tensors["image_index"] = image_index
         if not train:
@@ -135,7 +136,7 @@ class HfFamily(Family):
 
     def loss(self, bundle: HfBundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "image_index")}
-        with _sharing(bundle, batch):
+        with _sharing(bundle, batch.get("image_index")):
             logits = bundle.model(**inputs).logits  # (B, T, V)
         return token_loss(logits, batch["labels"])
 
@@ -147,7 +148,7 @@ class HfFamily(Family):
         index = batch.pop("image_index", None)
         if index is not None and cfg.num_beams > 1:  # generate repeats pixel rows per beam: no sharing
             batch["pixel_values"], index = batch["pixel_values"][index], None
-        with _sharing(bundle, {"image_index": index}):
+        with _sharing(bundle, index):
             out = model.generate(
                 **batch,
                 max_new_tokens=cfg.max_new_tokens,
@@ -176,10 +177,9 @@ class HfFamily(Family):
         bundle.processor.save_pretrained(out)
 
 
-def _sharing(bundle: HfBundle, batch: dict):
+def _sharing(bundle: HfBundle, image_index: torch.Tensor | None):
     """While active, the per-image module's output is repeated for each question of its image."""
-    index = batch.get("image_index")
-    return bundle.shared.rows(index) if index is not None else contextlib.nullcontext()
+    return bundle.shared.rows(image_index) if bundle.shared is not None else contextlib.nullcontext()
 
 
 def render_prompt(bundle: HfBundle, question: str) -> str:

@@ -80,9 +80,16 @@ def model_inputs(family, bundle, samples, train: bool, task: str = "vqa") -> dic
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Start the tiny recipes' trainings (minutes) in the background as soon as they are collected, so
-    the rest of the suite runs beside them instead of before them."""
-    if config.option.collectonly or not any(i.nodeid.startswith("tests/test_recipes.py") for i in items):
+    """The learning tests last: they wait for the background trainings, which the rest of the suite
+    runs beside."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_recipes.py"))
+
+
+def pytest_collection_finish(session):
+    """Start the tiny recipes' trainings (minutes) in the background as soon as they are selected (after
+    ``-m``/``-k`` deselection), so the rest of the suite runs beside them instead of before them."""
+    items = session.items
+    if session.config.option.collectonly or not any(i.nodeid.startswith("tests/test_recipes.py") for i in items):
         return
     from tests import test_recipes
 

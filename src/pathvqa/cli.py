@@ -212,9 +212,10 @@ def train(
     """Fine-tune a model (one training loop for every family; stages run in order)."""
     out_folder(out)
     from pathvqa.config import load_config
+
+    cfg = load_config(config, overrides)  # every config error, before torch or a model loads
     from pathvqa.train import fit
 
-    cfg = load_config(config, overrides)  # every config error is reported before any model loads
     _setup_logging()
     result = fit(cfg, out, resume=resume)
     from accelerate import PartialState

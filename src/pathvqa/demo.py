@@ -17,6 +17,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +38,15 @@ SIZES = {"train": 8000, "validation": 500, "test": 1500}
 
 
 def _stage(name: str) -> None:
-    typer.secho(f"==> {name}", bold=True, err=True)
+    tqdm.write(typer.style(f"==> {name}", bold=True), file=sys.stderr)  # clear of any progress bar
 
 
-def _evaluated(folder: Path, fresh: bool, **kwargs) -> dict[str, Any]:
+def _evaluated(folder: Path, fresh: bool, progress: bool = True, **kwargs) -> dict[str, Any]:
     metrics = folder / "metrics.json"
     if metrics.is_file() and not fresh:
         return json.loads(metrics.read_text())
-    return run(out=folder, **kwargs)
+    _stage(f"evaluate {folder}")
+    return run(out=folder, progress=progress, **kwargs)
 
 
 def run_demo(
@@ -64,19 +68,7 @@ def run_demo(
     trained = {**TRAINED, **{name.replace("_", "-"): name for name in extra or []}}
     for name in trained.values():
         load_config(packaged_config(name), sets)  # every config error before anything trains
-    results: dict[str, dict] = {}
-
-    _stage("question-only prior (majority answer per question)")
-    results["question-only prior"] = run_baseline(out=out / "prior", dataset=dataset)
-
-    _stage("blip-tiny untrained (zero-shot)")
-    results["blip-tiny zero-shot"] = _evaluated(
-        out / "blip_tiny_zeroshot", fresh, config=str(packaged_config("blip_tiny")), overrides=sets
-    )
-    stale = _fine_tune_side_by_side(out, list(trained.values()), sets)
-    for label, name in trained.items():
-        results[label] = _evaluate_fine_tuned(out / name, fresh or name in stale)
-
+    results = _train_and_evaluate(out, dataset, sets, trained, fresh)
     _stage("report")
     specs = [
         f"question-only prior={out / 'prior'}",
@@ -102,31 +94,91 @@ def _against_prior(out: Path, trained: dict[str, str]) -> None:
             typer.echo("  " + describe_difference(key, result["metrics"][key]))
 
 
-def _fine_tune_side_by_side(out: Path, names: list[str], sets: list[str]) -> set[str]:
-    """Fine-tune the shipped configs not finished yet (an interrupted one resumes), side by side, one
+def _train_and_evaluate(
+    out: Path, dataset: str, sets: list[str], trained: dict[str, str], fresh: bool
+) -> dict[str, dict]:
+    """The prior, the zero-shot model, the fine-tunes and their evaluations. Evaluations run beside the
+    fine-tunes as soon as one of them frees a core (a model's own as soon as it is trained)."""
+    beside = _Beside()
+    beside.add("question-only prior", lambda progress: run_baseline(out=out / "prior", dataset=dataset))
+    zero_shot = {"config": str(packaged_config("blip_tiny")), "overrides": sets}
+    beside.add("blip-tiny zero-shot", partial(_evaluated, out / "blip_tiny_zeroshot", fresh, **zero_shot))
+    todo = {
+        label: name for label, name in trained.items() if not (out / name / "train_summary.json").is_file()
+    }
+    for label, name in trained.items():
+        if label not in todo:  # trained by an earlier run: its evaluations are reused unless ``fresh``
+            beside.add(label, partial(_evaluate_fine_tuned, out / name, fresh))
+    _fine_tune_side_by_side(out, todo, sets, beside)
+    done = beside.finish()
+    return {label: done[label] for label in ["question-only prior", "blip-tiny zero-shot", *trained]}
+
+
+class _Beside:
+    """Jobs run in order on one worker thread: with one CPU thread while fine-tunes hold the other cores
+    (``start``), with every core once they are done (``finish``). A job takes ``progress`` (bars only when
+    no training bar is on screen)."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="demo-eval")
+        self.queued: list[tuple[str, Callable[..., dict]]] = []
+        self.futures: dict[str, Future] = {}
+
+    def add(self, label: str, job: Callable[..., dict]) -> None:
+        self.queued.append((label, job))
+
+    def start(self, progress: bool = False) -> None:
+        for label, job in self.queued:
+            self.futures[label] = self.pool.submit(job, progress=progress)
+        self.queued.clear()
+
+    def finish(self) -> dict[str, dict]:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.start(progress=True)
+        self.pool.shutdown(wait=True)
+        return {label: future.result() for label, future in self.futures.items()}  # a job's error raises here
+
+
+def _fine_tune_side_by_side(out: Path, todo: dict[str, str], sets: list[str], beside: _Beside) -> None:
+    """Fine-tune the shipped configs ``todo`` (label → name; an interrupted one resumes) side by side, one
     process each sharing the CPU cores (``train.threads``: cores / models; what ``make test`` runs, so the
-    demo's figures are the learning test's). Returns the names trained now (their evaluations are stale)."""
-    todo = [name for name in names if not (out / name / "train_summary.json").is_file()]
+    demo's figures are the learning test's). A finished model's evaluation joins ``beside``, which starts
+    once a core is free."""
     if not todo:
-        return set()
-    threads = max(1, (os.cpu_count() or 1) // len(todo))
-    _stage(f"fine-tune {', '.join(todo)} side by side ({threads} CPU thread{'s' * (threads > 1)} each)")
-    procs = {name: _launch(out, name, [*sets, f"train.threads={threads}"]) for name in todo}
+        return
+    import torch
+
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // len(todo))
+    _stage(
+        f"fine-tune {', '.join(todo.values())} side by side ({threads} CPU thread{'s' * (threads > 1)} each)"
+    )
+    procs = {name: _launch(out, name, [*sets, f"train.threads={threads}"]) for name in todo.values()}
     bars = {
         name: tqdm(desc=f"train {name}", unit="step", position=i, dynamic_ncols=True)
-        for i, name in enumerate(todo)
+        for i, name in enumerate(procs)
     }
-    while any(proc.poll() is None for proc in procs.values()):
+    running = set(procs)
+    while running:
         time.sleep(1)
         for name, bar in bars.items():
             bar.update(_steps_done(out / name) - bar.n)
+        for label, name in todo.items():
+            if name in running and procs[name].poll() is not None:
+                running.discard(name)
+                if procs[name].returncode == 0:
+                    beside.add(label, partial(_evaluate_fine_tuned, out / name, True))
+        if threads * len(running) < cores:  # a core is free: evaluations run there
+            torch.set_num_threads(1)
+            beside.start()
     for bar in bars.values():
         bar.close()
     failed = [name for name, proc in procs.items() if proc.returncode != 0]
     if failed:
         tails = "; ".join(f"{n}: {_last_line(out / f'{n}.log')}" for n in failed)
         raise PathVQAError(f"fine-tuning failed ({tails}); logs in {out}/<name>.log, rerun to resume")
-    return set(todo)
 
 
 def _launch(out: Path, name: str, sets: list[str]) -> subprocess.Popen:
@@ -156,10 +208,8 @@ def _last_line(path: Path) -> str:
     return lines[-1][-300:] if lines else "no output"
 
 
-def _evaluate_fine_tuned(run_dir: Path, stale: bool) -> dict[str, Any]:
+def _evaluate_fine_tuned(run_dir: Path, stale: bool, progress: bool = True) -> dict[str, Any]:
     """A fine-tuned model evaluated with images and blind (reused from disk unless ``stale``)."""
-    name = run_dir.name
-    _stage(f"evaluate {name} (normal and blind)")
-    metrics = _evaluated(run_dir / "eval", stale, checkpoint_dir=str(run_dir))
-    blind = _evaluated(run_dir / "eval_blind", stale, checkpoint_dir=str(run_dir), blind=True)
+    metrics = _evaluated(run_dir / "eval", stale, progress, checkpoint_dir=str(run_dir))
+    blind = _evaluated(run_dir / "eval_blind", stale, progress, checkpoint_dir=str(run_dir), blind=True)
     return {**metrics, "blind_closed_accuracy": blind["closed_accuracy"]}

@@ -10,6 +10,7 @@ nltk searches by default.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import sys
 import warnings
@@ -115,6 +116,9 @@ def ensure() -> None:
         nltk.data.path.append(str(cache))
 
 
+LEMMA_INDEXES = {f"index.{pos}" for pos in ("adj", "adv", "noun", "verb")}
+
+
 @functools.lru_cache(maxsize=1)
 def reader():
     """The English WordNet reader METEOR's synonym stage takes (``wordnet=``), built once per process.
@@ -128,6 +132,11 @@ def reader():
     class EnglishWordNet(WordNetCorpusReader):
         def map_wn(self, version="wordnet"):
             return None  # the OMW map: no multilingual lookups here
+
+        def open(self, fileid):
+            if fileid in LEMMA_INDEXES:  # read once, line by line: a plain file reads them 3× faster
+                return open(os.path.join(self.root.path, fileid), encoding=self._encoding)  # noqa: SIM115
+            return super().open(fileid)  # data files are read by byte offset: nltk's seekable reader
 
     ensure()
     with warnings.catch_warnings():  # "multilingual functions are not available": none are used

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
+import os
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,14 +285,22 @@ STYLES = {"pathvqa": _pathvqa_image, "simple": _simple_image}
 
 
 def generate_split(
-    split: str, pairs: int, size: int, seed: int, progress: bool = True, style: str = "pathvqa"
+    split: str,
+    pairs: int,
+    size: int,
+    seed: int,
+    progress: bool = True,
+    style: str = "pathvqa",
+    bar_line: int = 0,
 ) -> list[dict]:
     """Rows for one split, ``pairs`` questions in all; splits use independent seed streams."""
     if style not in STYLES:
         raise ValueError(f"unknown synthetic style {style!r}: use one of {', '.join(STYLES)}")
     rng = np.random.default_rng([seed, SPLITS.index(split) if split in SPLITS else len(split)])
     rows: list[dict] = []
-    bar = tqdm(total=pairs, desc=f"synth {split}", unit="pair", disable=not progress, leave=False)
+    bar = tqdm(
+        total=pairs, desc=f"synth {split}", unit="pair", disable=not progress, leave=False, position=bar_line
+    )
     index = 0
     state: Counter = Counter()  # the simple style's yes/no balance per question
     while len(rows) < pairs:
@@ -305,6 +316,11 @@ def generate_split(
     return rows
 
 
+PARALLEL_FROM = 4000
+"""Sets of at least this many pairs draw their splits in parallel processes (one per split, up to one
+per CPU core): the splits use independent seed streams, so the rows are the same either way."""
+
+
 def write(
     out: str | Path,
     counts: dict[str, int],
@@ -316,24 +332,33 @@ def write(
     """Write ``out/data/{split}-00000-of-00001.parquet`` for each split; return a summary."""
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    schema = _features().arrow_schema
-    summary: dict = {"out": str(out), "style": style, "image_size": size, "seed": seed, "splits": {}}
-    for split, pairs in counts.items():
-        if pairs <= 0:
-            continue
-        rows = generate_split(split, pairs, size, seed, progress, style)
-        table = pa.Table.from_pylist(rows, schema=schema)
-        tmp = out / "data" / f".{split}.parquet.tmp"
-        pq.write_table(table, tmp)
-        tmp.replace(out / "data" / f"{split}-00000-of-00001.parquet")
-        closed = sum(r["answer"] in ("yes", "no") for r in rows)
-        summary["splits"][split] = {
-            "pairs": len(rows),
-            "images": len({r["image"]["path"] for r in rows}),
-            "closed_share": round(closed / len(rows), 3),
-        }
-    (out / "synth.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    splits = [(split, pairs) for split, pairs in counts.items() if pairs > 0]
+    jobs = [(split, pairs, size, seed, progress, style, line) for line, (split, pairs) in enumerate(splits)]
+    workers = min(len(jobs), os.cpu_count() or 1) if sum(counts.values()) >= PARALLEL_FROM else 1
+    if workers > 1:  # forked children only draw (numpy, PIL); the parquet files are written here
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            drawn = pool.map(generate_split, *zip(*jobs, strict=True))
+            summary = {
+                split: _write_split(out, split, rows) for (split, _), rows in zip(splits, drawn, strict=True)
+            }
+    else:
+        summary = {job[0]: _write_split(out, job[0], generate_split(*job)) for job in jobs}
+    result = {"out": str(out), "style": style, "image_size": size, "seed": seed, "splits": summary}
+    (out / "synth.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _write_split(out: Path, split: str, rows: list[dict]) -> dict:
+    table = pa.Table.from_pylist(rows, schema=_features().arrow_schema)
+    tmp = out / "data" / f".{split}.parquet.tmp"
+    pq.write_table(table, tmp)
+    tmp.replace(out / "data" / f"{split}-00000-of-00001.parquet")
+    closed = sum(r["answer"] in ("yes", "no") for r in rows)
+    return {
+        "pairs": len(rows),
+        "images": len({r["image"]["path"] for r in rows}),
+        "closed_share": round(closed / len(rows), 3),
+    }
 
 
 def answer_balance(rows: list[dict]) -> dict[str, float]:

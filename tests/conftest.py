@@ -89,7 +89,9 @@ def pytest_collection_finish(session):
     """Start the tiny recipes' trainings (minutes) in the background as soon as they are selected (after
     ``-m``/``-k`` deselection), so the rest of the suite runs beside them instead of before them."""
     items = session.items
-    if session.config.option.collectonly or not any(i.nodeid.startswith("tests/test_recipes.py") for i in items):
+    if session.config.option.collectonly or not any(
+        i.nodeid.startswith("tests/test_recipes.py") for i in items
+    ):
         return
     from tests import test_recipes
 

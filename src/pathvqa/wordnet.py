@@ -134,8 +134,8 @@ def reader():
             return None  # the OMW map: no multilingual lookups here
 
         def open(self, fileid):
-            if fileid in LEMMA_INDEXES:  # read once, line by line: a plain file reads them 3× faster
-                return open(os.path.join(self.root.path, fileid), encoding=self._encoding)  # noqa: SIM115
+            if fileid in LEMMA_INDEXES:  # read once, line by line: a plain file is faster (2.0 → 1.5 s)
+                return open(os.path.join(self.root.path, fileid), encoding=self._encoding)
             return super().open(fileid)  # data files are read by byte offset: nltk's seekable reader
 
     ensure()

@@ -7,6 +7,7 @@ each side by side (what ``make test`` does) and/or 2 threads one after the other
 does), each scored with images and blind, and compared with the prior on the same questions.
 
     python scripts/learning_spread.py --seeds 0 1 2 --threads 1 2 --out runs/spread
+    python scripts/learning_spread.py --set data.group_by_image=false --out runs/spread-ungrouped
 
 Appends one JSON line per trained model to OUT/spread.jsonl (a rerun skips what is there) and prints
 the table.
@@ -35,7 +36,7 @@ def wait(procs: list[subprocess.Popen]) -> None:
             raise SystemExit(f"failed: {' '.join(map(str, proc.args))}")
 
 
-def measure(seed: int, threads: int, root: Path) -> list[dict]:
+def measure(seed: int, threads: int, root: Path, sets: list[str]) -> list[dict]:
     from pathvqa.data import synthetic
     from pathvqa.evaluate import run, run_baseline
     from pathvqa.metrics import compare, find_predictions, read_predictions
@@ -47,7 +48,7 @@ def measure(seed: int, threads: int, root: Path) -> list[dict]:
     runs = {name: root / f"{name}-s{seed}-t{threads}" for name in RECIPES}
     commands = [
         ["train", f"configs/{name}.yaml", "--out", folder, "--set", f"data.dataset={data}",
-         "--set", f"train.threads={threads}", "--set", f"train.seed={seed}"]
+         "--set", f"train.threads={threads}", "--set", f"train.seed={seed}", *(a for s in sets for a in ("--set", s))]
         for name, folder in runs.items()
     ]  # fmt: skip
     if threads == 1:  # side by side, as make test trains them
@@ -106,6 +107,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/spread"))
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], help="config override (repeatable)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "spread.jsonl"
@@ -114,7 +118,7 @@ def main() -> None:
         for threads in args.threads:
             if any(r["seed"] == seed and r["threads"] == threads for r in done):
                 continue
-            rows = measure(seed, threads, args.out)
+            rows = measure(seed, threads, args.out, args.sets)
             with log.open("a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             done += rows

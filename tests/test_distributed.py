@@ -10,7 +10,9 @@ from safetensors.torch import load_file
 
 from pathvqa.config import load_config
 from pathvqa.data import synthetic
+from pathvqa.evaluate import run
 from pathvqa.models.registry import build
+from pathvqa.train import fit
 
 TINY = [
     "model.hidden_size=32",
@@ -28,8 +30,8 @@ TINY = [
 
 def launch(processes: int, *args) -> subprocess.CompletedProcess:
     """``accelerate launch --multi_gpu --num_processes N -m pathvqa ARGS``: torchrun under the hood; on a
-    machine without CUDA the processes join with gloo (``--cpu`` alone runs one process unless MPI is set up)."""
-    mode = ["--multi_gpu", "--main_process_port", str(29400 + processes)] if processes > 1 else ["--cpu"]
+    machine without CUDA the processes join with gloo. The one-process references run in this process."""
+    mode = ["--multi_gpu", "--main_process_port", str(29400 + processes)]
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(processes),
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "pathvqa", *map(str, args),
@@ -56,15 +58,15 @@ def test_two_processes_reach_the_weights_of_one(tmp_path, data_101, config):
             for stage in ("align", "instruct")
             for k in ("max_steps=3", "eval_every=3")
         ]
-    for n in (1, 2):
-        launch(n, "train", f"configs/{config}.yaml", "--out", tmp_path / f"run{n}", *sets)
+    cfg = load_config(f"configs/{config}.yaml", [s.removeprefix("--set=") for s in sets])
+    fit(cfg, tmp_path / "run1", progress=False)  # one process: this one (a launch would only add imports)
+    launch(2, "train", f"configs/{config}.yaml", "--out", tmp_path / "run2", *sets)
     ones = sorted((tmp_path / "run1").rglob("weights.safetensors"))
     twos = sorted((tmp_path / "run2").rglob("weights.safetensors"))
     assert ones and [p.relative_to(tmp_path / "run1") for p in ones] == [
         p.relative_to(tmp_path / "run2") for p in twos
     ]
     first, second = load_file(str(ones[-1])), load_file(str(twos[-1]))
-    cfg = load_config(f"configs/{config}.yaml", [s.removeprefix("--set=") for s in sets])
     _, initial = build(cfg.stage_config(cfg.stages[0]) if cfg.stages else cfg)
     start = initial.model.state_dict()
     assert first.keys() == second.keys()
@@ -83,8 +85,12 @@ def test_two_processes_reach_the_weights_of_one(tmp_path, data_101, config):
 
 def test_two_process_eval_writes_each_of_101_questions_once(tmp_path, data_101):
     sets = [f"--set=data.dataset={data_101}", *(f"--set={s}" for s in TINY), "--set=eval.batch_size=16"]
-    for n in (1, 2):
-        launch(n, "eval", "--config", "configs/blip_tiny.yaml", "--out", tmp_path / f"eval{n}", *sets)
+    run(
+        out=tmp_path / "eval1",
+        config="configs/blip_tiny.yaml",
+        overrides=[s.removeprefix("--set=") for s in sets],
+    )
+    launch(2, "eval", "--config", "configs/blip_tiny.yaml", "--out", tmp_path / "eval2", *sets)
     rows = {
         n: [json.loads(x) for x in (tmp_path / f"eval{n}" / "predictions.jsonl").read_text().splitlines()]
         for n in (1, 2)

@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from pathvqa.config import ExperimentConfig, save_config
-from pathvqa.errors import PathVQAError
+from pathvqa.errors import PathVQAError, require_checkpoint_folder
 
 log = logging.getLogger(__name__)
 WEIGHTS = "weights.safetensors"
@@ -262,10 +262,7 @@ def resolve(path: str | Path) -> Path:
         if problem:
             raise PathVQAError(f"checkpoint {path} is corrupted: {problem}")
         return path
-    if path.is_file():
-        raise PathVQAError(f"{path} is a file: give a run folder or a checkpoints/step-N folder")
-    if not path.is_dir():
-        raise PathVQAError(f"checkpoint not found: {path}")
+    require_checkpoint_folder(path)
     if not (path / "checkpoints").is_dir() and (path / "config.yaml").is_file():
         stages = (yaml.safe_load((path / "config.yaml").read_text()) or {}).get("stages") or []
         if stages:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pathvqa.errors import PathVQAError
+from pathvqa.errors import PathVQAError, require_checkpoint_folder
 
 app = typer.Typer(
     add_completion=False,
@@ -247,6 +247,12 @@ def eval_cmd(
 ) -> None:
     """Generate answers for a split and score them (every row counts, as in published numbers)."""
     out_folder(out)
+    if checkpoint is not None:  # argument mistakes are said before torch loads (seconds)
+        require_checkpoint_folder(checkpoint)
+    elif config is not None:
+        from pathvqa.config import load_config
+
+        load_config(config, overrides)
     from pathvqa.evaluate import run, run_baseline
 
     if baseline is not None:
@@ -283,6 +289,7 @@ def export(
 ) -> None:
     """Export a checkpoint for plain transformers / peft."""
     out_folder(out)
+    require_checkpoint_folder(checkpoint)
     from pathvqa.export import export as run_export
 
     typer.echo(f"exported to {run_export(checkpoint, out, merge)}")
@@ -364,6 +371,7 @@ def predict(
     for path, _ in pairs:
         if not path.is_file():
             raise PathVQAError(f"image not found: {path}" if not path.exists() else f"{path} is not a file")
+    require_checkpoint_folder(checkpoint)
     from pathvqa.inference import Answerer
 
     answerer = Answerer(checkpoint)

@@ -19,3 +19,14 @@ class DataError(PathVQAError):
 
 class ModelLoadError(PathVQAError):
     """A model id or folder that cannot be loaded (offline, misspelt, missing files)."""
+
+
+def require_checkpoint_folder(path) -> None:
+    """A ``--checkpoint`` argument that cannot be one (missing, or a file): said before torch loads."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_file():
+        raise PathVQAError(f"{path} is a file: give a run folder or a checkpoints/step-N folder")
+    if not path.is_dir():
+        raise PathVQAError(f"checkpoint not found: {path}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from peft import LoraConfig, get_peft_model
 
 from pathvqa.config import ModelConfig
 from pathvqa.models.base import WHOLE_MODEL, Bundle
@@ -23,6 +22,8 @@ def apply_tuning(
     (the VLM projector; a frozen vision tower); ``targets``: the LoRA targets (default: the config's).
     """
     if cfg.tuning == "lora":
+        from peft import LoraConfig, get_peft_model  # imported when used: 1-2 s a process otherwise
+
         lora = cfg.lora
         model = get_peft_model(
             model,

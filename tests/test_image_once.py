@@ -153,3 +153,47 @@ def test_grouped_training_shares_images_and_resumes_exactly(tmp_path, pathvqa_di
         for r in ("full", "resumed")
     )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+
+
+NO_AUGMENT = [f"train.augment.{k}" for k in ("hflip=false", "vflip=false", "rot90=false", "stain_jitter=0")]
+
+
+@pytest.mark.parametrize("cap_mb", [2048, 0])  # in memory; on disk (no memory at all)
+def test_a_frozen_encoders_features_are_cached_and_train_the_same_weights(tmp_path, cap_mb, caplog):
+    """``model.cache_image_features`` over 6 epochs of 4 images: each image is encoded once, and the run
+    ends with the weights of an uncached run, bit for bit (the same forward, computed once)."""
+    from pathvqa.data import synthetic
+
+    synthetic.write(tmp_path / "data", {"train": 16}, size=32, seed=5, progress=False, style="simple")
+    sets = [
+        f"data.dataset={tmp_path / 'data'}", *TINY[:2], "model.num_layers=1", "stages=[]", "model.tuning=frozen",
+        "model.train_projector=true", "model.train_vision=false", "data.eval_split=null", "train.batch_size=8",
+        "train.max_steps=12", "train.threads=1", f"model.feature_cache_mb={cap_mb}", *NO_AUGMENT,
+    ]  # fmt: skip
+    caplog.set_level("INFO", logger="pathvqa.train")
+    for cached in (False, True):
+        cfg = load_config("configs/vlm_tiny.yaml", [*sets, f"model.cache_image_features={cached}"])
+        fit(cfg, tmp_path / str(cached), progress=False)
+    summary = next(r.args for r in caplog.records if r.msg.startswith("feature cache"))
+    assert summary["misses"] == 4 and summary["hits"] == 12 * 8 - 4, summary
+    assert summary["on_disk"] == (4 if cap_mb == 0 else 0), summary
+    a, b = (
+        load_file(str(tmp_path / r / "checkpoints" / "step-12" / "weights.safetensors"))
+        for r in ("False", "True")
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "cached run's weights differ"
+
+
+def test_the_cache_refuses_what_it_cannot_reproduce_and_keys_by_weights():
+    from pathvqa.models.feature_cache import weights_digest, why_not_cached
+
+    encoder = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.0))
+    assert why_not_cached(None, 0) and why_not_cached(encoder, 0) == "the image encoder trains"
+    encoder.requires_grad_(False)
+    assert why_not_cached(encoder, 0.05) and why_not_cached(encoder, 0) is None
+    dropping = torch.nn.Sequential(encoder, torch.nn.Dropout(0.1))
+    assert why_not_cached(dropping, 0) == "the image encoder applies dropout"
+    before = weights_digest(encoder)
+    with torch.no_grad():
+        encoder[0].weight[0, 0] += 1
+    assert weights_digest(encoder) != before, "changed weights must not read the old features"

@@ -79,6 +79,11 @@ class _ModelBase(_Section):
     """Width of the named tiny sizes (ignored for real ids)."""
     num_layers: int = Field(default=2, gt=0)
     """Depth of the named tiny sizes (ignored for real ids)."""
+    cache_image_features: bool = True
+    """While a stage keeps the image encoder frozen and draws no stain jitter (LLaVA's stage 2, the QLoRA
+    configs), encode each image once per run and reuse its features in later epochs (blip, vlm)."""
+    feature_cache_mb: float = Field(default=2048, ge=0)
+    """Cached features kept in memory; beyond it they go to ``<run>/feature_cache/<weights hash>/``."""
 
     @property
     def parts(self) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ from pathvqa.errors import PathVQAError
 from pathvqa.generation import predict
 from pathvqa.inference import restore, start_from
 from pathvqa.metrics import score
+from pathvqa.models.feature_cache import FeatureCache, why_not_cached
 from pathvqa.models.registry import build
 from pathvqa.models.tuning import stored_names, trainable_summary
 from pathvqa.runtime import is_main_process, make_accelerator, mixed_precision, sharded, upcast_trainable
@@ -117,6 +118,7 @@ class Trainer:
         self.pos = Position()
         self.log_file = None
         self.bar = None
+        self.feature_cache = None
 
     # ---- the stage -------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -138,6 +140,7 @@ class Trainer:
         self._build_model()
         self._build_optimizer()
         self._prepare()
+        self._cache_features()
         self._make_pipelines()
         self._open_logs()
 
@@ -211,6 +214,26 @@ class Trainer:
             log.warning(
                 "%s: checkpoints hold gathered weights but not the sharded optimizer state",
                 acc.distributed_type,
+            )
+
+    def _cache_features(self) -> None:
+        """Reuse a frozen image encoder's features across epochs (``model.cache_image_features``)."""
+        self.feature_cache = None
+        if not self.cfg.model.cache_image_features:
+            return
+        reason = (
+            "weights are sharded across processes"
+            if self.sharded
+            else why_not_cached(self.bundle.image_encoder, self.cfg.train.augment.stain_jitter)
+        )
+        if reason is None:
+            folder = self.run_dir / "feature_cache"
+            self.feature_cache = FeatureCache(
+                self.bundle.image_encoder, folder, self.cfg.model.feature_cache_mb
+            )
+        if self.main:
+            log.info(
+                "image features %s", f"not cached: {reason}" if reason else "cached: each image encoded once"
             )
 
     def _make_pipelines(self) -> None:
@@ -422,6 +445,10 @@ class Trainer:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        if self.feature_cache is not None:
+            self.feature_cache.close()
+            if self.main:
+                log.info("feature cache: %s", self.feature_cache.summary())
         if hasattr(self, "accelerator"):
             for tracker in self.accelerator.trackers:  # not end_training(): it ends the process group, and a
                 tracker.finish()  # next stage (or the evaluation after a demo fine-tune) still needs it

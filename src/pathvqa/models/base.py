@@ -42,6 +42,9 @@ class Bundle:
     (``WHOLE_MODEL`` when every part is tiny). A real part is never stored: it is on the hub."""
     modified: set[str] = field(default_factory=set)
     """Plain names of base weights an earlier stage changed (its LoRA merged): stored in later checkpoints."""
+    image_encoder: torch.nn.Module | None = None
+    """The module that maps the distinct images (U, 3, S, S) to per-image features (U, …), when the family
+    has one: what ``model.cache_image_features`` caches while it is frozen."""
 
     def is_random(self, plain_name: str) -> bool:
         return any(plain_name.startswith(prefix) for prefix in self.random_parts)

@@ -63,6 +63,7 @@ class BlipFamily(Family):
                 image_size=size,
                 image_spec=spec,
                 shared=SharedImages(model.vision_model),
+                image_encoder=model.vision_model,
                 random_parts=(WHOLE_MODEL,),
             )
         try:
@@ -80,6 +81,7 @@ class BlipFamily(Family):
             image_size=size,
             image_spec=spec,
             shared=SharedImages(model.vision_model),
+            image_encoder=model.vision_model,
             processor=processor,
         )
 

@@ -214,6 +214,7 @@ class VlmFamily(Family):
             image_spec=spec,
             prompt=ChatPrompt(tokenizer),
             random_parts=random_parts,
+            image_encoder=vision,
         )
 
     def pinned_modules(self, bundle: VlmBundle, m: VlmModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:

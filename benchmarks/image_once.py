@@ -6,7 +6,8 @@ real-shape BLIP-base (``BlipConfig()``: ViT-B/16 at 384 px, 577 tokens, 12 + 12 
 weights, nothing downloaded) — the shape users run. Evaluation is ``generation.predict`` with
 ``eval.image_once`` off and on (answers must be identical); training is the collator + the family's loss +
 backward on the same batches cut from the image-grouped order (``data.group_by_image``), with each
-image's features shared or not.
+image's features shared or not; and a stage with the image encoder frozen and no augmentation, per
+question, with its features computed each step or served from ``model.cache_image_features``'s cache.
 
     python benchmarks/image_once.py [--questions 400] [--real-questions 48]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,24 +63,40 @@ def blip_base(extra: list[str]):
     mask_cross_attention(model)
     bundle = BlipBundle(
         model=model, tokenizer=tiny_bert_tokenizer(), image_size=384, image_spec=ImageSpec(384, CLIP_MEAN, CLIP_STD),
-        shared=SharedImages(model.vision_model), random_parts=(WHOLE_MODEL,),
+        shared=SharedImages(model.vision_model), random_parts=(WHOLE_MODEL,), image_encoder=model.vision_model,
     )  # fmt: skip
     return cfg, BlipFamily(), bundle
 
 
+class EncoderClock:
+    """Seconds spent inside the image encoder's forward (the profile's vision share)."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        self.seconds, self.started = 0.0, 0.0
+        encoder.register_forward_pre_hook(lambda *_: setattr(self, "started", time.perf_counter()))
+        encoder.register_forward_hook(
+            lambda *_: setattr(self, "seconds", self.seconds + time.perf_counter() - self.started)
+        )
+
+
 def evaluation(cfg, family, bundle, samples) -> dict:
     bundle.model.eval()
-    seconds, answers = {}, {}
+    clock = EncoderClock(bundle.image_encoder)
+    seconds, answers, vision = {}, {}, {}
     for once in (False, True):
         run_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"image_once": once})})
+        clock.seconds = 0.0
         started = time.perf_counter()
         answers[once] = [r["prediction"] for r in predict(family, bundle, samples, run_cfg, progress=False)]
         seconds[once] = time.perf_counter() - started
+        vision[once] = clock.seconds / seconds[once]
     same = sum(a == b for a, b in zip(answers[False], answers[True], strict=True))
     return {
         "per_question_answers_per_s": round(len(samples) / seconds[False], 2),
         "image_once_answers_per_s": round(len(samples) / seconds[True], 2),
         "speedup": round(seconds[False] / seconds[True], 2),
+        "vision_share_per_question": round(vision[False], 2),
+        "vision_share_image_once": round(vision[True], 2),
         "identical": f"{same}/{len(samples)}",
     }
 
@@ -106,11 +124,44 @@ def training(cfg, family, bundle, samples, batch: int, steps: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--questions", type=int, default=400)
-    parser.add_argument("--real-questions", type=int, default=48)
-    args = parser.parse_args()
+def cached_training(cfg, family, bundle, samples, batch: int, steps: int) -> dict:
+    """A stage with the image encoder frozen and no augmentation: samples/s of loss + backward per question,
+    uncached vs served from ``FeatureCache`` (filled by one pass over the same batches first, as by the
+    first epoch of a run)."""
+    from pathvqa.models.feature_cache import FeatureCache
+
+    bundle.model.train()
+    bundle.image_encoder.requires_grad_(False)
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0))[: steps * batch].tolist()
+    pipeline = ImagePipeline(bundle.image_size)
+    pipeline.warm([samples[i] for i in order])
+    collate = Collator(samples, family, bundle, pipeline, "vqa", train=True)  # shuffled, as training draws
+    inputs = [collate(order[i * batch : (i + 1) * batch]).tensors for i in range(steps)]
+
+    def timed() -> float:
+        started = time.perf_counter()
+        for tensors in inputs:
+            total, _ = family.loss(bundle, tensors)
+            total.backward()
+            bundle.model.zero_grad(set_to_none=True)
+        return steps * batch / (time.perf_counter() - started)
+
+    plain = timed()
+    with tempfile.TemporaryDirectory() as folder:
+        cache = FeatureCache(bundle.image_encoder, Path(folder), cap_mb=4096)
+        timed()  # the first epoch: every image encoded once, into the cache
+        cached = timed()
+        cache.close()
+    bundle.image_encoder.requires_grad_(True)
+    return {
+        "uncached_samples_per_s": round(plain, 2),
+        "cached_samples_per_s": round(cached, 2),
+        "speedup": round(cached / plain, 2),
+    }
+
+
+def measure(questions: int = 400, real_questions: int = 48) -> dict:
+    """Every figure above, as one dict (``make bench`` adds it to its JSON line)."""
     torch.set_num_threads(THREADS)
     test = load_split(str(dataset()), "test", progress=False).samples
     train = load_split(str(DATA), "train", progress=False).samples
@@ -118,19 +169,34 @@ def main() -> None:
         "threads": THREADS,
         "questions_per_image": round(len(test) / len({s.image_key for s in test}), 2),
     }
-    for name, extra in (("blip_tiny", []), ("vlm_tiny", ["stages=[]", "model.train_vision=true"])):
-        cfg, family, bundle = tiny(name, extra)
-        result[name] = {"eval": evaluation(cfg, family, bundle, test[: args.questions])}
-        print(f"{name:>16}  eval  {result[name]['eval']}", flush=True)
+    models = [
+        ("blip_tiny", tiny("blip_tiny", [])),
+        ("vlm_tiny", tiny("vlm_tiny", ["stages=[]", "model.train_vision=true"])),
+    ]
+    for name, (cfg, family, bundle) in models:
+        result[name] = {"eval": evaluation(cfg, family, bundle, test[:questions])}
         result[name]["train"] = training(cfg, family, bundle, train, batch=32, steps=20)
-        print(f"{name:>16}  train {result[name]['train']}", flush=True)
+        result[name]["train_cached_frozen_encoder"] = cached_training(
+            cfg, family, bundle, train, batch=32, steps=20
+        )
+        print(f"{name:>16}  {result[name]}", flush=True)
     cfg, family, bundle = blip_base(["eval.max_new_tokens=5"])
-    result["blip_base_shape"] = {"eval": evaluation(cfg, family, bundle, test[: args.real_questions])}
-    print(f"{'blip_base_shape':>16}  eval  {result['blip_base_shape']['eval']}", flush=True)
-    result["blip_base_shape"]["train"] = training(cfg, family, bundle, train[:400], batch=16, steps=3)
-    print(f"{'blip_base_shape':>16}  train {result['blip_base_shape']['train']}", flush=True)
-    result["eval_speedup_image_once"] = result["blip_base_shape"]["eval"]["speedup"]
-    print(json.dumps(result))
+    real = result["blip_base_shape"] = {"eval": evaluation(cfg, family, bundle, test[:real_questions])}
+    real["train"] = training(cfg, family, bundle, train[:400], batch=16, steps=3)
+    real["train_cached_frozen_encoder"] = cached_training(cfg, family, bundle, train, batch=16, steps=3)
+    print(f"{'blip_base_shape':>16}  {real}", flush=True)
+    result["eval_speedup_image_once"] = real["eval"]["speedup"]
+    result["train_speedup_group_by_image"] = real["train"]["speedup"]
+    result["train_speedup_feature_cache"] = real["train_cached_frozen_encoder"]["speedup"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--questions", type=int, default=400)
+    parser.add_argument("--real-questions", type=int, default=48)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.questions, args.real_questions)))
 
 
 if __name__ == "__main__":

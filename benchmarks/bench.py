@@ -4,13 +4,15 @@ batch size; and how data loading grows with the dataset. Prints a table, then on
 1. Training: blip-tiny through pathvqa's Trainer (configs/blip_tiny.yaml) vs a plain Hugging Face
    ``Trainer`` script written the way its documentation shows (the processor called in the collator;
    default arguments apart from batch size, learning rate and steps): same initial weights, the same
-   2,000 synthetic pairs, batch 32, the same number of optimizer steps. Samples/s of the training loop
+   2,000 PathVQA-shaped synthetic pairs, batch 32, the same number of optimizer steps. Samples/s of the training loop
    (model and data already built on both sides).
 2. Evaluation: ``generation.predict`` (what ``pathvqa eval`` runs: length-sorted batches) vs a loop that
    calls ``generate`` once per question, on the same checkpoint and 400 questions; answers must be
    identical.
 3. Growth: loading and validating 1k / 8k / 32k rows of 256 px images, eager and lazy, each in a fresh
    process: seconds and peak RSS.
+4. Each image encoded once (``benchmarks/image_once.py``): evaluation per question vs per image, grouped
+   training, a frozen encoder's cached features; ``eval_speedup_image_once`` is real-shape BLIP-base's.
 
     python benchmarks/bench.py [--steps 200] [--skip-growth]
 """
@@ -28,10 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import image_once  # benchmarks/image_once.py, beside this script
 import torch
 
 from pathvqa.config import load_config
-from pathvqa.data import synthetic
 from pathvqa.data.prepare import load_split
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,13 +41,10 @@ CACHE = ROOT / "runs" / "bench_data"
 THREADS = 2
 
 
-def synthetic_set(name: str, splits: dict[str, int], size: int) -> Path:
-    out = CACHE / name
-    if not (out / "synth.json").is_file():
-        # the set the published bench figures were measured on; the PathVQA-shaped set comes with the
-        # image-once work, which changes what is measured
-        synthetic.write(out, splits, size=size, seed=0, progress=False, style="simple")
-    return out
+def synthetic_set() -> Path:
+    """The PathVQA-shaped set (``pathvqa synth`` style): 2,000 / 200 / 1,500 pairs at 96 px, shared with
+    ``benchmarks/image_once.py``."""
+    return image_once.dataset()
 
 
 # ---- 1. training ---------------------------------------------------------------------------------------
@@ -261,10 +260,11 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=2, help="training runs per side (best one counts)")
     parser.add_argument("--skip-growth", action="store_true")
+    parser.add_argument("--skip-image-once", action="store_true")
     args = parser.parse_args()
     os.chdir(ROOT)
     torch.set_num_threads(THREADS)
-    data = synthetic_set("demo_like", {"train": 2000, "validation": 200, "test": 400}, 96)
+    data = synthetic_set()
     with tempfile.TemporaryDirectory() as tmp:
         ours, theirs = [], []
         for repeat in range(args.repeats):  # alternated, best of each: noise on a shared machine only slows
@@ -275,6 +275,7 @@ def main() -> None:
         evaluation = evaluate_both(run, data, args.questions)
     rows = [] if args.skip_growth else growth()
     print_table(args, ours, theirs, evaluation, rows)
+    once = None if args.skip_image_once else image_once.measure()
     result = {
         "train_samples_per_s": round(ours, 1),
         "hf_trainer_samples_per_s": round(theirs, 1),
@@ -286,6 +287,8 @@ def main() -> None:
         "load_rows_per_s": round(rows[-2]["rows"] / rows[-2]["seconds"], 1) if rows else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "growth": rows,
+        "eval_speedup_image_once": once["eval_speedup_image_once"] if once else None,
+        "image_once": once,
         "threads": THREADS,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
@@ -295,7 +298,7 @@ def main() -> None:
 def print_table(args, ours: float, theirs: float, evaluation: dict, rows: list[dict]) -> None:
     n = evaluation["n"]
     print(
-        f"blip-tiny, {args.steps} steps of 32 on 2,000 synthetic pairs, {THREADS} CPU threads, "
+        f"blip-tiny, {args.steps} steps of 32 on 2,000 PathVQA-shaped synthetic pairs, {THREADS} CPU threads, "
         f"best of {args.repeats} training runs per side"
     )
     print(f"{'':38}{'pathvqa':>14}{'baseline':>14}{'speedup':>10}")

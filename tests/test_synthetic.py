@@ -1,5 +1,6 @@
 import re
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -196,3 +197,18 @@ def test_tiny_tokenizer_has_every_word_of_the_style_whole():
 def test_unknown_style_is_one_line(tmp_path):
     proc = run_cli("synth", "--out", tmp_path / "x", "--style", "fancy", check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --style 'fancy': use pathvqa or simple"
+
+
+def test_the_fast_ellipse_draws_skimages_pixels():
+    from skimage.draw import ellipse as reference
+
+    from pathvqa.data.drawing import ellipse
+
+    rng = np.random.default_rng(7)
+    for _ in range(3000):  # centres inside and outside the tile, any size and rotation
+        shape = (int(rng.integers(8, 120)),) * 2
+        r, c = rng.uniform(-10, shape[0] + 10, 2)
+        radii, rotation = rng.uniform(0.3, 30, 2), rng.uniform(-4, 4)
+        expected = reference(r, c, *radii, shape=shape, rotation=rotation)
+        got = ellipse(r, c, *radii, shape, rotation)
+        assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True)), (r, c, radii, rotation)

@@ -5,7 +5,24 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.draw import ellipse
+
+
+def ellipse(r, c, r_radius, c_radius, shape, rotation=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``skimage.draw.ellipse(r, c, r_radius, c_radius, shape=shape, rotation=rotation)``: the same
+    pixels by the same float64 arithmetic, without its per-call array set-up (a tile draws hundreds;
+    ``tests/test_synthetic.py`` compares the two)."""
+    rotation %= np.pi
+    sin, cos = np.sin(rotation), np.cos(rotation)
+    r_extent = abs(r_radius * cos) + c_radius * sin
+    c_extent = r_radius * sin + abs(c_radius * cos)
+    top, left = max(int(np.ceil(r - r_extent)), 0), max(int(np.ceil(c - c_extent)), 0)
+    bottom = min(int(np.floor(r + r_extent)), shape[0] - 1)
+    right = min(int(np.floor(c + c_extent)), shape[1] - 1)
+    rows = np.arange(0, bottom - top + 1, 1, dtype=float)[:, None] - (r - top)
+    cols = np.arange(0, right - left + 1, 1, dtype=float)[None, :] - (c - left)
+    inside = ((rows * cos + cols * sin) / r_radius) ** 2 + ((rows * sin - cols * cos) / c_radius) ** 2 < 1
+    rr, cc = np.nonzero(inside)
+    return rr + top, cc + left
 
 
 def paint(canvas: np.ndarray, mask: tuple[np.ndarray, np.ndarray], color, alpha: float = 1.0) -> None:

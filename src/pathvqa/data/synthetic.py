@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 from scipy import ndimage
-from skimage.draw import disk, ellipse
+from skimage.draw import disk
 from tqdm.auto import tqdm
 
 from pathvqa.data import questions, tiles
-from pathvqa.data.drawing import background, paint, scatter
+from pathvqa.data.drawing import background, ellipse, paint, scatter
 from pathvqa.data.drawing import nucleus as draw_nucleus
 
 TISSUES = ("normal glands", "carcinoma", "inflammation", "necrosis", "fibrosis", "hemorrhage")

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.draw import disk, ellipse
+from skimage.draw import disk
 
-from pathvqa.data.drawing import background, nucleus, paint, scatter
+from pathvqa.data.drawing import background, ellipse, nucleus, paint, scatter
 
 LUMEN = np.array((0.97, 0.95, 0.97))
 MITOSIS = np.array((0.06, 0.04, 0.10))

@@ -23,20 +23,12 @@ for ax, (label, (name, sub)) in zip(axes, runs.items(), strict=False):
         log = Path(f"{root}/{name}/{sub}/train.jsonl")
         rows = [json.loads(line) for line in log.read_text().splitlines()]
         val = [r for r in rows if "val_open_exact_match" in r]
-        ax.plot(
-            [r["step"] for r in val],
-            [r["val_open_exact_match"] for r in val],
-            style,
-            marker="o",
-            label=f"{what}: open EM",
-        )
-        ax.plot(
-            [r["step"] for r in val],
-            [r["val_closed_accuracy"] for r in val],
-            style,
-            marker="s",
-            label=f"{what}: closed acc.",
-        )
+        for key, marker, metric in (
+            ("val_open_exact_match", "o", "open EM"),
+            ("val_closed_accuracy", "s", "closed acc."),
+        ):
+            steps, values = [r["step"] for r in val], [r[key] for r in val]
+            ax.plot(steps, values, style, marker=marker, label=f"{what}: {metric}")
     ax.set_title(label)
     ax.set_xlabel("optimizer step")
     ax.set_ylim(0, 1)

@@ -197,3 +197,22 @@ def test_the_cache_refuses_what_it_cannot_reproduce_and_keys_by_weights():
     with torch.no_grad():
         encoder[0].weight[0, 0] += 1
     assert weights_digest(encoder) != before, "changed weights must not read the old features"
+
+
+@pytest.mark.parametrize("config", ["blip_tiny", "vlm_tiny"])
+def test_a_served_model_encodes_the_image_under_discussion_once(tmp_path, synth_dir, config):
+    """``pathvqa serve`` / ``predict``: follow-up questions about the same image reuse its features
+    (exact: the weights never change while serving); the answers are those of an uncached model."""
+    from pathvqa.inference import Answerer
+    from tests.conftest import noise_image, png_bytes
+
+    sets = [f"data.dataset={synth_dir}", *TINY, "stages=[]", "train.max_steps=1", "data.eval_split=null"]
+    fit(load_config(f"configs/{config}.yaml", sets), tmp_path / "run", progress=False)
+    cached, plain = Answerer(tmp_path / "run"), Answerer(tmp_path / "run")
+    plain.features.close()
+    image, other = png_bytes(noise_image(3, 48)), png_bytes(noise_image(4, 48))
+    for questions in (["what stain is used?"], ["is this normal?", "what organ is shown?"]):
+        got = [a.answer for a in cached.answer(image, questions)]
+        assert got == [a.answer for a in plain.answer(image, questions)]
+    cached.answer(other, ["is this normal?"])
+    assert (cached.features.misses, cached.features.hits) == (2, 1), "one encoding per distinct image"

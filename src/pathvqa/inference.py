@@ -17,6 +17,7 @@ from pathvqa.data.images import BadImage
 from pathvqa.data.prepare import Sample
 from pathvqa.errors import PathVQAError
 from pathvqa.models.base import Bundle, Family
+from pathvqa.models.feature_cache import FeatureCache
 from pathvqa.models.registry import build, get_family, tune
 from pathvqa.models.tuning import plain_name, stored_names
 
@@ -52,6 +53,8 @@ def start_from(cfg: ExperimentConfig, init: Path) -> tuple[Family, Bundle]:
 
 
 EXPORT_CONFIG = "pathvqa.yaml"
+SERVE_FEATURE_CACHE_MB = 256
+"""Image features an :class:`Answerer` keeps (least recently used dropped first)."""
 """Written by ``pathvqa export --merge`` beside the weights: what the folder holds, for ``predict``/``serve``."""
 
 
@@ -103,6 +106,10 @@ class Answerer:
             self.bundle.image_size, cache=False, max_pixels=self.cfg.data.max_pixels
         )
         self.lock = threading.Lock()
+        # the image being discussed is encoded once, however many requests ask about it (exact: the
+        # weights never change here); the last few images' features stay in memory
+        encoder = self.bundle.image_encoder
+        self.features = FeatureCache(encoder, None, SERVE_FEATURE_CACHE_MB) if encoder is not None else None
 
     def answer(self, image: bytes, questions: list[str]) -> list[Answer]:
         """Answers to ``questions`` about the encoded ``image``; a bad image or question → PathVQAError."""

@@ -53,9 +53,10 @@ class FeatureCache:
     """Caches ``encoder(pixel_values)`` per image (leading dimension: one row per image). The output is a
     tensor or a model-output dataclass of tensors (BLIP's vision model); None fields stay None."""
 
-    def __init__(self, encoder: torch.nn.Module, folder: Path, cap_mb: float):
+    def __init__(self, encoder: torch.nn.Module, folder: Path | None, cap_mb: float):
+        """``folder`` None: memory only, the least recently used image dropped beyond the cap (serving)."""
         self.encoder = encoder
-        self.folder = Path(folder) / weights_digest(encoder)
+        self.folder = Path(folder) / weights_digest(encoder) if folder is not None else None
         self.cap = int(cap_mb * 2**20)
         self.memory: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self.held = 0
@@ -105,6 +106,7 @@ class FeatureCache:
 
     def _get(self, key: str, device: torch.device) -> dict[str, torch.Tensor] | None:
         if key in self.memory:
+            self.memory.move_to_end(key)
             return self.memory[key]
         if key in self.on_disk:
             return {
@@ -115,10 +117,16 @@ class FeatureCache:
 
     def _put(self, key: str, row: dict[str, torch.Tensor]) -> None:
         size = sum(t.numel() * t.element_size() for t in row.values())
+        if self.folder is None:  # memory only: make room by dropping the least recently used
+            while self.memory and self.held + size > self.cap:
+                _, dropped = self.memory.popitem(last=False)
+                self.held -= sum(t.numel() * t.element_size() for t in dropped.values())
         if self.held + size <= self.cap:
             self.memory[key] = row
             self.held += size
             return
+        if self.folder is None:
+            return  # larger than the whole cap: not kept
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{key}.{os.getpid()}.tmp"
         save_file({name: t.contiguous().cpu() for name, t in row.items()}, str(tmp))

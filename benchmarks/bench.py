@@ -34,6 +34,7 @@ import image_once  # benchmarks/image_once.py, beside this script
 import torch
 
 from pathvqa.config import load_config
+from pathvqa.data import synthetic
 from pathvqa.data.prepare import load_split
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +42,18 @@ CACHE = ROOT / "runs" / "bench_data"
 THREADS = 2
 
 
-def synthetic_set() -> Path:
+def pathvqa_set() -> Path:
     """The PathVQA-shaped set (``pathvqa synth`` style): 2,000 / 200 / 1,500 pairs at 96 px, shared with
     ``benchmarks/image_once.py``."""
     return image_once.dataset()
+
+
+def synthetic_set(name: str, splits: dict[str, int], size: int) -> Path:
+    """The growth measurement's base set: what is measured there is reading rows, not their content."""
+    out = CACHE / name
+    if not (out / "synth.json").is_file():
+        synthetic.write(out, splits, size=size, seed=0, progress=False, style="simple")
+    return out
 
 
 # ---- 1. training ---------------------------------------------------------------------------------------
@@ -264,7 +273,7 @@ def main() -> None:
     args = parser.parse_args()
     os.chdir(ROOT)
     torch.set_num_threads(THREADS)
-    data = synthetic_set()
+    data = pathvqa_set()
     with tempfile.TemporaryDirectory() as tmp:
         ours, theirs = [], []
         for repeat in range(args.repeats):  # alternated, best of each: noise on a shared machine only slows

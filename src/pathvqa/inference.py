@@ -53,9 +53,9 @@ def start_from(cfg: ExperimentConfig, init: Path) -> tuple[Family, Bundle]:
 
 
 EXPORT_CONFIG = "pathvqa.yaml"
+"""Written by ``pathvqa export --merge`` beside the weights: what the folder holds, for ``predict``/``serve``."""
 SERVE_FEATURE_CACHE_MB = 256
 """Image features an :class:`Answerer` keeps (least recently used dropped first)."""
-"""Written by ``pathvqa export --merge`` beside the weights: what the folder holds, for ``predict``/``serve``."""
 
 
 def load_model(path: str | Path, overrides: list[str] | None = None):

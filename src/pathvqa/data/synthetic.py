@@ -20,6 +20,7 @@ import multiprocessing
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -335,14 +336,15 @@ def write(
     splits = [(split, pairs) for split, pairs in counts.items() if pairs > 0]
     jobs = [(split, pairs, size, seed, progress, style, line) for line, (split, pairs) in enumerate(splits)]
     workers = min(len(jobs), os.cpu_count() or 1) if sum(counts.values()) >= PARALLEL_FROM else 1
-    if workers > 1:  # forked children only draw (numpy, PIL); the parquet files are written here
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            drawn = pool.map(generate_split, *zip(*jobs, strict=True))
-            summary = {
-                split: _write_split(out, split, rows) for (split, _), rows in zip(splits, drawn, strict=True)
-            }
-    else:
-        summary = {job[0]: _write_split(out, job[0], generate_split(*job)) for job in jobs}
+    # forked children only draw (numpy, PIL); the parquet files are written here
+    pool = (
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) if workers > 1 else None
+    )
+    with pool or nullcontext():
+        drawn = (pool.map if pool else map)(generate_split, *zip(*jobs, strict=True))
+        summary = {
+            split: _write_split(out, split, rows) for (split, _), rows in zip(splits, drawn, strict=True)
+        }
     result = {"out": str(out), "style": style, "image_size": size, "seed": seed, "splits": summary}
     (out / "synth.json").write_text(json.dumps(result, indent=2))
     return result

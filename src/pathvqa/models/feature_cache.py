@@ -11,7 +11,6 @@ folder named by a hash of the encoder's weights, so changed weights never read s
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections import OrderedDict
 from dataclasses import fields, is_dataclass
@@ -19,8 +18,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-
-log = logging.getLogger(__name__)
 
 
 def why_not_cached(encoder: torch.nn.Module | None, stain_jitter: float) -> str | None:
@@ -116,11 +113,11 @@ class FeatureCache:
         return None
 
     def _put(self, key: str, row: dict[str, torch.Tensor]) -> None:
-        size = sum(t.numel() * t.element_size() for t in row.values())
+        size = _nbytes(row)
         if self.folder is None:  # memory only: make room by dropping the least recently used
             while self.memory and self.held + size > self.cap:
                 _, dropped = self.memory.popitem(last=False)
-                self.held -= sum(t.numel() * t.element_size() for t in dropped.values())
+                self.held -= _nbytes(dropped)
         if self.held + size <= self.cap:
             self.memory[key] = row
             self.held += size
@@ -132,6 +129,10 @@ class FeatureCache:
         save_file({name: t.contiguous().cpu() for name, t in row.items()}, str(tmp))
         tmp.replace(self.folder / f"{key}.safetensors")  # whole files only, as checkpoints
         self.on_disk.add(key)
+
+
+def _nbytes(row: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in row.values())
 
 
 def _image_key(pixels: torch.Tensor) -> str:

@@ -8,6 +8,9 @@ does), each scored with images and blind, and compared with the prior on the sam
 
     python scripts/learning_spread.py --seeds 0 1 2 --threads 1 2 --out runs/spread
     python scripts/learning_spread.py --set data.group_by_image=false --out runs/spread-ungrouped
+    python scripts/learning_spread.py --set blip_tiny:train.epochs=8 --out runs/spread-short
+
+``--set RECIPE:KEY=VALUE`` overrides one recipe's config only; ``--set KEY=VALUE`` both.
 
 Appends one JSON line per trained model to OUT/spread.jsonl (a rerun skips what is there) and prints
 the table.
@@ -36,6 +39,12 @@ def wait(procs: list[subprocess.Popen]) -> None:
             raise SystemExit(f"failed: {' '.join(map(str, proc.args))}")
 
 
+def overrides(recipe: str, sets: list[str]) -> list[str]:
+    """``--set`` arguments for ``recipe``: plain overrides and those prefixed ``RECIPE:``."""
+    mine = [s.split(":", 1)[1] if s.startswith(f"{recipe}:") else s for s in sets]
+    return [a for s in mine if not s.startswith(tuple(f"{r}:" for r in RECIPES)) for a in ("--set", s)]
+
+
 def measure(seed: int, threads: int, root: Path, sets: list[str]) -> list[dict]:
     from pathvqa.data import synthetic
     from pathvqa.evaluate import run, run_baseline
@@ -48,7 +57,7 @@ def measure(seed: int, threads: int, root: Path, sets: list[str]) -> list[dict]:
     runs = {name: root / f"{name}-s{seed}-t{threads}" for name in RECIPES}
     commands = [
         ["train", f"configs/{name}.yaml", "--out", folder, "--set", f"data.dataset={data}",
-         "--set", f"train.threads={threads}", "--set", f"train.seed={seed}", *(a for s in sets for a in ("--set", s))]
+         "--set", f"train.threads={threads}", "--set", f"train.seed={seed}", *overrides(name, sets)]
         for name, folder in runs.items()
     ]  # fmt: skip
     if threads == 1:  # side by side, as make test trains them

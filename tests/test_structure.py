@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).parent.parent / "src"
-LOOP_MODULES = ("train.py", "evaluate.py", "generation.py", "data/batches.py")
+LOOP_MODULES = ("train.py", "loop.py", "grpo.py", "evaluate.py", "generation.py", "data/batches.py")
 MODEL_TENSORS = ("pixel_values", "input_ids", "attention_mask", "labels", "image_grid_thw", "token_type_ids")
 
 

@@ -189,12 +189,54 @@ class AugmentConfig(_Section):
     """Per-channel scale/shift in optical-density space (mild H&E stain variation)."""
 
 
+REWARDS = ("closed_correct", "open_exact_match", "open_token_f1", "llava_med_closed", "llava_med_open_recall")
+"""Built-in GRPO rewards (``pathvqa.rewards``); a user's own by import path, ``module:function``."""
+
+
+class GrpoConfig(_Section):
+    """Group relative policy optimisation (``train.method: grpo``), with TRL's names and defaults."""
+
+    num_generations: int = Field(default=8, ge=2)
+    """Answers sampled per question (G): each question's group is scored against itself."""
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_new_tokens: int | None = Field(default=None, gt=0)
+    """Longest sampled answer (``null``: ``eval.max_new_tokens``); dr_grpo divides by it."""
+    beta: float = Field(default=0.0, ge=0)
+    """KL coefficient to the starting policy (0: no reference model is computed)."""
+    epsilon: float = Field(default=0.2, gt=0, lt=1)
+    epsilon_high: float | None = Field(default=None, gt=0)
+    """Upper clip (DAPO's clip-higher); ``null``: ``epsilon``."""
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    num_iterations: int = Field(default=1, ge=1)
+    """Optimizer updates per sampled batch (μ); above 1 the ratio to the sampling policy is clipped."""
+    rewards: dict[str, float] = Field(default_factory=lambda: {"closed_correct": 1.0, "open_token_f1": 1.0})
+    """Reward name → weight; a reward that does not apply to a question (closed vs open) gives it nothing."""
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("needs at least one reward")
+        unknown = [name for name in v if name not in REWARDS and ":" not in name]
+        if unknown:
+            raise ValueError(f"unknown reward {unknown} (one of {', '.join(REWARDS)}, or module:function)")
+        return v
+
+
 class TrainConfig(_Section):
+    method: Literal["sft", "grpo"] = "sft"
+    """``sft``: next-token loss on the reference answers; ``grpo``: sampled answers, rewarded (``grpo``)."""
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    init_from: str | None = None
+    """Start from this run folder (its best checkpoint) or checkpoint: an SFT run before a GRPO stage.
+    With ``stages``, the first stage starts there."""
     epochs: float = Field(default=3, gt=0)
     max_steps: int | None = Field(default=None, gt=0)
     """Optimizer steps; overrides ``epochs`` when set."""
     batch_size: int = Field(default=16, gt=0)
-    """Global micro-batch (split across processes)."""
+    """Global micro-batch (split across processes); with ``method: grpo`` questions, each sampled G times."""
     grad_accum: int = Field(default=1, gt=0)
     lr: float = Field(default=1e-4, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
@@ -241,6 +283,10 @@ class EvalConfig(_Section):
     min_new_tokens: int = Field(default=0, ge=0)
     """Generate at least this many tokens (a random-weight model would otherwise stop at once)."""
     num_beams: int = Field(default=1, gt=0)
+    do_sample: bool = False
+    """Sample answers instead of greedy/beam search (GRPO sets it for its groups)."""
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
 
 
 class StageConfig(_Section):
@@ -248,6 +294,8 @@ class StageConfig(_Section):
 
     name: str
     task: Literal["vqa", "caption"] | None = None
+    method: Literal["sft", "grpo"] | None = None
+    """Shorthand for ``train.method`` in this stage."""
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, Any] = Field(default_factory=dict)
@@ -272,6 +320,8 @@ class ExperimentConfig(_Section):
     @model_validator(mode="after")
     def _check_combinations(self) -> ExperimentConfig:
         problems = []
+        if self.train.method == "grpo" and self.task != "vqa":
+            problems.append("train.method: grpo rewards answers to questions, so it needs task: vqa")
         names = [stage.name for stage in self.stages]
         if len(set(names)) != len(names):
             problems.append(f"stages: names must be unique (got {names})")
@@ -292,6 +342,8 @@ class ExperimentConfig(_Section):
         raw["stages"] = []
         if stage.task:
             raw["task"] = stage.task
+        if stage.method:
+            raw["train"]["method"] = stage.method
         for section in ("model", "train", "eval"):
             raw[section] = _deep_merge(raw[section], getattr(stage, section))
         return validate(raw, source=f"stage {stage.name}")

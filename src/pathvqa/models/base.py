@@ -96,7 +96,16 @@ class Family(Protocol):
         accumulation window and all processes."""
         ...
 
-    def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]: ...
+    def token_logprobs(
+        self, bundle: Bundle, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probabilities of the target tokens (B, T), their mask (B, T)) for a training batch, without
+        label smoothing: what GRPO's ratio and KL are made of."""
+        ...
+
+    def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
+        """Answers (greedy or beam search; sampled with ``cfg.do_sample``, see :func:`decoding`)."""
+        ...
 
     def export(self, bundle: Bundle, cfg: ExperimentConfig, out: str, merge: bool) -> None: ...
 
@@ -173,6 +182,23 @@ def token_loss(
         label_smoothing=label_smoothing,
     )
     return total, (shifted != -100).sum()
+
+
+def label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token log-probabilities of the labels: logits (B, T, V), labels (B, T) with -100 ignored →
+    (log p (B, T-1), mask (B, T-1)); token t is predicted at position t-1, as in :func:`token_loss`."""
+    shifted = labels[:, 1:]
+    mask = shifted != -100
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return picked * mask, mask
+
+
+def decoding(cfg: EvalConfig) -> dict[str, Any]:
+    """``generate`` keywords for greedy/beam search, or for sampling (GRPO's groups)."""
+    if not cfg.do_sample:
+        return {"num_beams": cfg.num_beams, "do_sample": False}
+    return {"num_beams": 1, "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0}
 
 
 def shifted_targets(labels: torch.Tensor) -> int:

@@ -27,6 +27,8 @@ from pathvqa.models.base import (
     Family,
     ModelInputs,
     SharedImages,
+    decoding,
+    label_logprobs,
     load_error,
     prompt_and_target,
     shifted_targets,
@@ -115,17 +117,35 @@ class BlipFamily(Family):
         return ModelInputs(batch, targets=shifted_targets(batch["labels"]))
 
     def loss(self, bundle: BlipBundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self._forward(bundle, batch).loss  # mean over target tokens (label-smoothed)
+        tokens = (batch["labels"][:, 1:] != -100).sum()  # the decoder predicts token t at t-1
+        return mean * tokens, tokens
+
+    def token_logprobs(
+        self, bundle: BlipBundle, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's log-probabilities of the answer tokens (no label smoothing, unlike ``loss``). BLIP's
+        output keeps no decoder logits: a hook takes them from the decoder during the model's own forward
+        (one call through the module, so DistributedDataParallel sees it)."""
+        captured: list[torch.Tensor] = []
+        decoder = _unwrap(bundle.model).text_decoder
+        handle = decoder.register_forward_hook(lambda _module, _args, out: captured.append(out.logits))
+        try:
+            self._forward(bundle, batch)
+        finally:
+            handle.remove()
+        return label_logprobs(captured[0], batch["labels"])  # logits (B, Ta, V)
+
+    def _forward(self, bundle: BlipBundle, batch: dict[str, torch.Tensor]):
         with bundle.shared.rows(batch.get("image_index")):  # the tower sees each distinct image once
-            mean = bundle.model(
+            return bundle.model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 pixel_values=batch["pixel_values"],
                 decoder_input_ids=batch["decoder_input_ids"],
                 decoder_attention_mask=batch["decoder_attention_mask"],
                 labels=batch["labels"],
-            ).loss  # mean over target tokens (label-smoothed); BLIP's output keeps no decoder logits
-        tokens = (batch["labels"][:, 1:] != -100).sum()  # the decoder predicts token t at t-1
-        return mean * tokens, tokens
+            )  # BLIP's output keeps no decoder logits
 
     @torch.no_grad()
     def generate(self, bundle: BlipBundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
@@ -133,16 +153,7 @@ class BlipFamily(Family):
         text_config = model.config.text_config
         # Same path as BlipForQuestionAnswering.generate, but the decoder's cross-attention uses
         # the question's padding mask (as in training) instead of attending to pad positions.
-        with bundle.shared.rows(batch.get("image_index")):  # (U, P, Dv) encoded → (B, P, Dv)
-            image_embeds = model.vision_model(pixel_values=batch["pixel_values"])[0]
-        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
-        question = model.text_encoder(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            encoder_hidden_states=image_embeds,
-            encoder_attention_mask=image_mask,
-            return_dict=False,
-        )[0]  # (B, Tq, D)
+        question = _question_states(bundle, batch)
         bos = torch.full((question.shape[0], 1), text_config.bos_token_id, device=question.device)
         out = model.text_decoder.generate(
             input_ids=bos,
@@ -151,8 +162,7 @@ class BlipFamily(Family):
             encoder_hidden_states=question,
             encoder_attention_mask=batch["attention_mask"],
             max_new_tokens=cfg.max_new_tokens,
-            num_beams=cfg.num_beams,
-            do_sample=False,
+            **decoding(cfg),
         )
         return [t.strip() for t in bundle.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
@@ -203,3 +213,19 @@ def _image_processor(spec: ImageSpec) -> BlipImageProcessor:
 
 def _unwrap(model: torch.nn.Module) -> BlipForQuestionAnswering:
     return unwrap_to(model, BlipForQuestionAnswering)
+
+
+def _question_states(bundle: BlipBundle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The text encoder's question states (B, Tq, D), cross-attending to the image (encoded once per
+    distinct image, see ``SharedImages``)."""
+    model = _unwrap(bundle.model)
+    with bundle.shared.rows(batch.get("image_index")):  # (U, P, Dv) encoded → (B, P, Dv)
+        image_embeds = model.vision_model(pixel_values=batch["pixel_values"])[0]
+    image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+    return model.text_encoder(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        encoder_hidden_states=image_embeds,
+        encoder_attention_mask=image_mask,
+        return_dict=False,
+    )[0]

@@ -29,7 +29,9 @@ from pathvqa.models.base import (
     Family,
     ModelInputs,
     SharedImages,
+    decoding,
     expand_images,
+    label_logprobs,
     load_error,
     prompt_and_target,
     shifted_targets,
@@ -135,10 +137,17 @@ class HfFamily(Family):
         return ModelInputs(tensors, targets=shifted_targets(labels))
 
     def loss(self, bundle: HfBundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return token_loss(self._logits(bundle, batch), batch["labels"])
+
+    def token_logprobs(
+        self, bundle: HfBundle, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return label_logprobs(self._logits(bundle, batch), batch["labels"])
+
+    def _logits(self, bundle: HfBundle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "image_index")}
         with _sharing(bundle, batch.get("image_index")):
-            logits = bundle.model(**inputs).logits  # (B, T, V)
-        return token_loss(logits, batch["labels"])
+            return bundle.model(**inputs).logits  # (B, T, V)
 
     @torch.no_grad()
     def generate(self, bundle: HfBundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
@@ -153,8 +162,7 @@ class HfFamily(Family):
                 **batch,
                 max_new_tokens=cfg.max_new_tokens,
                 min_new_tokens=cfg.min_new_tokens or None,
-                num_beams=cfg.num_beams,
-                do_sample=False,
+                **decoding(cfg),
                 pad_token_id=tokenizer.pad_token_id,
             )
         new = out[:, batch["input_ids"].shape[1] :]  # (B, new tokens)

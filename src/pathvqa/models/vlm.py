@@ -34,7 +34,9 @@ from pathvqa.models.base import (
     Bundle,
     Family,
     ModelInputs,
+    decoding,
     expand_images,
+    label_logprobs,
     load_error,
     prompt_and_target,
     shifted_targets,
@@ -256,14 +258,21 @@ class VlmFamily(Family):
         return ModelInputs(batch, targets=shifted_targets(batch["labels"]))
 
     def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, labels = bundle.model(
+        return token_loss(*self._logits(bundle, batch))
+
+    def token_logprobs(
+        self, bundle: Bundle, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return label_logprobs(*self._logits(bundle, batch))
+
+    def _logits(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return bundle.model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             pixel_values=batch["pixel_values"],
             labels=batch["labels"],
             image_index=batch.get("image_index"),
-        )
-        return token_loss(logits, labels)
+        )  # (logits, labels spliced to the same length)
 
     @torch.no_grad()
     def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
@@ -279,8 +288,7 @@ class VlmFamily(Family):
             inputs_embeds=embeds,
             attention_mask=mask,
             max_new_tokens=cfg.max_new_tokens,
-            num_beams=cfg.num_beams,
-            do_sample=False,
+            **decoding(cfg),
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         )  # (B, new tokens): with inputs_embeds only the continuation comes back

@@ -1,0 +1,305 @@
+"""Group relative policy optimisation (``train.method: grpo``): reinforcement learning with verifiable
+rewards, one more stage of the same recipe for every model family.
+
+Each step takes ``train.batch_size`` questions; for each it samples a group of G answers
+(``grpo.num_generations``, ``temperature``, ``top_p``; seeded by the run's seed, the step and the question,
+so a resumed run and any number of processes draw the same answers), scores them with the configured
+rewards (:mod:`pathvqa.rewards`), turns rewards into advantages within each group and takes a clipped
+policy-gradient step on the answer tokens, as TRL's ``GRPOTrainer`` defines it (its loss types, reward
+scaling, ``epsilon``, ``beta`` and ``num_iterations``; :func:`policy_loss`). Checkpoints, resume, logs,
+validation and several processes are the SFT loop's (:class:`pathvqa.loop.Trainer`); a group never
+spans processes. With ``beta > 0`` the KL term is taken to the starting policy: under LoRA the same model
+with its adapters disabled, otherwise a frozen copy of the starting weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+
+import torch
+
+from pathvqa import rewards as reward_functions
+from pathvqa.config import GrpoConfig
+from pathvqa.data.batches import Collator
+from pathvqa.data.prepare import Sample
+from pathvqa.errors import PathVQAError
+from pathvqa.inference import start_from
+from pathvqa.loop import Trainer, TrainingDiverged
+
+EPS = 1e-4  # added to the reward spread before dividing, as TRL does
+STATS = ("tokens", "answers", "clipped", "kl")  # summed over micro-batches and processes per update
+
+
+def advantages(rewards: torch.Tensor, group: int, scale: str, batch_std: torch.Tensor | None = None):
+    """(advantages (N,), per-answer std (N,)) of N = questions × G rewards, each group consecutive: reward
+    minus its group's mean, divided by the group's std (``group``), the whole batch's (``batch``;
+    ``batch_std`` when the batch spans processes) or nothing (``none``). Unscored answers (NaN) get 0."""
+    grouped = rewards.view(-1, group)
+    mean = torch.nanmean(grouped, dim=1, keepdim=True).expand_as(grouped).reshape(-1)
+    if scale == "batch":
+        std = (batch_std if batch_std is not None else _nanstd(rewards)).expand_as(rewards)
+    else:
+        std = _nanstd(grouped, dim=1).repeat_interleave(group)
+    advantage = rewards - mean
+    if scale != "none":
+        advantage = advantage / (std + EPS)
+    return torch.nan_to_num(advantage, nan=0.0), std
+
+
+def _nanstd(values: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Standard deviation ignoring NaN (unbiased, as ``torch.std``)."""
+    mean = torch.nanmean(values, dim=dim, keepdim=dim is not None)
+    count = (~values.isnan()).sum(dim=dim).float()
+    squares = torch.nansum((values - mean) ** 2, dim=dim)
+    return (squares / (count - 1).clamp(min=1)).sqrt()
+
+
+@dataclass
+class LossParts:
+    """A micro-batch's loss as (numerator, denominator): the loop divides the numerators of every
+    micro-batch and process by the sum of their denominators, so the loss is the whole batch's."""
+
+    numerator: torch.Tensor
+    denominator: float
+    stats: dict[str, torch.Tensor]
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantage: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: GrpoConfig,
+    max_new_tokens: int,
+    ref_logp: torch.Tensor | None = None,
+) -> LossParts:
+    """TRL's GRPO loss on per-token log-probabilities (N, T) of N answers with mask (N, T):
+    ``-min(ρ·A, clip(ρ, 1-ε, 1+ε_high)·A) + β·KL`` per token (ρ = exp(logp - old_logp); KL: the k3
+    estimator to ``ref_logp``), then ``grpo``: mean over each answer's tokens, mean over answers;
+    ``dr_grpo``: sum / (answers × max_new_tokens); ``dapo``: sum / all answer tokens."""
+    mask = mask.to(logp.dtype)
+    ratio = torch.exp(logp - old_logp)
+    high = cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon
+    adv = advantage.unsqueeze(1)
+    per_token = -torch.min(ratio * adv, torch.clamp(ratio, 1 - cfg.epsilon, 1 + high) * adv)
+    stats = {"tokens": mask.sum().detach(), "answers": torch.tensor(float(len(logp)))}
+    if cfg.beta:
+        kl = torch.exp(ref_logp - logp) - (ref_logp - logp) - 1
+        per_token = per_token + cfg.beta * kl
+        stats["kl"] = (kl * mask).sum().detach()
+    else:
+        stats["kl"] = torch.zeros(())
+    clipped = ((ratio < 1 - cfg.epsilon) & (adv < 0)) | ((ratio > 1 + high) & (adv > 0))
+    stats["clipped"] = (clipped * mask).sum().detach()
+    summed = per_token * mask
+    if cfg.loss_type == "grpo":
+        return LossParts((summed.sum(-1) / mask.sum(-1).clamp(min=1)).sum(), float(len(logp)), stats)
+    if cfg.loss_type == "dr_grpo":
+        return LossParts(summed.sum(), float(len(logp) * max_new_tokens), stats)
+    return LossParts(summed.sum(), float(mask.sum()), stats)  # dapo
+
+
+def step_seed(seed: int, step: int, sample_id: str) -> int:
+    """The sampling seed of one question's group at one step."""
+    digest = hashlib.blake2b(f"{seed}:{step}:{sample_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+@dataclass
+class Rollout:
+    """One micro-batch's sampled groups: N = questions × G answers, each group consecutive."""
+
+    inputs: dict[str, torch.Tensor]  # the answers as training targets (labels)
+    advantage: torch.Tensor  # (N,)
+    old_logp: torch.Tensor | None  # (N, T) when num_iterations > 1
+    ref_logp: torch.Tensor | None  # (N, T) when beta > 0
+    rewards: torch.Tensor  # (N,)
+    same_reward_groups: int
+    groups: int
+
+
+class GrpoTrainer(Trainer):
+    """The SFT loop with a different step: sample, reward, clipped policy gradient."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.grpo = self.cfg.train.grpo
+        self.rewards = reward_functions.load(self.grpo.rewards)
+        self.weights = [weight for _, _, weight in self.rewards]
+        self.max_new_tokens = self.grpo.max_new_tokens or self.cfg.eval.max_new_tokens
+        self.sampling = self.cfg.eval.model_copy(
+            update={"do_sample": True, "temperature": self.grpo.temperature, "top_p": self.grpo.top_p,
+                    "max_new_tokens": self.max_new_tokens, "min_new_tokens": 0}
+        )  # fmt: skip
+        self.reference = self._reference_model()
+        self.pipeline = self.val_pipeline  # no augmentation: the answers are rewarded on the image as it is
+
+    def _make_pipelines(self) -> None:
+        super()._make_pipelines()
+        self.collate = _Questions(self.samples)
+
+    def _reference_model(self):
+        """β > 0: the starting policy. LoRA: the adapters disabled at compute time (None here); else a
+        frozen copy of the weights this stage started from (before any resume)."""
+        if not self.grpo.beta or _peft(self.bundle.model) is not None:
+            return None
+        if self.start is not None and self.init is None:
+            raise PathVQAError("train.grpo.beta > 0 without LoRA needs the stage to start from a checkpoint")
+        if self.start is not None:  # resumed: rebuild the start, not the resumed weights
+            _, bundle = start_from(self.cfg, self.init)
+            reference = bundle.model
+        else:
+            reference = copy.deepcopy(self.accelerator.unwrap_model(self.bundle.model))
+        reference.requires_grad_(False).eval().to(self.accelerator.device)
+        return reference
+
+    # ---- one step ------------------------------------------------------------------------------------
+    def step(self, micro_batches: list) -> None:
+        """Sample and reward each micro-batch's groups, then ``num_iterations`` updates on them."""
+        rollouts = [self._rollout(samples) for samples in micro_batches]
+        for _ in range(self.grpo.num_iterations):
+            update = self._update(rollouts)
+        self.pos.batch_in_epoch += len(micro_batches)
+        self.pos.step += 1
+        self.bar.update(1)
+        self._log_rollouts(rollouts, update)
+
+    def _update(self, rollouts: list[Rollout]) -> dict[str, float]:
+        """One optimizer update over the window's rollouts (every process's answers together)."""
+        acc, model = self.accelerator, self.bundle.model
+        model.eval()  # no dropout: the sampled answers' log-probabilities, as sampled
+        local = [self._loss(r) for r in rollouts]
+        totals = torch.tensor(
+            [sum(p.denominator for p in local), *(float(sum(p.stats[k] for p in local)) for k in STATS)],
+            device=acc.device,
+        )  # fmt: skip
+        totals = acc.reduce(totals, "sum")
+        scale = acc.num_processes * self.accum / totals[0].clamp(min=1)
+        loss_sum = torch.zeros((), device=acc.device)
+        for i, part in enumerate(local):
+            last = i == len(local) - 1
+            acc.gradient_state._set_sync_gradients(last)
+            with nullcontext() if last else acc.no_sync(model):
+                acc.backward(part.numerator * scale)
+            loss_sum += part.numerator.detach()
+        loss = float(acc.reduce(loss_sum, "sum")) / max(float(totals[0]), 1.0)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"GRPO loss is {loss} at step {self.pos.step + 1}: stopped (try a lower train.lr)"
+            )
+        if self.cfg.train.max_grad_norm:
+            acc.clip_grad_norm_(model.parameters(), self.cfg.train.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        if not acc.optimizer_step_was_skipped:
+            self.scheduler.step()
+        tokens, answers, clipped, kl = totals[1:].tolist()
+        return {"loss": loss, "clipped": clipped / max(tokens, 1.0), "kl": kl / max(tokens, 1.0),
+                "answer_tokens": tokens / max(answers, 1.0)}  # fmt: skip
+
+    def _loss(self, rollout: Rollout) -> LossParts:
+        logp, mask = self.family.token_logprobs(self.bundle, rollout.inputs)
+        old = rollout.old_logp if rollout.old_logp is not None else logp.detach()
+        return policy_loss(
+            logp, old, rollout.advantage, mask, self.grpo, self.max_new_tokens, rollout.ref_logp
+        )
+
+    # ---- sampling and rewards ----------------------------------------------------------------------
+    def _rollout(self, samples: list[Sample]) -> Rollout:
+        acc, g = self.accelerator, self.grpo.num_generations
+        completions = [answer for sample in samples for answer in self._sample_group(sample)]
+        repeated = [sample for sample in samples for _ in range(g)]
+        per_function = reward_functions.table(self.rewards, completions, repeated)
+        reward = reward_functions.combine(per_function, self.weights).to(acc.device)
+        batch_std = None
+        if self.grpo.scale_rewards == "batch":  # the std of every process's rewards
+            batch_std = _nanstd(acc.gather(reward))
+        advantage, std = advantages(reward, g, self.grpo.scale_rewards, batch_std)
+        targets = [replace(s, target=c) for s, c in zip(repeated, completions, strict=True)]
+        inputs = self._inputs(targets, train=True)
+        old = ref = None
+        with torch.no_grad():
+            if self.grpo.num_iterations > 1:
+                old = self.family.token_logprobs(self.bundle, inputs)[0]
+            if self.grpo.beta:
+                ref = self._reference_logprobs(inputs)
+        same = int(torch.isclose(std.view(-1, g)[:, 0], torch.zeros((), device=std.device)).sum())
+        return Rollout(inputs, advantage, old, ref, reward, same, len(samples))
+
+    def _sample_group(self, sample: Sample) -> list[str]:
+        """G answers to one question, sampled from a seed of (run seed, step, question id)."""
+        g, device = self.grpo.num_generations, self.accelerator.device
+        inputs = self._inputs([sample] * g, train=False)
+        devices = [device] if device.type == "cuda" else []
+        was_training = self.bundle.model.training
+        self.bundle.model.eval()
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(step_seed(self.cfg.train.seed, self.pos.step, sample.id))
+            answers = self.family.generate(self.bundle, inputs, self.sampling)
+        self.bundle.model.train(was_training)
+        return answers
+
+    def _inputs(self, samples: list[Sample], train: bool) -> dict[str, torch.Tensor]:
+        collate = Collator(
+            samples, self.family, self.bundle, self.pipeline, self.cfg.task, train=train, share_images=True
+        )
+        return collate(list(range(len(samples)))).to(self.accelerator.device)
+
+    def _reference_logprobs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with self._as_reference() as bundle:
+            return self.family.token_logprobs(bundle, inputs)[0]
+
+    @contextmanager
+    def _as_reference(self):
+        if self.reference is None:  # LoRA: the base model is the reference
+            with _peft(self.bundle.model).disable_adapter():
+                yield self.bundle
+        else:
+            yield replace(self.bundle, model=self.reference)
+
+    # ---- logs -------------------------------------------------------------------------------------------
+    def _log_rollouts(self, rollouts: list[Rollout], update: dict[str, float]) -> None:
+        acc = self.accelerator
+        reward = acc.gather(torch.cat([r.rewards for r in rollouts]))
+        groups = acc.reduce(
+            torch.tensor([float(sum(r.same_reward_groups for r in rollouts)), float(sum(r.groups for r in rollouts))],
+                         device=acc.device), "sum",
+        )  # fmt: skip
+        row = {
+            "step": self.pos.step,
+            "epoch": self.pos.epoch,
+            "loss": update["loss"],
+            "reward": float(torch.nanmean(reward)),
+            "reward_std": float(_nanstd(reward)),
+            "same_reward_groups": float(groups[0] / groups[1].clamp(min=1)),
+            "kl": update["kl"],
+            "clipped": update["clipped"],
+            "answer_tokens": update["answer_tokens"],
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+        if self.pos.step % self.cfg.train.log_every == 0 or self.pos.step == self.total_steps:
+            self._write_log(row)
+            acc.log(
+                {f"grpo/{k}": v for k, v in row.items() if k not in ("step", "epoch")}, step=self.pos.step
+            )
+            self.bar.set_postfix(reward=f"{row['reward']:.3f}", same=f"{row['same_reward_groups']:.2f}")
+
+
+class _Questions:
+    """``collate_fn`` of a GRPO stage: sample indices → the samples (the step builds the model inputs)."""
+
+    def __init__(self, samples: list[Sample]):
+        self.samples, self.epoch = samples, 0
+
+    def __call__(self, indices: list[int]) -> list[Sample]:
+        return [self.samples[i] for i in indices]
+
+
+def _peft(model):
+    """The peft model inside ``model`` (DDP-wrapped or not), or None."""
+    inner = getattr(model, "module", model)
+    return inner if hasattr(inner, "disable_adapter") else None

@@ -1,0 +1,85 @@
+"""Verifiable rewards for GRPO (``train.grpo.rewards``), from the project's own metrics.
+
+A reward is called once per batch of sampled answers with keyword arguments and returns one value per
+answer, or ``None`` where it does not apply (a closed-question reward on an open question):
+
+    def my_reward(completions, answers, questions, types, **_) -> list[float | None]: ...
+
+Built-in: ``closed_correct`` (yes/no right, strict protocol), ``open_exact_match`` and ``open_token_f1``
+(strict protocol), ``llava_med_closed`` and ``llava_med_open_recall`` (LLaVA-Med's scoring). A user's own
+reward is named by import path, ``my_rewards:reward`` (opt-in: it runs your code).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+
+import torch
+
+from pathvqa import llava_med, metrics
+from pathvqa.errors import PathVQAError
+
+Reward = Callable[..., list[float | None]]
+
+
+def _per_row(score: Callable[[str, str], float], kind: str) -> Reward:
+    def reward(completions, answers, types, **_) -> list[float | None]:
+        return [
+            score(c, a) if t == kind else None for c, a, t in zip(completions, answers, types, strict=True)
+        ]
+
+    return reward
+
+
+BUILT_IN: dict[str, Reward] = {
+    "closed_correct": _per_row(metrics.closed_correct, "closed"),
+    "open_exact_match": _per_row(metrics.exact_match, "open"),
+    "open_token_f1": _per_row(metrics.token_f1, "open"),
+    "llava_med_closed": _per_row(llava_med.closed_hit, "closed"),
+    "llava_med_open_recall": _per_row(lambda c, a: llava_med.open_scores(c, a)["recall"], "open"),
+}
+
+
+def load(spec: dict[str, float]) -> list[tuple[str, Reward, float]]:
+    """(name, function, weight) for each configured reward; a bad import path is a one-line error."""
+    found = []
+    for name, weight in spec.items():
+        if name in BUILT_IN:
+            found.append((name, BUILT_IN[name], weight))
+            continue
+        module, _, attr = name.partition(":")
+        try:
+            function = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise PathVQAError(f"train.grpo.rewards: cannot import {name!r} ({err})") from None
+        if not callable(function):
+            raise PathVQAError(f"train.grpo.rewards: {name!r} is not a function")
+        found.append((name, function, weight))
+    return found
+
+
+def table(rewards: list[tuple[str, Reward, float]], completions: list[str], samples: list) -> torch.Tensor:
+    """(N, K) rewards of N answers under K functions; NaN where a function gave ``None``."""
+    context = {
+        "completions": completions,
+        "answers": [s.answer for s in samples],
+        "questions": [s.question for s in samples],
+        "types": [s.type for s in samples],
+    }
+    columns = []
+    for name, function, _ in rewards:
+        values = function(**context)
+        if len(values) != len(completions):
+            raise PathVQAError(
+                f"reward {name!r} returned {len(values)} values for {len(completions)} answers"
+            )
+        columns.append([math.nan if v is None else float(v) for v in values])
+    return torch.tensor(columns, dtype=torch.float32).T.reshape(len(completions), len(rewards))
+
+
+def combine(per_function: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """(N,) weighted sum over the functions that applied (TRL's ``sum_then_normalize``); NaN where none did."""
+    total = (per_function * torch.tensor(weights, dtype=per_function.dtype)).nansum(dim=1)
+    return total.masked_fill(per_function.isnan().all(dim=1), math.nan)

@@ -12,7 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pathvqa import checkpoint
 from pathvqa.config import GrpoConfig, load_config
 from pathvqa.data.batches import Collator, ImagePipeline
 from pathvqa.data.prepare import load_split
@@ -215,17 +214,35 @@ def sft_runs(tmp_path_factory, synth_dir):
     return runs
 
 
+EXTRA = {"vlm": ["train.grpo.beta=0.04", "train.grpo.scale_rewards=batch"]}  # the KL term, a batch-wide std
+
+
+@pytest.fixture(scope="module")
+def grpo_runs(tmp_path_factory, synth_dir, sft_runs):
+    """Each family's GRPO stage, 4 steps from its SFT run (vlm: LoRA, with the KL term to the adapters-off
+    model and a batch-wide reward std)."""
+    runs = {}
+    for name in SFT:
+        runs[name] = tmp_path_factory.mktemp(f"grpo-{name}")
+        fit(grpo_cfg(name, sft_runs[name], synth_dir, *EXTRA.get(name, [])), runs[name], progress=False)
+    return runs
+
+
 @pytest.mark.parametrize("name", list(SFT))
-def test_the_stage_runs_logs_and_resumes_bit_identically(tmp_path, synth_dir, sft_runs, name, monkeypatch):
-    cfg = grpo_cfg(name, sft_runs[name], synth_dir)
-    fit(cfg, tmp_path / "full", progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "full/logs/train.jsonl").read_text().splitlines()]
+def test_the_stage_runs_and_logs_for_every_family(grpo_runs, name):
+    rows = [json.loads(line) for line in (grpo_runs[name] / "logs/train.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     for key in ("reward", "reward_std", "same_reward_groups", "clipped", "answer_tokens", "kl", "loss"):
         assert all(math.isfinite(r[key]) for r in steps), key
     assert any("val_exact_match" in r for r in rows)
+    last = load_file(str(grpo_runs[name] / "checkpoints" / "step-4" / "weights.safetensors"))
+    middle = load_file(str(grpo_runs[name] / "checkpoints" / "step-2" / "weights.safetensors"))
+    assert any(not torch.equal(last[k], middle[k]) for k in last), "GRPO steps changed nothing"
 
+
+def test_a_stage_killed_midway_resumes_bit_identically(tmp_path, synth_dir, sft_runs, grpo_runs, monkeypatch):
+    cfg = grpo_cfg("vlm", sft_runs["vlm"], synth_dir, *EXTRA["vlm"])
     real_step = GrpoTrainer.step
 
     def crash_after_two(self, micro_batches):
@@ -238,24 +255,15 @@ def test_the_stage_runs_logs_and_resumes_bit_identically(tmp_path, synth_dir, sf
         fit(cfg, tmp_path / "resumed", progress=False)
     monkeypatch.setattr(GrpoTrainer, "step", real_step)
     fit(cfg, tmp_path / "resumed", resume=True, progress=False)
-    a = load_file(
-        str(checkpoint.resolve(tmp_path / "full" / "checkpoints" / "step-4") / "weights.safetensors")
-    )
-    b = load_file(
-        str(checkpoint.resolve(tmp_path / "resumed" / "checkpoints" / "step-4") / "weights.safetensors")
-    )
+    a = load_file(str(grpo_runs["vlm"] / "checkpoints" / "step-4" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "checkpoints" / "step-4" / "weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
-    middle = load_file(str(tmp_path / "full" / "checkpoints" / "step-2" / "weights.safetensors"))
-    assert any(not torch.equal(a[k], middle[k]) for k in a), "GRPO steps changed nothing"
 
 
-def test_two_processes_reach_the_weights_of_one(tmp_path, synth_dir, sft_runs):
-    extra = ["train.grpo.beta=0.04", "train.grpo.scale_rewards=batch"]  # the KL copy and a batch-wide std too
-    cfg = grpo_cfg("vlm", sft_runs["vlm"], synth_dir, *extra)
-    fit(cfg, tmp_path / "one", progress=False)
-    sets = [f"--set={s}" for s in grpo_sets(sft_runs["vlm"], synth_dir, *extra)]
+def test_two_processes_reach_the_weights_of_one(tmp_path, synth_dir, sft_runs, grpo_runs):
+    sets = [f"--set={s}" for s in grpo_sets(sft_runs["vlm"], synth_dir, *EXTRA["vlm"])]
     launch(2, "train", "configs/vlm_tiny.yaml", "--out", tmp_path / "two", *sets)
-    one = load_file(str(tmp_path / "one/checkpoints/step-4/weights.safetensors"))
+    one = load_file(str(grpo_runs["vlm"] / "checkpoints/step-4/weights.safetensors"))
     two = load_file(str(tmp_path / "two/checkpoints/step-4/weights.safetensors"))
     worst = max((one[k] - two[k]).abs().max().item() for k in one)
     assert worst < 1e-5, f"2-process GRPO weights differ from 1-process by up to {worst}"

@@ -34,6 +34,8 @@ from pathvqa.evaluate import run, run_baseline
 from pathvqa.metrics import compare, describe_difference, find_predictions, read_predictions
 
 TRAINED = {"blip-tiny fine-tuned": "blip_tiny", "vlm-tiny (projector, 2 stages)": "vlm_tiny"}
+GRPO = ("vlm-tiny + GRPO", "vlm_tiny_grpo")
+"""``--with grpo``: a GRPO stage started from the fine-tuned vlm-tiny, compared with it."""
 SIZES = {"train": 8000, "validation": 500, "test": 1500}
 
 
@@ -55,8 +57,12 @@ def run_demo(
     overrides: list[str] | None = None,
     extra: list[str] | None = None,
 ) -> dict[str, dict]:
-    """The study; ``extra``: more shipped configs to fine-tune and compare (``llava_tiny``, …)."""
+    """The study; ``extra``: more shipped configs to fine-tune and compare (``llava_tiny``, …), and
+    ``grpo``: a GRPO stage after vlm-tiny's fine-tune."""
     out = Path(out)
+    extra = list(extra or [])
+    with_grpo = "grpo" in extra
+    extra = [name for name in extra if name != "grpo"]
     if fresh and out.exists():
         shutil.rmtree(out)
     data_dir = out / "data"
@@ -66,9 +72,12 @@ def run_demo(
     dataset = str(data_dir)
     sets = [f"data.dataset={dataset}", *(overrides or [])]
     trained = {**TRAINED, **{name.replace("_", "-"): name for name in extra or []}}
-    for name in trained.values():
+    for name in [*trained.values(), *([GRPO[1]] if with_grpo else [])]:
         load_config(packaged_config(name), sets)  # every config error before anything trains
     results = _train_and_evaluate(out, dataset, sets, trained, fresh)
+    if with_grpo:
+        results[GRPO[0]] = _grpo_after_sft(out, sets, fresh)
+        trained = {**trained, GRPO[0]: GRPO[1]}
     _stage("report")
     specs = [
         f"question-only prior={out / 'prior'}",
@@ -81,6 +90,29 @@ def run_demo(
     _against_prior(out, trained)
     typer.echo(f"\nreport: {files['html']}")
     return results
+
+
+def _grpo_after_sft(out: Path, sets: list[str], fresh: bool) -> dict[str, Any]:
+    """GRPO from the fine-tuned vlm-tiny (every core), evaluated, and compared with that starting point."""
+    label, name = GRPO
+    if fresh or not (out / name / "train_summary.json").is_file():
+        _stage(f"{label}: sample, reward, policy gradient (from {out / 'vlm_tiny'})")
+        proc = _launch(out, name, [*sets, f"train.init_from={out / 'vlm_tiny'}"])
+        bar = tqdm(desc=f"train {name}", unit="step", dynamic_ncols=True)
+        while proc.poll() is None:
+            time.sleep(1)
+            bar.update(_steps_done(out / name) - bar.n)
+        bar.close()
+        if proc.returncode != 0:
+            raise PathVQAError(f"GRPO failed ({_last_line(out / f'{name}.log')}); log in {out}/{name}.log")
+    result = _evaluate_fine_tuned(out / name, fresh)
+    sft = read_predictions(find_predictions(out / "vlm_tiny"))
+    against = compare(sft, read_predictions(find_predictions(out / name)))
+    (out / name / "vs_sft.json").write_text(json.dumps(against, indent=2))
+    typer.echo(f"\n{label} against vlm-tiny before it (B − A, paired 95% interval):", err=True)
+    for key in ("closed_accuracy", "open_exact_match", "open_f1"):
+        typer.echo("  " + describe_difference(key, against["metrics"][key]), err=True)
+    return result
 
 
 def _against_prior(out: Path, trained: dict[str, str]) -> None:

@@ -102,23 +102,30 @@ def gallery(runs: list[Run], path: Path, chosen: list[str]) -> Path | None:
 
 
 def curves(runs: list[Run], path: Path) -> Path | None:
-    """Training loss and validation exact match against step, stages joined end to end."""
+    """Training loss and validation exact match against step, stages joined end to end; GRPO stages'
+    mean reward in a third panel (their loss is a signed policy-gradient objective, not a likelihood)."""
     trained = [r for r in runs if r.curves]
     if not trained:
         return None
     plt = plt_agg()
-    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
+    rewarded = any("reward" in row for run in trained for _, _, logged in run.curves for row in logged)
+    fig, axes = plt.subplots(1, 3 if rewarded else 2, figsize=(18 if rewarded else 12, 4.2))
+    loss_ax, val_ax = axes[0], axes[1]
     for index, run in enumerate(trained):
         color = f"C{index}"
         offset = 0
         for stage, task, logged in run.curves:
             rows = list({(("val" if "val_n" in r else "train"), r["step"]): r for r in logged}.values())
             # ^ a resumed run logs some steps twice: the later rows (after the resume) are the real ones
-            train_rows = sorted((r for r in rows if "loss" in r), key=lambda r: r["step"])
+            train_rows = sorted(
+                (r for r in rows if "loss" in r and "reward" not in r), key=lambda r: r["step"]
+            )
             val_rows = sorted(
                 (r for r in rows if "val_exact_match" in r and task == "vqa"), key=lambda r: r["step"]
             )
             label = run.label if stage in ("", run.curves[-1][0]) else None
+            if rewarded:
+                _reward_curve(axes[2], rows, offset, color, label)
             loss_ax.plot(
                 [offset + r["step"] for r in train_rows],
                 [r["loss"] for r in train_rows],
@@ -154,13 +161,24 @@ def curves(runs: list[Run], path: Path) -> Path | None:
         title="validation exact match (VQA stages)",
         ylim=(0, 1),
     )
-    for ax in (loss_ax, val_ax):
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _reward_curve(ax, rows: list[dict], offset: int, color: str, label: str | None) -> None:
+    """A GRPO stage's mean reward of the sampled answers and the share of groups that taught nothing."""
+    rows = sorted((r for r in rows if "reward" in r), key=lambda r: r["step"])
+    if rows:
+        steps = [offset + r["step"] for r in rows]
+        ax.plot(steps, [r["reward"] for r in rows], color=color, label=label)
+        ax.plot(steps, [r["same_reward_groups"] for r in rows], ":", color=color, alpha=0.6)
+    ax.set(xlabel="optimizer step", ylabel="reward", ylim=(0, None),
+           title="GRPO: mean reward (dotted: groups with one reward)")  # fmt: skip
 
 
 def types_of(run: Run) -> dict[str, dict]:

@@ -280,7 +280,8 @@ def score_file(path: str | Path) -> dict[str, Any]:
     return score_all(read_predictions(path))
 
 
-COMPARED = ("exact_match", "closed_accuracy", "open_exact_match", "open_recall", "meteor")
+COMPARED = ("exact_match", "closed_accuracy", "open_exact_match", "open_recall", "open_f1", "meteor")
+"""What ``compare`` pairs; ``open_f1``: token F1 on the open questions (what GRPO's default reward rewards)."""
 
 
 def find_predictions(path: str | Path) -> Path:
@@ -306,6 +307,8 @@ def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[
             f"{len(differing)} shared ids have different answers (e.g. {differing[0]}): not the same questions"
         )
     ta, tb = (strict_table([rows[i] for i in common]) for rows in (a, b))
+    for table in (ta, tb):
+        table["open_f1"] = np.where(np.isnan(table["open_exact_match"]), np.nan, table["f1"])
     result: dict[str, Any] = {"n": len(common), "metrics": {}}
     for key in COMPARED:
         result["metrics"][key] = {

@@ -214,7 +214,10 @@ def sft_runs(tmp_path_factory, synth_dir):
     return runs
 
 
-EXTRA = {"vlm": ["train.grpo.beta=0.04", "train.grpo.scale_rewards=batch"]}  # the KL term, a batch-wide std
+EXTRA = {  # vlm (LoRA): the KL term to the adapters-off model, a batch-wide std; blip (full): to a frozen copy
+    "vlm": ["train.grpo.beta=0.04", "train.grpo.scale_rewards=batch"],
+    "blip": ["train.grpo.beta=0.04", "train.grpo.num_iterations=2"],
+}
 
 
 @pytest.fixture(scope="module")

@@ -172,7 +172,7 @@ def test_a_frozen_encoders_features_are_cached_and_train_the_same_weights(tmp_pa
         "model.train_projector=true", "model.train_vision=false", "data.eval_split=null", "train.batch_size=8",
         "train.max_steps=12", "train.threads=1", f"model.feature_cache_mb={cap_mb}", *NO_AUGMENT,
     ]  # fmt: skip
-    caplog.set_level("INFO", logger="pathvqa.train")
+    caplog.set_level("INFO", logger="pathvqa.loop")
     for cached in (False, True):
         cfg = load_config("configs/vlm_tiny.yaml", [*sets, f"model.cache_image_features={cached}"])
         fit(cfg, tmp_path / str(cached), progress=False)

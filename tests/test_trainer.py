@@ -125,9 +125,9 @@ def test_trainable_weights_become_fp32_masters_and_frozen_ones_keep_their_dtype(
 
 
 def test_validation_under_sharded_weights_is_refused_with_a_clear_message(tmp_path, synth_dir, monkeypatch):
-    import pathvqa.train as train
+    import pathvqa.loop as loop
 
-    monkeypatch.setattr(train, "sharded", lambda accelerator: True)
+    monkeypatch.setattr(loop, "sharded", lambda accelerator: True)
     cfg = load_config("configs/blip_tiny.yaml", [f"data.dataset={synth_dir}", *QUICK[:-1]])
     with pytest.raises(PathVQAError, match=r"data\.eval_split=null"):
         Trainer(cfg, tmp_path / "run", progress=False).run()

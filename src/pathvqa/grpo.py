@@ -21,6 +21,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 import torch
+from transformers import get_scheduler
 
 from pathvqa import rewards as reward_functions
 from pathvqa.config import GrpoConfig
@@ -135,27 +136,43 @@ class GrpoTrainer(Trainer):
             update={"do_sample": True, "temperature": self.grpo.temperature, "top_p": self.grpo.top_p,
                     "max_new_tokens": self.max_new_tokens, "min_new_tokens": 0}
         )  # fmt: skip
-        self.reference = self._reference_model()
         self.pipeline = self.val_pipeline  # no augmentation: the answers are rewarded on the image as it is
+
+    def _build_optimizer(self) -> None:
+        super()._build_optimizer()
+        iterations = self.cfg.train.grpo.num_iterations
+        if iterations > 1:  # μ optimizer updates per step: the schedule spans all of them
+            cfg = self.cfg.train
+            self.scheduler = get_scheduler(
+                cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup",
+                self.optimizer,
+                num_warmup_steps=int(cfg.warmup_ratio * self.total_steps * iterations),
+                num_training_steps=self.total_steps * iterations,
+            )
+
+    def _cache_features(self) -> None:
+        self.reference = self._reference_bundle()  # before the policy's encoder is given a feature cache
+        super()._cache_features()
 
     def _make_pipelines(self) -> None:
         super()._make_pipelines()
         self.collate = _Questions(self.samples)
 
-    def _reference_model(self):
+    def _reference_bundle(self):
         """β > 0: the starting policy. LoRA: the adapters disabled at compute time (None here); else a
-        frozen copy of the weights this stage started from (before any resume)."""
-        if not self.grpo.beta or _peft(self.bundle.model) is not None:
+        frozen copy of the weights this stage started from (rebuilt from ``init`` after a resume)."""
+        if not self.cfg.train.grpo.beta or _peft(self.bundle.model) is not None:
             return None
         if self.start is not None and self.init is None:
             raise PathVQAError("train.grpo.beta > 0 without LoRA needs the stage to start from a checkpoint")
         if self.start is not None:  # resumed: rebuild the start, not the resumed weights
             _, bundle = start_from(self.cfg, self.init)
-            reference = bundle.model
         else:
-            reference = copy.deepcopy(self.accelerator.unwrap_model(self.bundle.model))
-        reference.requires_grad_(False).eval().to(self.accelerator.device)
-        return reference
+            bundle = replace(
+                self.bundle, model=copy.deepcopy(self.accelerator.unwrap_model(self.bundle.model))
+            )
+        bundle.model.requires_grad_(False).eval().to(self.accelerator.device)
+        return bundle
 
     # ---- one step ------------------------------------------------------------------------------------
     def step(self, micro_batches: list) -> None:
@@ -259,7 +276,7 @@ class GrpoTrainer(Trainer):
             with _peft(self.bundle.model).disable_adapter():
                 yield self.bundle
         else:
-            yield replace(self.bundle, model=self.reference)
+            yield self.reference
 
     # ---- logs -------------------------------------------------------------------------------------------
     def _log_rollouts(self, rollouts: list[Rollout], update: dict[str, float]) -> None:

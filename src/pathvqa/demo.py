@@ -71,7 +71,7 @@ def run_demo(
         synthetic.write(data_dir, SIZES, size=96, seed=0)
     dataset = str(data_dir)
     sets = [f"data.dataset={dataset}", *(overrides or [])]
-    trained = {**TRAINED, **{name.replace("_", "-"): name for name in extra or []}}
+    trained = {**TRAINED, **{name.replace("_", "-"): name for name in extra}}
     for name in [*trained.values(), *([GRPO[1]] if with_grpo else [])]:
         load_config(packaged_config(name), sets)  # every config error before anything trains
     results = _train_and_evaluate(out, dataset, sets, trained, fresh)
@@ -95,17 +95,13 @@ def run_demo(
 def _grpo_after_sft(out: Path, sets: list[str], fresh: bool) -> dict[str, Any]:
     """GRPO from the fine-tuned vlm-tiny (every core), evaluated, and compared with that starting point."""
     label, name = GRPO
-    if fresh or not (out / name / "train_summary.json").is_file():
-        _stage(f"{label}: sample, reward, policy gradient (from {out / 'vlm_tiny'})")
-        proc = _launch(out, name, [*sets, f"train.init_from={out / 'vlm_tiny'}"])
-        bar = tqdm(desc=f"train {name}", unit="step", dynamic_ncols=True)
-        while proc.poll() is None:
-            time.sleep(1)
-            bar.update(_steps_done(out / name) - bar.n)
-        bar.close()
-        if proc.returncode != 0:
-            raise PathVQAError(f"GRPO failed ({_last_line(out / f'{name}.log')}); log in {out}/{name}.log")
-    result = _evaluate_fine_tuned(out / name, fresh)
+    beside = _Beside()
+    todo = {label: name}
+    if not fresh and (out / name / "train_summary.json").is_file():  # trained by an earlier run
+        todo = {}
+        beside.add(label, partial(_evaluate_fine_tuned, out / name, fresh))
+    _fine_tune_side_by_side(out, todo, [*sets, f"train.init_from={out / 'vlm_tiny'}"], beside)
+    result = beside.finish()[label]
     sft = read_predictions(find_predictions(out / "vlm_tiny"))
     against = compare(sft, read_predictions(find_predictions(out / name)))
     (out / name / "vs_sft.json").write_text(json.dumps(against, indent=2))

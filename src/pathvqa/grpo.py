@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
-from transformers import get_scheduler
 
 from pathvqa import rewards as reward_functions
 from pathvqa.config import GrpoConfig
@@ -29,7 +27,8 @@ from pathvqa.data.batches import Collator
 from pathvqa.data.prepare import Sample
 from pathvqa.errors import PathVQAError
 from pathvqa.inference import start_from
-from pathvqa.loop import Trainer, TrainingDiverged
+from pathvqa.loop import Trainer
+from pathvqa.models.base import ModelInputs
 
 EPS = 1e-4  # added to the reward spread before dividing, as TRL does
 STATS = ("tokens", "answers", "clipped", "kl")  # summed over micro-batches and processes per update
@@ -97,11 +96,22 @@ def policy_loss(
     clipped = ((ratio < 1 - cfg.epsilon) & (adv < 0)) | ((ratio > 1 + high) & (adv > 0))
     stats["clipped"] = (clipped * mask).sum().detach()
     summed = per_token * mask
-    if cfg.loss_type == "grpo":
-        return LossParts((summed.sum(-1) / mask.sum(-1).clamp(min=1)).sum(), float(len(logp)), stats)
-    if cfg.loss_type == "dr_grpo":
-        return LossParts(summed.sum(), float(len(logp) * max_new_tokens), stats)
-    return LossParts(summed.sum(), float(mask.sum()), stats)  # dapo
+    numerator = (
+        (summed.sum(-1) / mask.sum(-1).clamp(min=1)).sum() if cfg.loss_type == "grpo" else summed.sum()
+    )
+    return LossParts(
+        numerator, normalizer(cfg.loss_type, len(logp), float(mask.sum()), max_new_tokens), stats
+    )
+
+
+def normalizer(loss_type: str, answers: int, tokens: float, max_new_tokens: int) -> float:
+    """What the summed loss is divided by: answers (``grpo``, after each answer's token mean), answers ×
+    ``max_new_tokens`` (``dr_grpo``) or answer tokens (``dapo``)."""
+    if loss_type == "grpo":
+        return float(answers)
+    if loss_type == "dr_grpo":
+        return float(answers * max_new_tokens)
+    return tokens
 
 
 def step_seed(seed: int, step: int, sample_id: str) -> int:
@@ -114,7 +124,9 @@ def step_seed(seed: int, step: int, sample_id: str) -> int:
 class Rollout:
     """One micro-batch's sampled groups: N = questions × G answers, each group consecutive."""
 
-    inputs: dict[str, torch.Tensor]  # the answers as training targets (labels)
+    inputs: dict[str, torch.Tensor]  # the answers as training targets
+    tokens: int  # answer tokens the loss covers
+    answers: int
     advantage: torch.Tensor  # (N,)
     old_logp: torch.Tensor | None  # (N, T) when num_iterations > 1
     ref_logp: torch.Tensor | None  # (N, T) when beta > 0
@@ -138,17 +150,8 @@ class GrpoTrainer(Trainer):
         )  # fmt: skip
         self.pipeline = self.val_pipeline  # no augmentation: the answers are rewarded on the image as it is
 
-    def _build_optimizer(self) -> None:
-        super()._build_optimizer()
-        iterations = self.cfg.train.grpo.num_iterations
-        if iterations > 1:  # μ optimizer updates per step: the schedule spans all of them
-            cfg = self.cfg.train
-            self.scheduler = get_scheduler(
-                cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup",
-                self.optimizer,
-                num_warmup_steps=int(cfg.warmup_ratio * self.total_steps * iterations),
-                num_training_steps=self.total_steps * iterations,
-            )
+    def _updates_per_step(self) -> int:
+        return self.cfg.train.grpo.num_iterations
 
     def _cache_features(self) -> None:
         self.reference = self._reference_bundle()  # before the policy's encoder is given a feature cache
@@ -187,34 +190,23 @@ class GrpoTrainer(Trainer):
 
     def _update(self, rollouts: list[Rollout]) -> dict[str, float]:
         """One optimizer update over the window's rollouts (every process's answers together)."""
-        acc, model = self.accelerator, self.bundle.model
-        model.eval()  # no dropout: the sampled answers' log-probabilities, as sampled
-        local = [self._loss(r) for r in rollouts]
-        totals = torch.tensor(
-            [sum(p.denominator for p in local), *(float(sum(p.stats[k] for p in local)) for k in STATS)],
-            device=acc.device,
-        )  # fmt: skip
-        totals = acc.reduce(totals, "sum")
-        scale = acc.num_processes * self.accum / totals[0].clamp(min=1)
-        loss_sum = torch.zeros((), device=acc.device)
-        for i, part in enumerate(local):
-            last = i == len(local) - 1
-            acc.gradient_state._set_sync_gradients(last)
-            with nullcontext() if last else acc.no_sync(model):
-                acc.backward(part.numerator * scale)
-            loss_sum += part.numerator.detach()
-        loss = float(acc.reduce(loss_sum, "sum")) / max(float(totals[0]), 1.0)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"GRPO loss is {loss} at step {self.pos.step + 1}: stopped (try a lower train.lr)"
-            )
-        if self.cfg.train.max_grad_norm:
-            acc.clip_grad_norm_(model.parameters(), self.cfg.train.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        if not acc.optimizer_step_was_skipped:
-            self.scheduler.step()
-        tokens, answers, clipped, kl = totals[1:].tolist()
+        acc, cfg = self.accelerator, self.grpo
+        self.bundle.model.eval()  # no dropout: the sampled answers' log-probabilities, as sampled
+        local = sum(normalizer(cfg.loss_type, r.answers, r.tokens, self.max_new_tokens) for r in rollouts)
+        denominator = acc.reduce(torch.tensor(float(local), device=acc.device), "sum")
+        # accelerate divides by grad_accum and DDP averages over processes: undo both
+        scale = acc.num_processes * self.accum / denominator.clamp(min=1)
+        parts: list[LossParts] = []
+
+        def loss_of(rollout: Rollout) -> torch.Tensor:
+            parts.append(self._loss(rollout))
+            return parts[-1].numerator
+
+        loss_sum = self._backward_window(rollouts, loss_of, scale)
+        stats = [torch.as_tensor(sum(p.stats[k] for p in parts), device=acc.device) for k in STATS]
+        loss, tokens, answers, clipped, kl = acc.reduce(torch.stack([loss_sum, *stats]), "sum").tolist()
+        loss /= max(float(denominator), 1.0)
+        self._optimizer_step(loss)
         return {"loss": loss, "clipped": clipped / max(tokens, 1.0), "kl": kl / max(tokens, 1.0),
                 "answer_tokens": tokens / max(answers, 1.0)}  # fmt: skip
 
@@ -237,7 +229,8 @@ class GrpoTrainer(Trainer):
             batch_std = _nanstd(acc.gather(reward))
         advantage, std = advantages(reward, g, self.grpo.scale_rewards, batch_std)
         targets = [replace(s, target=c) for s, c in zip(repeated, completions, strict=True)]
-        inputs = self._inputs(targets, train=True)
+        batch = self._collate(targets, train=True)
+        inputs = batch.to(acc.device)
         old = ref = None
         with torch.no_grad():
             if self.grpo.num_iterations > 1:
@@ -245,12 +238,12 @@ class GrpoTrainer(Trainer):
             if self.grpo.beta:
                 ref = self._reference_logprobs(inputs)
         same = int(torch.isclose(std.view(-1, g)[:, 0], torch.zeros((), device=std.device)).sum())
-        return Rollout(inputs, advantage, old, ref, reward, same, len(samples))
+        return Rollout(inputs, batch.targets, len(targets), advantage, old, ref, reward, same, len(samples))
 
     def _sample_group(self, sample: Sample) -> list[str]:
         """G answers to one question, sampled from a seed of (run seed, step, question id)."""
         g, device = self.grpo.num_generations, self.accelerator.device
-        inputs = self._inputs([sample] * g, train=False)
+        inputs = self._collate([sample] * g, train=False).to(device)
         devices = [device] if device.type == "cuda" else []
         was_training = self.bundle.model.training
         self.bundle.model.eval()
@@ -260,11 +253,11 @@ class GrpoTrainer(Trainer):
         self.bundle.model.train(was_training)
         return answers
 
-    def _inputs(self, samples: list[Sample], train: bool) -> dict[str, torch.Tensor]:
+    def _collate(self, samples: list[Sample], train: bool) -> ModelInputs:
         collate = Collator(
             samples, self.family, self.bundle, self.pipeline, self.cfg.task, train=train, share_images=True
         )
-        return collate(list(range(len(samples)))).to(self.accelerator.device)
+        return collate(list(range(len(samples))))
 
     def _reference_logprobs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with self._as_reference() as bundle:
@@ -280,6 +273,8 @@ class GrpoTrainer(Trainer):
 
     # ---- logs -------------------------------------------------------------------------------------------
     def _log_rollouts(self, rollouts: list[Rollout], update: dict[str, float]) -> None:
+        if self.pos.step % self.cfg.train.log_every and self.pos.step != self.total_steps:
+            return
         acc = self.accelerator
         reward = acc.gather(torch.cat([r.rewards for r in rollouts]))
         groups = acc.reduce(
@@ -298,12 +293,9 @@ class GrpoTrainer(Trainer):
             "answer_tokens": update["answer_tokens"],
             "lr": self.scheduler.get_last_lr()[0],
         }
-        if self.pos.step % self.cfg.train.log_every == 0 or self.pos.step == self.total_steps:
-            self._write_log(row)
-            acc.log(
-                {f"grpo/{k}": v for k, v in row.items() if k not in ("step", "epoch")}, step=self.pos.step
-            )
-            self.bar.set_postfix(reward=f"{row['reward']:.3f}", same=f"{row['same_reward_groups']:.2f}")
+        self._write_log(row)
+        acc.log({f"grpo/{k}": v for k, v in row.items() if k not in ("step", "epoch")}, step=self.pos.step)
+        self.bar.set_postfix(reward=f"{row['reward']:.3f}", same=f"{row['same_reward_groups']:.2f}")
 
 
 class _Questions:

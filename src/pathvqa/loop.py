@@ -153,12 +153,17 @@ class Trainer:
         micro_per_epoch = math.ceil(len(self.samples) / cfg.batch_size)
         self.steps_per_epoch = math.ceil(micro_per_epoch / self.accum)
         self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.steps_per_epoch)
+        updates = self.total_steps * self._updates_per_step()
         self.scheduler = get_scheduler(
             cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup",
             self.optimizer,
-            num_warmup_steps=int(cfg.warmup_ratio * self.total_steps),
-            num_training_steps=self.total_steps,
+            num_warmup_steps=int(cfg.warmup_ratio * updates),
+            num_training_steps=updates,
         )
+
+    def _updates_per_step(self) -> int:
+        """Optimizer updates per training step (the schedule spans all of them)."""
+        return 1
 
     def _prepare(self) -> None:
         acc = self.accelerator
@@ -287,36 +292,51 @@ class Trainer:
     def step(self, micro_batches: list) -> None:
         """One optimizer step over an accumulation window: every micro-batch's summed token loss is
         divided by the target tokens of the whole window on all processes (one reduction)."""
-        acc, model = self.accelerator, self.bundle.model
+        acc = self.accelerator
         local = float(sum(inputs.targets for inputs in micro_batches))
         tokens = acc.reduce(torch.tensor(local, device=acc.device), "sum")
         # accelerate divides by grad_accum and DDP averages over processes: undo both, divide by tokens
         scale = acc.num_processes * self.accum / tokens.clamp(min=1)
+        loss_sum = self._backward_window(
+            micro_batches, lambda inputs: self.family.loss(self.bundle, inputs.to(acc.device))[0], scale
+        )
+        self.pos.batch_in_epoch += len(micro_batches)
+        loss_sum, tokens = torch.stack([acc.reduce(loss_sum, "sum"), tokens]).tolist()  # the step's host sync
+        self._optimizer_step(loss_sum / max(tokens, 1.0))
+        self.pos.step += 1
+        self.bar.update(1)
+        self._log_step(loss_sum, tokens, self.cfg.train.batch_size * len(micro_batches))
+
+    def _backward_window(self, micro_batches: list, loss_of, scale: torch.Tensor) -> torch.Tensor:
+        """Forward (``loss_of``: a micro-batch's summed loss) and backward of ``loss × scale`` for each
+        micro-batch, gradients synchronised across processes once, after the last; the detached sum."""
+        acc, model = self.accelerator, self.bundle.model
         loss_sum = torch.zeros((), device=acc.device)
-        for i, inputs in enumerate(micro_batches):
+        for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             acc.gradient_state._set_sync_gradients(last)  # this window, not a micro-batch counter, decides
             with nullcontext() if last else acc.no_sync(model):
-                total, _ = self.family.loss(self.bundle, inputs.to(acc.device))
+                total = loss_of(batch)
                 acc.backward(total * scale)
             loss_sum += total.detach()
-        self.pos.batch_in_epoch += len(micro_batches)
-        loss_sum, tokens = torch.stack([acc.reduce(loss_sum, "sum"), tokens]).tolist()  # the step's host sync
-        mean = loss_sum / max(tokens, 1.0)
-        if not math.isfinite(mean):
+        return loss_sum
+
+    def _optimizer_step(self, mean_loss: float) -> None:
+        """Stop on a non-finite loss (before anything is saved); else clip, step, schedule."""
+        acc = self.accelerator
+        if not math.isfinite(mean_loss):
             raise TrainingDiverged(
-                f"loss is {mean} at step {self.pos.step + 1}: stopped; the last good checkpoint is in "
+                f"loss is {mean_loss} at step {self.pos.step + 1}: stopped; the last good checkpoint is in "
                 f"{self.run_dir / 'checkpoints'} (try a lower train.lr)"
             )
         if self.cfg.train.max_grad_norm:
-            acc.clip_grad_norm_(model.parameters(), self.cfg.train.max_grad_norm)  # the prepared model's
+            acc.clip_grad_norm_(
+                self.bundle.model.parameters(), self.cfg.train.max_grad_norm
+            )  # the prepared model's
         self.optimizer.step()
         self.optimizer.zero_grad()
         if not acc.optimizer_step_was_skipped:
             self.scheduler.step()
-        self.pos.step += 1
-        self.bar.update(1)
-        self._log_step(loss_sum, tokens, self.cfg.train.batch_size * len(micro_batches))
 
     def _log_step(self, loss_sum: float, tokens: float, samples: int) -> None:
         window = self.window

@@ -76,7 +76,7 @@ def table(rewards: list[tuple[str, Reward, float]], completions: list[str], samp
                 f"reward {name!r} returned {len(values)} values for {len(completions)} answers"
             )
         columns.append([math.nan if v is None else float(v) for v in values])
-    return torch.tensor(columns, dtype=torch.float32).T.reshape(len(completions), len(rewards))
+    return torch.tensor(columns, dtype=torch.float32).T
 
 
 def combine(per_function: torch.Tensor, weights: list[float]) -> torch.Tensor:

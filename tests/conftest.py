@@ -24,14 +24,73 @@ from PIL import Image
 from pathvqa.data import synthetic
 
 
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m pathvqa ARGS`` and return the finished process (text output)."""
-    proc = subprocess.run([sys.executable, "-m", "pathvqa", *map(str, args)], capture_output=True, text=True)
+def run_cli(*args: str, check: bool = True, process: bool = False) -> subprocess.CompletedProcess:
+    """Run ``pathvqa ARGS`` and return what a finished process would (exit status, text output).
+
+    In this test process by default (each ``python -m pathvqa`` pays seconds of imports: most of what a
+    small command costs), as ``python -m pathvqa`` calls it: the same ``main``, with stdout, stderr, log
+    records and warnings captured as a process prints them, and environment variables and torch's
+    thread count restored after. ``process=True`` runs a real ``python -m pathvqa`` (what the one-line
+    error tests use: nothing imported earlier in the session can hide a line there)."""
+    argv = [str(a) for a in args]
+    if process:
+        proc = subprocess.run([sys.executable, "-m", "pathvqa", *argv], capture_output=True, text=True)
+    else:
+        proc = _run_in_process(argv)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"pathvqa {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
         )
     return proc
+
+
+def _run_in_process(argv: list[str]) -> subprocess.CompletedProcess:
+    import contextlib
+    import logging
+    import threading
+    import traceback
+    import warnings
+
+    # stdout, stderr, argv and the environment are the process's: one command at a time, on the main thread
+    assert threading.current_thread() is threading.main_thread(), "run_cli(process=True) off the main thread"
+
+    import torch
+
+    from pathvqa import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    environ, threads, saved_argv = dict(os.environ), torch.get_num_threads(), sys.argv
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    handler = logging.StreamHandler(err)  # what ``logging.basicConfig`` in the CLI installs in a process
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    code: int | str | None = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: (
+                err.write(warnings.formatwarning(message, category, filename, lineno, line))
+            )
+            sys.argv = ["pathvqa", *argv]
+            try:
+                cli.main()
+            except SystemExit as stop:
+                code = stop.code
+            except BaseException:
+                err.write(traceback.format_exc())
+                code = 1
+    finally:
+        root.handlers[:], root.level = handlers, level
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+        sys.argv = saved_argv
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    if isinstance(code, str):
+        err.write(code + "\n")
+    return subprocess.CompletedProcess(["pathvqa", *argv], returncode, out.getvalue(), err.getvalue())
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -80,7 +80,13 @@ def test_bad_arguments_exit_2_with_one_line(paths, synth_dir):
     failures = []
     todo = cases(paths, synth_dir)
     with ThreadPoolExecutor(4) as pool:  # independent processes: run them side by side
-        done = dict(zip(todo, pool.map(lambda args: run_cli(*args, check=False), todo.values()), strict=True))
+        done = dict(
+            zip(
+                todo,
+                pool.map(lambda args: run_cli(*args, check=False, process=True), todo.values()),
+                strict=True,
+            )
+        )
     for name, proc in done.items():
         lines = proc.stderr.strip().splitlines()
         if proc.returncode != 2 or len(lines) != 1 or "Traceback" in proc.stderr:

@@ -86,8 +86,7 @@ def test_predict_refuses_bad_input_in_one_line(runs, images, tmp_path):
         args = {**good, **change}
         return run_cli("predict", *(str(x) for kv in args.items() for x in kv), check=False)
 
-    with ThreadPoolExecutor(3) as pool:
-        procs = dict(zip(cases, pool.map(attempt, (change for change, _ in cases.values())), strict=True))
+    procs = {case: attempt(change) for case, (change, _) in cases.items()}
     for case, proc in procs.items():
         lines = proc.stderr.strip().splitlines()
         what = cases[case][1]

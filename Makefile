@@ -11,7 +11,8 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh scripts/install_chromium.sh
+$(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh scripts/install_chromium.sh \
+		scripts/install_postgresql.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
@@ -20,6 +21,7 @@ $(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh scripts/in
 	$(BIN)/pip install -q --no-deps multimedeval==1.0.0
 	bash scripts/install_wordnet.sh $(BIN)/python
 	bash scripts/install_chromium.sh
+	bash scripts/install_postgresql.sh
 	touch $(STAMP)
 
 lint: setup

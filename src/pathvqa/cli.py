@@ -214,6 +214,9 @@ def train(
     from pathvqa.config import load_config
 
     cfg = load_config(config, overrides)  # every config error, before torch or a model loads
+    from pathvqa.trackers import check_installed
+
+    check_installed(cfg.train.report_to)
     from pathvqa.train import fit
 
     _setup_logging()
@@ -309,6 +312,40 @@ def report_cmd(
 
     files = build(runs, out, title=title)
     typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+@app.command()
+def sweep(
+    target: Annotated[
+        Path, typer.Argument(help="Sweep spec YAML (configs/sweeps/), or a sweep folder with --status.")
+    ],
+    out: Annotated[Path | None, typer.Option(help="Sweep folder: trial-NNN run folders, sweep.db.")] = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Finished trials the study should hold (default: the spec's).")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage URL shared by workers (default sqlite:///OUT/sweep.db)."),
+    ] = None,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show the trials and the best; run nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --status: one JSON object.")] = False,
+) -> None:
+    """Search hyper-parameters with Optuna; every machine runs the same command to add a worker."""
+    from pathvqa import sweep as sweeps
+
+    if status:
+        result = sweeps.status(target, out, storage)
+        typer.echo(json.dumps(result, indent=1) if as_json else sweeps.status_table(result))
+        return
+    if out is None:
+        raise PathVQAError("sweep: give --out DIR (the sweep folder; every worker names the same one)")
+    out_folder(out)
+    _setup_logging()
+    result = sweeps.run_sweep(target, out, trials=trials, storage=storage)
+    typer.echo(sweeps.status_table(sweeps.status(out, storage=storage)))
+    typer.echo(json.dumps(result))
 
 
 @app.command()

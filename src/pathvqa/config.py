@@ -258,9 +258,16 @@ class TrainConfig(_Section):
     best_metric: str = "exact_match"
     """The validation metric that picks the best checkpoint (higher is better)."""
     log_every: int = Field(default=10, gt=0)
-    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+    report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(
         default_factory=lambda: ["tensorboard"]
     )
+    """Trackers (through accelerate): the config, per-step training and validation metrics, and the test
+    metrics of ``pathvqa eval`` on the run. MLflow: ``MLFLOW_TRACKING_URI``, else
+    ``sqlite:///<run>/logs/mlflow.db``; W&B: ``WANDB_MODE=offline`` works without a network."""
+    experiment: str = "pathvqa"
+    """The tracker's experiment (MLflow) / project (W&B, trackio); a sweep's trials share the sweep's."""
+    mlflow_uri: str | None = None
+    """MLflow's tracking store (``null``: ``MLFLOW_TRACKING_URI``, else ``sqlite:///<run>/mlflow.db``)."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     num_workers: int = Field(default=0, ge=0)
     threads: int | None = Field(default=None, gt=0)
@@ -362,16 +369,22 @@ def parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], list[str]]:
             parsed = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
             parsed = value
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                problems.append(f"override {pair!r}: {part} is set twice")
-                break
-        else:
-            node[parts[-1]] = parsed
+        problem = _set_dotted(nested, key.strip(), parsed)
+        if problem:
+            problems.append(f"override {pair!r}: {problem}")
     return nested, problems
+
+
+def _set_dotted(nested: dict[str, Any], key: str, value: Any) -> str | None:
+    """``nested[a][b][c] = value`` for ``key`` ``a.b.c``; a problem, or None."""
+    node = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return f"{part} is set twice"
+    node[parts[-1]] = value
+    return None
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -449,8 +462,13 @@ def find_config(path: str | Path) -> Path:
     return shipped if shipped.is_file() and path.parent.name in ("", "configs") else path
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML config (or start from defaults), apply ``key=value`` overrides, validate."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Read a YAML config (or start from defaults), apply ``key=value`` overrides, then ``values`` (dotted
+    keys → Python values, as a sweep samples them), validate."""
     raw: dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -469,6 +487,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 [f"not valid YAML ({err.__class__.__name__}: {err})".replace("\n", " ")], source
             ) from None
     extra, problems = parse_overrides(overrides or [])
+    for key, value in (values or {}).items():
+        problem = _set_dotted(extra, key, value)
+        if problem:
+            problems.append(f"{key}: {problem}")
     if problems:
         raise ConfigError(problems, source)
     if not isinstance(raw, dict):

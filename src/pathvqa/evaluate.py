@@ -6,6 +6,7 @@ process writes them: every question appears exactly once.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from pathvqa.inference import load_trained
 from pathvqa.metrics import score_all
 from pathvqa.models.registry import build
 from pathvqa.runtime import cpu_processes, mixed_precision
+from pathvqa.trackers import log_test_metrics
+
+log = logging.getLogger(__name__)
 
 
 def write_predictions(rows: list[dict], path: Path) -> None:
@@ -82,8 +86,21 @@ def run(
             }
         )
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        if checkpoint_dir is not None:
+            _to_trackers(Path(checkpoint_dir), result, split, blind)
     accelerator.wait_for_everyone()
     return result
+
+
+def _to_trackers(run_dir: Path, metrics: dict[str, Any], split: str, blind: bool) -> None:
+    """The scores, also in the tracker runs the training opened (a tracker's failure loses nothing)."""
+    try:
+        used = log_test_metrics(run_dir, metrics, split, blind)
+    except Exception as err:  # metrics.json is written: a tracker that cannot take them only warns
+        log.warning("could not add the scores to the trackers: %s: %s", err.__class__.__name__, err)
+        return
+    if used:
+        log.info("scores added to the training's tracker runs: %s", ", ".join(used))
 
 
 BASELINES = ("question-prior",)

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from pathvqa import checkpoint
+from pathvqa import checkpoint, trackers
 from pathvqa.config import ExperimentConfig, save_config
 from pathvqa.data.batches import Collator, ImagePipeline, image_groups
 from pathvqa.data.prepare import load_data_split
@@ -76,8 +77,12 @@ class Trainer:
         progress: bool = True,
         init: Path | None = None,
         label: str | None = None,
+        on_validate: Callable[[str, int, dict], None] | None = None,
     ):
         self.cfg, self.run_dir, self.resume, self.init = cfg, run_dir, resume, init
+        self.on_validate = on_validate
+        """Called on the main process after each validation with (label, step, metrics): a sweep's
+        pruner (it may raise to stop the stage)."""
         self.label = label or cfg.name
         self.progress = progress
         self.pos = Position()
@@ -97,6 +102,7 @@ class Trainer:
     def setup(self) -> None:
         if self.cfg.train.threads:
             torch.set_num_threads(self.cfg.train.threads)
+        trackers.check_installed(self.cfg.train.report_to)
         self.accelerator = make_accelerator(self.cfg, self.run_dir)
         self.main = self.accelerator.is_main_process
         self.start = self._resume_point()
@@ -226,7 +232,14 @@ class Trainer:
             summary = {**trainable_summary(self.bundle.model), "train_rows": len(self.samples)}
             log.info("training %s: %s", cfg.name, {**summary, "total_steps": self.total_steps})
             self.log_file = (self.run_dir / "logs" / "train.jsonl").open("a")
-        acc.init_trackers("pathvqa", config={"name": cfg.name, "lr": cfg.train.lr, "steps": self.total_steps})
+        staged = "/" in self.label  # a stage of a staged config: "<run folder>/<stage>" in the trackers
+        name = f"{self.run_dir.parent.name}/{self.run_dir.name}" if staged else self.run_dir.name
+        config = {**trackers.flat_config(cfg), "total_steps": self.total_steps}
+        acc.init_trackers(
+            cfg.train.experiment, config, init_kwargs=trackers.init_kwargs(cfg, self.run_dir, name)
+        )
+        if self.main:
+            trackers.record(acc, cfg, self.run_dir)
         self.bar = tqdm(
             total=self.total_steps,
             initial=self.pos.step,
@@ -386,6 +399,8 @@ class Trainer:
             if self.main and value is not None and (pos.best_value is None or value > pos.best_value):
                 pos.best_value, pos.best_step = value, pos.step
             acc.log({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=pos.step)
+            if self.main and self.on_validate is not None:
+                self.on_validate(self.label, pos.step, metrics)
         self._write_log(record)
 
     def save(self) -> None:

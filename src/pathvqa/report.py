@@ -21,6 +21,7 @@ import yaml
 from pathvqa.errors import PathVQAError
 from pathvqa.figures import curves, gallery, gallery_ids, type_bars, types_of
 from pathvqa.metrics import SCORES, compare, read_predictions, score_all
+from pathvqa.sweep import SPEC_FILE, sweep_figures, trial_folders
 
 COLUMNS = (*SCORES, "blind_closed_accuracy")
 # Published PathVQA test-split numbers, shown apart from ours (another dataset), each protocol in its own
@@ -241,8 +242,25 @@ def _sections(
     }
 
 
+def expand_sweeps(specs: list[str | Path]) -> tuple[list[str], list[Path]]:
+    """Run specs with each sweep folder replaced by its evaluated trials; the sweep folders."""
+    runs: list[str] = []
+    sweeps: list[Path] = []
+    for spec in specs:
+        label, sep, path = str(spec).partition("=")
+        folder = Path(path if sep else label)
+        if (folder / SPEC_FILE).is_file():
+            sweeps.append(folder)
+            runs += [f"{Path(f).name}={f}" for f in trial_folders(folder)]
+        else:
+            runs.append(str(spec))
+    return runs, sweeps
+
+
 def build(specs: list[str | Path], out: str | Path, title: str = "pathvqa results") -> dict[str, Path]:
-    """Write the report for runs ``specs`` into ``out``; returns the written files by kind."""
+    """Write the report for runs ``specs`` (a sweep folder: its evaluated trials, and its pictures) into
+    ``out``; returns the written files by kind."""
+    specs, sweeps = expand_sweeps(specs)
     runs = [load_run(s) for s in specs]
     if not runs:
         raise PathVQAError("report: give at least one run folder")
@@ -279,6 +297,10 @@ def build(specs: list[str | Path], out: str | Path, title: str = "pathvqa result
         "curves": curves(runs, out / "curves.png"),
         "types": type_bars(runs, out / "types.png"),
     }
+    for folder in sweeps:
+        images.update(
+            sweep_figures(folder, out, prefix="sweep" if len(sweeps) == 1 else f"sweep_{folder.name}")
+        )
     note = (
         "Published numbers on the real PathVQA test split, for context only: they come from a different "
         f"dataset than the tables above (`{dataset}`). Each sits beside our models only under the protocol "
@@ -327,6 +349,14 @@ def _markdown(title: str, dataset: str, runs: list[Run], sections: dict, images:
     )  # fmt: skip
 
 
+def _sweep_section(images: dict) -> str:
+    shown = [p for k, p in images.items() if k.startswith("sweep") and p is not None]
+    if not shown:
+        return ""
+    intro = "Each parameter's importance for the objective (Optuna's estimate), and the objective against it."
+    return f"<h2>Sweep</h2><p>{intro}</p>" + "".join(_img(p) for p in shown)
+
+
 def _page(title: str, dataset: str, runs: list[Run], sections: dict, images: dict) -> str:
     page = {k: v[1] for k, v in sections.items()}
     configs = "".join(
@@ -351,6 +381,6 @@ exact match and recall: the rest.</p>
 <h2>Sample answers</h2>{_img(images["gallery"])}
 <h2>Training curves</h2>{_img(images["curves"])}
 <h2>By question type</h2>{_img(images["types"])}
-<h2>Configs</h2>{configs or "<p><em>none</em></p>"}
+{_sweep_section(images)}<h2>Configs</h2>{configs or "<p><em>none</em></p>"}
 </body></html>
 """

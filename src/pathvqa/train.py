@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from pathvqa import checkpoint
@@ -13,20 +14,31 @@ from pathvqa.config import ExperimentConfig, save_config
 from pathvqa.grpo import GrpoTrainer
 from pathvqa.loop import Position, Trainer, TrainingDiverged, _run_exists, epoch_order
 from pathvqa.runtime import is_main_process
+from pathvqa.trackers import mlflow_uri
 
 __all__ = ["Position", "Trainer", "TrainingDiverged", "epoch_order", "fit"]
 
 
-def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+def fit(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_validate: Callable[[str, int, dict], None] | None = None,
+) -> dict:
     """Train ``cfg`` into ``run_dir``; returns a summary (steps, best step, last checkpoint).
 
     A config with ``stages`` trains them in order, each in ``run_dir/<stage>/`` (a run folder of its
     own) starting from the previous stage's last checkpoint. ``resume`` skips finished stages and
-    continues the unfinished one from its last valid checkpoint.
+    continues the unfinished one from its last valid checkpoint. ``on_validate(label, step, metrics)``
+    runs after each validation (a sweep's pruner; it may raise to stop the run).
     """
     run_dir = Path(run_dir)
     if not cfg.stages:
-        return _trainer(cfg)(cfg, run_dir, resume, progress, init=_start(cfg)).run()
+        return _trainer(cfg)(cfg, run_dir, resume, progress, init=_start(cfg), on_validate=on_validate).run()
+    if "mlflow" in cfg.train.report_to:  # every stage's tracker run in one store: the run folder's
+        train = cfg.train.model_copy(update={"mlflow_uri": mlflow_uri(cfg, run_dir)})
+        cfg = cfg.model_copy(update={"train": train})
     if not resume and any(checkpoint.checkpoints(run_dir / s.name) for s in cfg.stages):
         raise _run_exists(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -42,7 +54,7 @@ def fit(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progre
             stage_cfg = cfg.stage_config(stage)
             label = f"{cfg.name}/{stage.name}"
             result = _trainer(stage_cfg)(
-                stage_cfg, stage_dir, started, progress, init=init, label=label
+                stage_cfg, stage_dir, started, progress, init=init, label=label, on_validate=on_validate
             ).run()
         init = checkpoint.latest_valid(stage_dir)  # the stage's last checkpoint
         results.append({"stage": stage.name, **result})

@@ -1,0 +1,549 @@
+"""Hyper-parameter sweeps on Optuna: ``pathvqa sweep SPEC.yaml --out DIR``.
+
+A spec names a base config, a search space over its dotted keys, the objective (a validation metric the
+config logs; higher is better) and Optuna's sampler and pruner. Each trial is an ordinary run folder,
+``DIR/trial-NNN`` (train, then evaluate on the test split), so ``eval``, ``compare``, ``report`` and
+``serve`` work on trials as on any run.
+
+Workers share a study through Optuna's storage: ``sqlite:///DIR/sweep.db`` by default (one machine,
+several workers), or any database URL Optuna takes (PostgreSQL, MySQL: every machine runs the same
+command with the same ``--storage``). A worker records a heartbeat while it runs a trial; a trial whose
+worker died (no heartbeat for the grace period) is failed and queued again with its parameters by
+Optuna's retry callback, and the retry resumes the trial's run folder from its last checkpoint. A trial is
+run by one worker at a time (the storage hands each waiting trial to one worker), and the command can be
+rerun at any time: it continues the study until it holds ``trials`` finished trials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pathvqa import checkpoint
+from pathvqa.config import ExperimentConfig, find_config, load_config
+from pathvqa.errors import ConfigError, PathVQAError
+from pathvqa.metrics import SCORES
+
+log = logging.getLogger(__name__)
+SPEC_FILE = "sweep.json"
+KINDS = ("log_uniform", "uniform", "int", "log_int", "choice")
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "none")
+CAPTION_SCORES = ("exact_match", "meteor", "bleu1", "f1")
+
+
+@dataclass
+class Param:
+    key: str
+    kind: str
+    values: list[Any]
+
+    def extremes(self) -> list[Any]:
+        """Values that reach every corner of the range (what the spec check builds configs with)."""
+        return self.values if self.kind == "choice" else [self.values[0], self.values[1]]
+
+    def suggest(self, trial) -> Any:
+        low, high = [*self.values, None, None][:2]
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.key, self.values)
+        if self.kind in ("int", "log_int"):
+            return trial.suggest_int(self.key, int(low), int(high), log=self.kind == "log_int")
+        return trial.suggest_float(self.key, float(low), float(high), log=self.kind == "log_uniform")
+
+
+@dataclass
+class Spec:
+    base: str
+    space: list[Param]
+    objective: str
+    overrides: list[str] = field(default_factory=list)
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    trials: int = 10
+    heartbeat_s: int = 30
+    evaluate: bool = True
+    name: str = "sweep"
+
+    def config(
+        self, values: dict[str, Any] | None = None, extra: list[str] | None = None
+    ) -> ExperimentConfig:
+        """The base config with the spec's overrides, ``values`` (dotted keys) and ``extra`` applied."""
+        metric = [f"train.best_metric={self.objective}"] if self.objective in SCORES else []
+        sets = [*self.overrides, *metric, *(extra or [])]
+        return load_config(self.base, sets, values=values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **{k: getattr(self, k) for k in ("name", "base", "objective", "overrides", "sampler", "pruner")},
+            **{k: getattr(self, k) for k in ("seed", "trials", "heartbeat_s", "evaluate")},
+            "space": {p.key: {p.kind: p.values} for p in self.space},
+        }
+
+
+def _param(key: str, raw: Any, problems: list[str]) -> Param | None:
+    """``[a, b, c]`` or ``{choice: [...]}``: categorical; ``{log_uniform|uniform|int|log_int: [low, high]}``."""
+    if isinstance(raw, list):
+        raw = {"choice": raw}
+    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in KINDS:
+        problems.append(f"space.{key}: give a list of values or one of {{{', '.join(KINDS)}: [...]}}")
+        return None
+    kind, values = next(iter(raw.items()))
+    if not isinstance(values, list) or not values:
+        problems.append(f"space.{key}.{kind}: give a non-empty list")
+        return None
+    if kind == "choice":
+        return Param(key, kind, values)
+    try:  # YAML reads 1e-5 as a string: numbers are numbers here
+        low, high = (float(v) for v in values)
+    except (TypeError, ValueError):
+        problems.append(f"space.{key}.{kind}: give [low, high] as numbers (got {values!r})")
+        return None
+    if len(values) != 2 or not low < high or (kind.startswith("log") and low <= 0):
+        problems.append(f"space.{key}.{kind}: need [low, high] with low < high (and low > 0 for log)")
+        return None
+    return Param(key, kind, [low, high])
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and check a sweep spec; every problem in one :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"file not found: {path}"], str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError([f"not a YAML spec ({err.__class__.__name__})"], str(path)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(["top level must be a mapping (base, space, objective, …)"], str(path))
+    problems: list[str] = []
+    known = {"base", "space", "objective", "overrides", "sampler", "pruner", "seed", "trials", "heartbeat_s"}
+    problems += [f"{key}: unknown key" for key in raw if key not in known | {"evaluate", "name"}]
+    space = raw.get("space") or {}
+    if not isinstance(space, dict) or not space:
+        problems.append("space: empty search space (give at least one key: {log_uniform: [low, high]} …)")
+        space = {}
+    params = [p for key, value in space.items() if (p := _param(str(key), value, problems))]
+    spec = Spec(
+        base=str(find_config(raw.get("base") or "")) if raw.get("base") else "",
+        space=params,
+        objective=str(raw.get("objective") or ""),
+        overrides=[str(s) for s in raw.get("overrides") or []],
+        name=str(raw.get("name") or path.stem),
+        **{k: raw[k] for k in ("sampler", "pruner", "seed", "trials", "heartbeat_s", "evaluate") if k in raw},
+    )
+    _check_values(spec, problems)
+    if not spec.base:
+        problems.append("base: name the config to sweep (configs/blip_tiny.yaml, …)")
+    if problems:
+        raise ConfigError(problems, str(path))
+    _check_configs(spec, str(path))
+    return spec
+
+
+def _check_values(spec: Spec, problems: list[str]) -> None:
+    if spec.sampler not in SAMPLERS:
+        problems.append(f"sampler: {spec.sampler!r} is not one of {', '.join(SAMPLERS)}")
+    if spec.sampler == "grid" and any(p.kind != "choice" for p in spec.space):
+        problems.append("sampler: grid needs every space key as a list of values")
+    if spec.pruner not in PRUNERS:
+        problems.append(f"pruner: {spec.pruner!r} is not one of {', '.join(PRUNERS)}")
+    for key in ("seed", "trials", "heartbeat_s"):
+        value = getattr(spec, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
+            problems.append(f"{key}: must be a whole number{'' if key == 'seed' else ' ≥ 1'} (got {value!r})")
+
+
+def _check_configs(spec: Spec, source: str) -> None:
+    """The base config with every corner of the space, and the objective it must log: all errors at once."""
+    try:
+        base = spec.config(extra=[])
+    except ConfigError as err:
+        extra = [_not_logged(spec.objective, None)] if spec.objective and spec.objective not in SCORES else []
+        raise ConfigError([*err.problems, *extra], source) from None
+    if not spec.objective:
+        spec.objective = base.train.best_metric
+    problems: list[str] = []
+    if spec.objective not in SCORES or not _logs(base, spec.objective):
+        problems.append(_not_logged(spec.objective, base))
+    for param in spec.space:
+        for value in param.extremes():
+            try:
+                spec.config({param.key: value})
+            except ConfigError as err:
+                problems += [f"space.{param.key}={value!r}: {p}" for p in err.problems]
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)), source)
+
+
+def _logs(cfg: ExperimentConfig, metric: str) -> bool:
+    """Whether validation during training scores ``metric`` (the last stage decides)."""
+    last = cfg.stage_config(cfg.stages[-1]) if cfg.stages else cfg
+    return bool(last.data.eval_split) and (last.task == "vqa" or metric in CAPTION_SCORES)
+
+
+def _not_logged(metric: str, cfg: ExperimentConfig | None) -> str:
+    if cfg is not None and not cfg.data.eval_split:
+        return f"objective: {metric!r} is not logged: the config validates nothing (data.eval_split is null)"
+    return f"objective: {metric!r} is not a validation metric the config logs (one of {', '.join(SCORES)})"
+
+
+# ---- the study -------------------------------------------------------------------------------------------
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{(out / 'sweep.db').resolve()}"
+
+
+def open_study(spec: Spec, storage_url: str, create: bool = True):
+    """The study on its storage (created on first use), with heartbeats and retries of dead workers' trials."""
+    import warnings
+
+    import optuna
+    import sqlalchemy.exc
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # heartbeats and retries are marked experimental (since 2.8/2.9): said once in the README, not per call
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        storage = _storage(spec, storage_url)
+        if not create:
+            return optuna.load_study(study_name=spec.name, storage=storage)
+        return optuna.create_study(
+            study_name=spec.name,
+            storage=storage,
+            direction="maximize",
+            sampler=_sampler(spec),
+            pruner=_pruner(spec),
+            load_if_exists=True,
+        )
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise PathVQAError(f"cannot open the sweep storage {_safe(storage_url)}: {first[:300]}") from None
+    except KeyError:
+        raise PathVQAError(f"no sweep {spec.name!r} in {_safe(storage_url)}") from None
+
+
+def _storage(spec: Spec, url: str, attempts: int = 6):
+    """Optuna's RDB storage with heartbeats. Workers started together race to create its tables: the
+    loser of that race (a unique-key clash, or SQLite's lock) tries again once the winner is done."""
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=spec.heartbeat_s,
+                grace_period=3 * spec.heartbeat_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+        except sqlalchemy.exc.DBAPIError as err:
+            racing = isinstance(err, sqlalchemy.exc.IntegrityError) or any(
+                words in str(err) for words in ("locked", "already exists")
+            )
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):  # workers on one machine share the file: wait for its lock, don't fail
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}} if "postgres" in url else {}
+
+
+def _safe(url: str) -> str:
+    """A database URL without its password (it goes to logs and error lines)."""
+    head, at, tail = url.rpartition("@")
+    if not at or "://" not in head:
+        return url
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':')[0]}:***@{tail}"
+
+
+def _sampler(spec: Spec):
+    import optuna
+
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler({p.key: p.values for p in spec.space}, seed=spec.seed)
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(5, spec.trials))
+
+
+def _pruner(spec: Spec):
+    import optuna
+
+    if spec.pruner == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+def _counts(study) -> dict[str, int]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    count = {state.name: sum(t.state == state for t in trials) for state in TrialState}
+    count["finished"] = count["COMPLETE"] + count["PRUNED"]
+    return count
+
+
+# ---- a worker ----------------------------------------------------------------------------------------------
+class Worker:
+    """Runs trials of one study until it holds ``trials`` finished ones; several may run at once, anywhere."""
+
+    def __init__(self, spec: Spec, out: Path, storage_url: str, progress: bool = True):
+        self.spec, self.out, self.storage_url, self.progress = spec, out, storage_url, progress
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.study = open_study(spec, storage_url)
+
+    def run(self) -> dict[str, int]:
+        """Start trials while fewer than ``trials`` are finished or under way; then wait for the ones under
+        way (a dead worker's trial comes back as a waiting retry, which this worker then runs)."""
+        import optuna
+        from optuna.storages import fail_stale_trials
+
+        while True:
+            fail_stale_trials(self.study)
+            count = _counts(self.study)
+            if count["finished"] >= self.spec.trials:
+                return count
+            if count["finished"] + count["RUNNING"] >= self.spec.trials and not count["WAITING"]:
+                time.sleep(min(5, self.spec.heartbeat_s))  # the last trials run elsewhere: watch them
+                continue
+            self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(self, trial) -> float:
+        import optuna
+
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        frozen = next(t for t in running if t.number == trial.number)
+        number = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        number = trial.number if number is None else number  # a retry continues its original's folder
+        values = {p.key: p.suggest(trial) for p in self.spec.space}
+        run_dir = self.out / f"trial-{number:03d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", self.name)
+        extra = [f"train.experiment={self.spec.name}", f"train.mlflow_uri={self._mlflow_uri()}"]
+        cfg = self.spec.config(values, extra)
+        resume = run_dir.is_dir() and _has_checkpoints(run_dir)
+        _log_worker(run_dir, self.name, trial.number)
+        log.info(
+            "trial %d%s: %s", trial.number, f" (retry of {number})" if number != trial.number else "", values
+        )
+        return self._train_and_evaluate(trial, cfg, run_dir, resume)
+
+    def _mlflow_uri(self) -> str:
+        """One MLflow store for the sweep (``MLFLOW_TRACKING_URI`` if set, else in the sweep folder)."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.out / 'mlflow.db').resolve()}"
+
+    def _train_and_evaluate(self, trial, cfg: ExperimentConfig, run_dir: Path, resume: bool) -> float:
+        from pathvqa.evaluate import run as evaluate
+        from pathvqa.train import TrainingDiverged, fit
+
+        try:
+            reporter = _reporter(trial, self.spec.objective)
+            summary = fit(cfg, run_dir, resume=resume, progress=self.progress, on_validate=reporter)
+        except TrainingDiverged as err:
+            raise TrialFailed(f"trial {trial.number} diverged: {err}") from None
+        value = summary.get("best_value")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            raise TrialFailed(f"trial {trial.number}: no validation value for {cfg.train.best_metric}")
+        if self.spec.evaluate:
+            metrics = evaluate(out=run_dir / "eval", checkpoint_dir=str(run_dir), progress=self.progress)
+            for key in ("closed_accuracy", "open_exact_match", "exact_match"):
+                if isinstance(metrics.get(key), float):
+                    trial.set_user_attr(f"test_{key}", metrics[key])
+        return float(value)
+
+
+class TrialFailed(PathVQAError):
+    """A trial that ran but gave no objective (diverged, nothing validated): recorded as failed."""
+
+
+def _reporter(trial, objective: str):
+    """Feed each validation of the objective to the pruner; stop the trial when it says so."""
+    seen = {"n": 0}
+
+    def report(label: str, step: int, metrics: dict) -> None:
+        import optuna
+
+        value = metrics.get(objective)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return
+        trial.report(float(value), seen["n"])  # the n-th validation: the same clock in every trial
+        seen["n"] += 1
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at {label} step {step} ({value:.4f})")
+
+    return report
+
+
+def _has_checkpoints(run_dir: Path) -> bool:
+    return bool(checkpoint.latest_valid(run_dir)) or any(
+        checkpoint.checkpoints(p) for p in run_dir.iterdir() if p.is_dir()
+    )
+
+
+def _log_worker(run_dir: Path, worker: str, number: int) -> None:
+    """Who ran this folder, when (``workers.jsonl``: one line per start, the proof no trial ran twice)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "workers.jsonl").open("a") as f:
+        f.write(json.dumps({"worker": worker, "trial": number, "started": time.time()}) + "\n")
+
+
+def run_sweep(
+    spec_path: str | Path,
+    out: str | Path,
+    trials: int | None = None,
+    storage: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Check the spec and every config it makes, open the storage, then run trials (this worker's share)."""
+    spec = load_spec(spec_path)
+    if trials is not None:
+        spec.trials = trials
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PathVQAError(f"--out {out} is a file: give a folder for the sweep")
+    url = storage or default_storage(out)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).parent.is_dir():
+        if storage is not None:
+            raise PathVQAError(f"--storage {url}: its folder does not exist")
+        out.mkdir(parents=True)
+    worker = Worker(spec, out, url, progress)  # the storage answers before anything is written here
+    worker.study.set_user_attr("objective", spec.objective)
+    worker.study.set_user_attr("spec", spec.to_json())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SPEC_FILE).write_text(json.dumps({"storage": _safe(url), **spec.to_json()}, indent=1))
+    count = worker.run()
+    return {"study": spec.name, "storage": _safe(url), **count}
+
+
+# ---- what a sweep holds ------------------------------------------------------------------------------------
+def locate(target: str | Path, out: str | Path | None, storage: str | None) -> tuple[Spec, str, Path]:
+    """(spec, storage URL, sweep folder) from a sweep folder (its ``sweep.json``) or a spec and ``--out``."""
+    target = Path(target)
+    folder = target if target.is_dir() else Path(out) if out else None
+    if folder is None or not (folder / SPEC_FILE).is_file():
+        where = folder or target
+        raise PathVQAError(
+            f"{where}: not a sweep folder (no {SPEC_FILE}; run pathvqa sweep SPEC --out DIR first)"
+        )
+    saved = json.loads((folder / SPEC_FILE).read_text())
+    url = storage or saved["storage"]
+    if "***" in url:
+        raise PathVQAError(f"{folder}: its storage has a password: pass it again with --storage URL")
+    space = {k: v for k, v in saved["space"].items()}
+    spec = Spec(
+        base=saved["base"],
+        space=[Param(k, *next(iter(v.items()))) for k, v in space.items()],
+        **{k: saved[k] for k in ("objective", "overrides", "sampler", "pruner", "seed", "trials", "name")},
+        **{k: saved[k] for k in ("heartbeat_s", "evaluate")},
+    )
+    return spec, url, folder
+
+
+def trial_rows(study) -> list[dict[str, Any]]:
+    """One row per trial: number, state, objective value, parameters, run folder, the best marked."""
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value).number if complete else None
+    rows = []
+    for t in study.trials:
+        retry_of = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+        rows.append(
+            {
+                "trial": t.number,
+                "retry_of": retry_of,
+                "state": t.state.name,
+                "value": t.value,
+                "params": dict(t.params),
+                "run_dir": t.user_attrs.get("run_dir"),
+                "worker": t.user_attrs.get("worker"),
+                "best": t.number == best,
+                **{k: v for k, v in t.user_attrs.items() if k.startswith("test_")},
+            }
+        )
+    return rows
+
+
+def status(target: str | Path, out: str | Path | None = None, storage: str | None = None) -> dict[str, Any]:
+    spec, url, folder = locate(target, out, storage)
+    study = open_study(spec, url, create=False)
+    return {"study": spec.name, "objective": spec.objective, "trials_wanted": spec.trials,
+            "folder": str(folder), "trials": trial_rows(study), **_counts(study)}  # fmt: skip
+
+
+def status_table(result: dict[str, Any]) -> str:
+    """The ``--status`` table (plain text)."""
+    keys = sorted({k for row in result["trials"] for k in row["params"]})
+    head = ["trial", "state", result["objective"], *keys, "run folder"]
+    lines = [head]
+    for row in result["trials"]:
+        number = f"{row['trial']}" + (f" (retry of {row['retry_of']})" if row["retry_of"] is not None else "")
+        value = "" if row["value"] is None else f"{row['value']:.4f}"
+        params = [_short(row["params"].get(k)) for k in keys]
+        lines.append(
+            [("* " if row["best"] else "  ") + number, row["state"], value, *params, row["run_dir"] or ""]
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    text = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    done = f"{result['finished']} of {result['trials_wanted']} finished"
+    return "\n".join([f"sweep {result['study']} ({done}; * best {result['objective']})", *text])
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else "" if value is None else str(value)
+
+
+def trial_folders(folder: Path, storage: str | None = None) -> list[str]:
+    """The run folders of a sweep's completed, evaluated trials, in trial order."""
+    rows = status(folder, storage=storage)["trials"]
+    found = [r["run_dir"] for r in rows if r["state"] == "COMPLETE" and r["run_dir"]]
+    return [f for f in dict.fromkeys(found) if (Path(f) / "eval" / "metrics.json").is_file()]
+
+
+def sweep_figures(folder: Path, out: Path, prefix: str = "sweep", storage: str | None = None) -> dict:
+    """Parameter importances and the objective against each parameter (Optuna's matplotlib plots)."""
+    import warnings
+
+    import optuna
+    from optuna.visualization import matplotlib as plots
+
+    from pathvqa.figures import plt_agg
+
+    spec, url, _ = locate(folder, None, storage)
+    study = open_study(spec, url, create=False)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    plt = plt_agg()
+    files: dict[str, Path | None] = {f"{prefix}_importance": None, f"{prefix}_slices": None}
+    drawings = {f"{prefix}_importance": plots.plot_param_importances, f"{prefix}_slices": plots.plot_slice}
+    for name, draw in drawings.items():
+        if len(complete) < 2:
+            log.warning("sweep %s: %d completed trial(s): no %s picture", spec.name, len(complete), name)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            axes = draw(study)
+        first = axes.flat[0] if hasattr(axes, "flat") else axes
+        figure = first.figure
+        figure.set_size_inches(max(6.0, 4.0 * len(spec.space)) if name.endswith("slices") else 7.0, 4.0)
+        figure.suptitle(f"sweep {spec.name}: {spec.objective} (validation)")
+        figure.tight_layout()
+        files[name] = out / f"{name}.png"
+        figure.savefig(files[name], dpi=110)
+        plt.close(figure)
+    return files

@@ -1,0 +1,138 @@
+"""Experiment trackers (``train.report_to``: TensorBoard, MLflow, W&B, trackio) through accelerate's own
+tracker classes: what each is told when a stage starts, which of its runs the stage opened (written to
+``logs/trackers.json``), and the test metrics ``pathvqa eval`` adds to that run afterwards.
+
+Offline by default: MLflow logs to ``MLFLOW_TRACKING_URI`` if set, else to an SQLite file in the run
+folder (a sweep: in the sweep folder, one experiment for all its trials); W&B honours ``WANDB_MODE``
+(``offline`` needs no network; ``wandb sync`` uploads later).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pathvqa.config import ExperimentConfig
+from pathvqa.errors import PathVQAError
+
+log = logging.getLogger(__name__)
+PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}
+RECORD = "trackers.json"
+
+
+def check_installed(report_to: list[str]) -> None:
+    """One line naming what to install, before anything loads."""
+    missing = [name for name in report_to if importlib.util.find_spec(PACKAGES[name]) is None]
+    if missing:
+        wanted = " ".join(PACKAGES[name] for name in missing)
+        raise PathVQAError(f"train.report_to {missing}: not installed here (pip install {wanted})")
+
+
+def mlflow_uri(cfg: ExperimentConfig, run_dir: Path) -> str:
+    """``train.mlflow_uri``, else ``MLFLOW_TRACKING_URI``, else an SQLite store in the run folder."""
+    return (
+        cfg.train.mlflow_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
+    )
+
+
+def init_kwargs(cfg: ExperimentConfig, run_dir: Path, label: str) -> dict[str, dict]:
+    """Per-tracker arguments for ``Accelerator.init_trackers`` (the run's name is the stage's label)."""
+    kwargs: dict[str, dict] = {}
+    if "mlflow" in cfg.train.report_to:
+        import mlflow
+
+        uri = mlflow_uri(cfg, run_dir)
+        mlflow.set_tracking_uri(uri)
+        store = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+        kwargs["mlflow"] = {
+            "run_name": label,
+            "tags": {"pathvqa.run_dir": str(Path(run_dir).resolve())},
+            **({"logging_dir": str(store / "mlartifacts")} if store else {}),
+        }
+    if "wandb" in cfg.train.report_to:
+        kwargs["wandb"] = {"name": label, "dir": str(Path(run_dir) / "logs")}
+    if "trackio" in cfg.train.report_to:
+        kwargs["trackio"] = {"name": label}
+    return kwargs
+
+
+def flat_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as dotted keys with scalar values (what trackers show as parameters)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            ok = isinstance(node, bool | int | float | str)
+            flat[prefix[:-1]] = node if ok else json.dumps(node)
+
+    walk(cfg.model_dump(exclude={"stages"}), "")
+    return flat
+
+
+def record(accelerator, cfg: ExperimentConfig, run_dir: Path) -> None:
+    """Write which tracker runs this stage opened, for ``log_test_metrics`` (main process)."""
+    opened: dict[str, dict] = {}
+    for tracker in accelerator.trackers:
+        if tracker.name == "mlflow":
+            opened["mlflow"] = {
+                "tracking_uri": mlflow_uri(cfg, run_dir),
+                "run_id": tracker.active_run.info.run_id,
+                "experiment": cfg.train.experiment,
+            }
+        elif tracker.name == "tensorboard":
+            opened["tensorboard"] = {"logdir": str(tracker.logging_dir)}
+        elif tracker.name == "wandb":
+            run = tracker.run
+            opened["wandb"] = {"id": run.id, "project": run.project, "dir": str(Path(run_dir) / "logs")}
+    (Path(run_dir) / "logs" / RECORD).write_text(json.dumps(opened, indent=1))
+
+
+def _record_of(run_dir: Path) -> Path | None:
+    """The tracker record of a run folder or checkpoint (a staged run: its last stage's)."""
+    for folder in [run_dir, *run_dir.parents][:4]:
+        found = sorted(folder.glob(f"**/logs/{RECORD}"), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1]
+    return None
+
+
+def log_test_metrics(run_dir: str | Path, metrics: dict[str, Any], split: str, blind: bool) -> list[str]:
+    """Add an evaluation's scores to the tracker runs its training opened; returns the trackers used."""
+    path = _record_of(Path(run_dir))
+    if path is None:
+        return []
+    opened = json.loads(path.read_text())
+    prefix = f"{split}{'_blind' if blind else ''}/"
+    values = {prefix + k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and k != "blind"}
+    if "mlflow" in opened and importlib.util.find_spec("mlflow"):
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(opened["mlflow"]["tracking_uri"])
+        now = int(time.time() * 1000)
+        batch = [Metric(k, v, now, 0) for k, v in values.items()]
+        for start in range(0, len(batch), 500):  # MLflow takes at most 1,000 metrics per call
+            client.log_batch(opened["mlflow"]["run_id"], metrics=batch[start : start + 500])
+    if "tensorboard" in opened:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(opened["tensorboard"]["logdir"]) as writer:
+            for key, value in values.items():
+                writer.add_scalar(key, value, 0)
+    if "wandb" in opened and importlib.util.find_spec("wandb"):
+        import wandb
+
+        run = wandb.init(id=opened["wandb"]["id"], project=opened["wandb"]["project"], dir=opened["wandb"]["dir"], resume="allow")  # fmt: skip
+        run.summary.update(values)
+        run.finish()
+    return sorted(opened)

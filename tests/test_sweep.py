@@ -75,6 +75,8 @@ def check_trials(out: Path, storage: str | None, wanted: int) -> list[dict]:
     assert len(done) == wanted, result["trials"]
     folders = [t["run_dir"] for t in done]
     assert len(set(folders)) == wanted, "two finished trials share a run folder"
+    params = {json.dumps(t["params"], sort_keys=True) for t in done}
+    assert len(params) == wanted, f"workers proposed the same parameters: {params}"
     for folder in folders:  # each trial's folder was started by one worker (no retry here)
         starts = (Path(folder) / "workers.jsonl").read_text().splitlines()
         assert len(starts) == 1, starts

@@ -22,6 +22,7 @@ import math
 import os
 import socket
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,13 +273,17 @@ def _safe(url: str) -> str:
 
 
 def _sampler(spec: Spec):
+    """Each worker's sampler draws from the spec's seed and its own process: workers seeded alike would
+    propose the same parameters side by side (the trials of several workers interleave by timing, so a
+    sweep with several is not reproducible anyway; each trial's parameters are in the study)."""
     import optuna
 
+    seed = (spec.seed * 1_000_003 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**31
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({p.key: p.values for p in spec.space}, seed=spec.seed)
+        return optuna.samplers.GridSampler({p.key: p.values for p in spec.space}, seed=seed)
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(5, spec.trials))
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, spec.trials))
 
 
 def _pruner(spec: Spec):
@@ -306,6 +311,10 @@ class Worker:
         self.spec, self.out, self.storage_url, self.progress = spec, out, storage_url, progress
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.study = open_study(spec, storage_url)
+        if "mlflow" in spec.config().train.report_to:  # trials log to one store: create it once, here
+            from pathvqa.trackers import open_mlflow_store
+
+            open_mlflow_store(self._mlflow_uri())
 
     def run(self) -> dict[str, int]:
         """Start trials while fewer than ``trials`` are finished or under way; then wait for the ones under
@@ -540,9 +549,17 @@ def sweep_figures(folder: Path, out: Path, prefix: str = "sweep", storage: str |
             axes = draw(study)
         first = axes.flat[0] if hasattr(axes, "flat") else axes
         figure = first.figure
-        figure.set_size_inches(max(6.0, 4.0 * len(spec.space)) if name.endswith("slices") else 7.0, 4.0)
-        figure.suptitle(f"sweep {spec.name}: {spec.objective} (validation)")
-        figure.tight_layout()
+        figure.suptitle(f"sweep {spec.name}: {spec.objective} (validation), completed trials")
+        if name.endswith(
+            "slices"
+        ):  # Optuna's colour bar sits right of the panels: room for it, no tight_layout
+            figure.set_size_inches(4.5 * len(spec.space) + 1.5, 4.2)
+            figure.subplots_adjust(left=0.08, right=0.86, top=0.86, bottom=0.16, wspace=0.25)
+            for bar in figure.axes[len(spec.space) :]:  # the colour bar: right of the last panel
+                bar.set_position((0.89, 0.16, 0.015, 0.70))
+        else:
+            figure.set_size_inches(7.5, 1.5 + 0.6 * len(spec.space))
+            figure.tight_layout()
         files[name] = out / f"{name}.png"
         figure.savefig(files[name], dpi=110)
         plt.close(figure)

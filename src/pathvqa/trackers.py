@@ -42,6 +42,22 @@ def mlflow_uri(cfg: ExperimentConfig, run_dir: Path) -> str:
     )
 
 
+def open_mlflow_store(uri: str, attempts: int = 6) -> None:
+    """Create MLflow's store once before workers log to it: processes that start together race to create
+    its tables, and the loser waits for the winner instead of failing its trial."""
+    from mlflow.tracking import MlflowClient
+
+    for attempt in range(attempts):
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+            return
+        except Exception as err:  # MLflow wraps the database's error in its own
+            racing = any(words in str(err) for words in ("locked", "already exists", "UNIQUE", "duplicate"))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 def init_kwargs(cfg: ExperimentConfig, run_dir: Path, label: str) -> dict[str, dict]:
     """Per-tracker arguments for ``Accelerator.init_trackers`` (the run's name is the stage's label)."""
     kwargs: dict[str, dict] = {}

@@ -23,6 +23,16 @@ from PIL import Image
 
 from pathvqa.data import synthetic
 
+SMALL = [
+    "model.hidden_size=32",
+    "model.num_layers=1",
+    "model.image_size=32",
+    "train.threads=1",
+    "train.batch_size=8",
+]
+"""Overrides that shrink a tiny config further: seconds per run (smoke tests of the loop, not learning)."""
+QUICK = [*SMALL, "data.eval_samples=16", "eval.max_new_tokens=4"]
+
 
 def run_cli(*args: str, check: bool = True, process: bool = False) -> subprocess.CompletedProcess:
     """Run ``pathvqa ARGS`` and return what a finished process would (exit status, text output).

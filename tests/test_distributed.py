@@ -13,13 +13,10 @@ from pathvqa.data import synthetic
 from pathvqa.evaluate import run
 from pathvqa.models.registry import build
 from pathvqa.train import fit
+from tests.conftest import SMALL
 
 TINY = [
-    "model.hidden_size=32",
-    "model.num_layers=1",
-    "model.image_size=32",
-    "train.threads=1",
-    "train.batch_size=8",
+    *SMALL,
     "train.max_steps=4",
     "train.eval_every=4",
     "train.warmup_ratio=0",

@@ -25,19 +25,10 @@ from pathvqa.data.prepare import load_split
 from pathvqa.evaluate import run
 from pathvqa.models.blip import BlipFamily
 from pathvqa.train import TrainingDiverged, fit
-from tests.conftest import noise_image, png_bytes, run_cli, write_jsonl
+from tests.conftest import QUICK, noise_image, png_bytes, run_cli, write_jsonl
 
 RECORD: list[tuple[str, str, str]] = []  # (fault, what was done, what happened)
 DOC = Path(__file__).parent.parent / "docs" / "reliability.md"
-QUICK = [
-    "model.hidden_size=32",
-    "model.num_layers=1",
-    "model.image_size=32",
-    "train.threads=1",
-    "train.batch_size=8",
-    "data.eval_samples=16",
-    "eval.max_new_tokens=4",
-]
 
 
 def record(fault: str, action: str, outcome: str) -> None:

@@ -17,17 +17,7 @@ import pytest
 import yaml
 
 from pathvqa import sweep
-from tests.conftest import run_cli
-
-TINY = [
-    "model.hidden_size=32",
-    "model.num_layers=1",
-    "model.image_size=32",
-    "train.threads=1",
-    "train.batch_size=8",
-    "data.eval_samples=16",
-    "eval.max_new_tokens=4",
-]
+from tests.conftest import QUICK, run_cli
 
 
 def write_spec(folder: Path, dataset: Path, steps: int = 4, sets: tuple[str, ...] = (), **extra) -> Path:
@@ -35,7 +25,7 @@ def write_spec(folder: Path, dataset: Path, steps: int = 4, sets: tuple[str, ...
         "base": "configs/blip_tiny.yaml",
         "overrides": [
             f"data.dataset={dataset}",
-            *TINY,
+            *QUICK,
             f"train.max_steps={steps}",
             "train.eval_every=2",
             *sets,
@@ -203,7 +193,7 @@ def test_mlflow_run_reads_back_with_mlflows_client(tmp_path, synth_dir):
 
     sets = [
         f"data.dataset={synth_dir}",
-        *TINY,
+        *QUICK,
         "train.max_steps=4",
         "train.eval_every=2",
         "train.log_every=1",
@@ -248,7 +238,7 @@ def test_each_validation_feeds_the_pruner_and_a_pruned_trial_stops(tmp_path, syn
 
     cfg = load_config(
         "configs/blip_tiny.yaml",
-        [f"data.dataset={synth_dir}", *TINY, "train.max_steps=6", "train.eval_every=2"],
+        [f"data.dataset={synth_dir}", *QUICK, "train.max_steps=6", "train.eval_every=2"],
     )
     with pytest.raises(optuna.TrialPruned):
         fit(cfg, tmp_path / "run", progress=False, on_validate=spy)

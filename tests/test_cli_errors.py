@@ -68,6 +68,10 @@ def cases(root, synth_dir):
         "compare missing": ["compare", missing, d],
         "compare answer null": ["compare", root / "null_answer.jsonl", root / "null_answer.jsonl"],
         "score --protocol unknown": ["score", root / "null_answer.jsonl", "--protocol", "vqa"],
+        "sweep missing spec": ["sweep", missing, "--out", root / "sweep"],
+        "sweep --out FILE": ["sweep", "configs/sweeps/blip_tiny_lr.yaml", "--out", f],
+        "sweep --status not a sweep": ["sweep", d, "--status"],
+        "sweep without --out": ["sweep", "configs/sweeps/blip_tiny_lr.yaml"],
     }
 
 

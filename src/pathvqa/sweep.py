@@ -29,7 +29,6 @@ from typing import Any
 
 import yaml
 
-from pathvqa import checkpoint
 from pathvqa.config import ExperimentConfig, find_config, load_config
 from pathvqa.errors import ConfigError, PathVQAError
 from pathvqa.metrics import SCORES
@@ -400,6 +399,8 @@ def _reporter(trial, objective: str):
 
 
 def _has_checkpoints(run_dir: Path) -> bool:
+    from pathvqa import checkpoint
+
     return bool(checkpoint.latest_valid(run_dir)) or any(
         checkpoint.checkpoints(p) for p in run_dir.iterdir() if p.is_dir()
     )

@@ -244,7 +244,9 @@ def _storage(spec: Spec, url: str, attempts: int = 6):
                 engine_kwargs=_engine_kwargs(url),
                 heartbeat_interval=spec.heartbeat_s,
                 grace_period=3 * spec.heartbeat_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=3, inherit_intermediate_values=True
+                ),
             )
         except sqlalchemy.exc.DBAPIError as err:
             racing = isinstance(err, sqlalchemy.exc.IntegrityError) or any(
@@ -350,18 +352,22 @@ class Worker:
         log.info(
             "trial %d%s: %s", trial.number, f" (retry of {number})" if number != trial.number else "", values
         )
-        return self._train_and_evaluate(trial, cfg, run_dir, resume)
+        return self._train_and_evaluate(trial, cfg, run_dir, resume, len(frozen.intermediate_values))
 
     def _mlflow_uri(self) -> str:
         """One MLflow store for the sweep (``MLFLOW_TRACKING_URI`` if set, else in the sweep folder)."""
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.out / 'mlflow.db').resolve()}"
 
-    def _train_and_evaluate(self, trial, cfg: ExperimentConfig, run_dir: Path, resume: bool) -> float:
+    def _train_and_evaluate(
+        self, trial, cfg: ExperimentConfig, run_dir: Path, resume: bool, reported: int
+    ) -> float:
+        """Train (a retry resumes the folder; its original's reported validations are inherited, so the
+        pruner's clock continues) and evaluate the best checkpoint; the objective is its validation value."""
         from pathvqa.evaluate import run as evaluate
         from pathvqa.train import TrainingDiverged, fit
 
         try:
-            reporter = _reporter(trial, self.spec.objective)
+            reporter = _reporter(trial, self.spec.objective, start=reported)
             summary = fit(cfg, run_dir, resume=resume, progress=self.progress, on_validate=reporter)
         except TrainingDiverged as err:
             raise TrialFailed(f"trial {trial.number} diverged: {err}") from None
@@ -380,9 +386,9 @@ class TrialFailed(PathVQAError):
     """A trial that ran but gave no objective (diverged, nothing validated): recorded as failed."""
 
 
-def _reporter(trial, objective: str):
+def _reporter(trial, objective: str, start: int = 0):
     """Feed each validation of the objective to the pruner; stop the trial when it says so."""
-    seen = {"n": 0}
+    seen = {"n": start}
 
     def report(label: str, step: int, metrics: dict) -> None:
         import optuna

@@ -199,18 +199,22 @@ def test_mlflow_run_reads_back_with_mlflows_client(tmp_path, synth_dir):
         "train.log_every=1",
     ]
     sets.append("train.report_to=[tensorboard, mlflow]")
-    run_cli(
-        "train", "configs/blip_tiny.yaml", "--out", tmp_path / "run", *[a for s in sets for a in ("--set", s)]
-    )
+    train = ["train", "configs/blip_tiny.yaml", "--out", tmp_path / "run"]
+    run_cli(*train, *[a for s in sets for a in ("--set", s)])
+    sets[sets.index("train.max_steps=4")] = "train.max_steps=6"  # resumed: the same MLflow run goes on
+    run_cli(*train, "--resume", *[a for s in sets for a in ("--set", s)])
     run_cli("eval", "--checkpoint", tmp_path / "run", "--out", tmp_path / "run" / "eval")
     client = MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("pathvqa")
     (found,) = client.search_runs([experiment.experiment_id])
     assert found.info.run_name == "run" and found.data.params["train.lr"] == "0.001"
     assert found.data.params["model.family"] == "blip"
+    assert found.data.params["train.max_steps"] == "4", (
+        "parameters are the run's start (config.yaml has the rest)"
+    )
     losses = client.get_metric_history(found.info.run_id, "train/loss")
-    assert [m.step for m in losses] == [1, 2, 3, 4]
-    assert [m.step for m in client.get_metric_history(found.info.run_id, "val/exact_match")] == [2, 4]
+    assert [m.step for m in losses] == [1, 2, 3, 4, 5, 6]
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "val/exact_match")] == [2, 4, 6]
     assert "test/closed_accuracy" in found.data.metrics and "test/n" in found.data.metrics
     assert json.loads((tmp_path / "run" / "logs" / "trackers.json").read_text())["mlflow"]["run_id"] == (
         found.info.run_id

@@ -234,10 +234,10 @@ class Trainer:
             self.log_file = (self.run_dir / "logs" / "train.jsonl").open("a")
         staged = "/" in self.label  # a stage of a staged config: "<run folder>/<stage>" in the trackers
         name = f"{self.run_dir.parent.name}/{self.run_dir.name}" if staged else self.run_dir.name
-        config = {**trackers.flat_config(cfg), "total_steps": self.total_steps}
-        acc.init_trackers(
-            cfg.train.experiment, config, init_kwargs=trackers.init_kwargs(cfg, self.run_dir, name)
-        )
+        resumed = self.start is not None  # the tracker runs go on; their parameters were logged at the start
+        config = None if resumed else {**trackers.flat_config(cfg), "total_steps": self.total_steps}
+        kwargs = trackers.init_kwargs(cfg, self.run_dir, name, resume=resumed)
+        acc.init_trackers(cfg.train.experiment, config, init_kwargs=kwargs)
         if self.main:
             trackers.record(acc, cfg, self.run_dir)
         self.bar = tqdm(

@@ -58,22 +58,28 @@ def open_mlflow_store(uri: str, attempts: int = 6) -> None:
             time.sleep(0.5 * (attempt + 1))
 
 
-def init_kwargs(cfg: ExperimentConfig, run_dir: Path, label: str) -> dict[str, dict]:
-    """Per-tracker arguments for ``Accelerator.init_trackers`` (the run's name is the stage's label)."""
+def init_kwargs(cfg: ExperimentConfig, run_dir: Path, label: str, resume: bool = False) -> dict[str, dict]:
+    """Per-tracker arguments for ``Accelerator.init_trackers`` (the run's name is the stage's label). A
+    resumed stage continues the tracker runs it opened before (``logs/trackers.json``), not new ones."""
     kwargs: dict[str, dict] = {}
+    before = _opened(Path(run_dir)) if resume else {}
     if "mlflow" in cfg.train.report_to:
         import mlflow
 
         uri = mlflow_uri(cfg, run_dir)
         mlflow.set_tracking_uri(uri)
         store = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+        same = before.get("mlflow", {}).get("tracking_uri") == uri
         kwargs["mlflow"] = {
             "run_name": label,
             "tags": {"pathvqa.run_dir": str(Path(run_dir).resolve())},
             **({"logging_dir": str(store / "mlartifacts")} if store else {}),
+            **({"run_id": before["mlflow"]["run_id"]} if same else {}),
         }
     if "wandb" in cfg.train.report_to:
         kwargs["wandb"] = {"name": label, "dir": str(Path(run_dir) / "logs")}
+        if "wandb" in before:
+            kwargs["wandb"].update(id=before["wandb"]["id"], resume="allow")
     if "trackio" in cfg.train.report_to:
         kwargs["trackio"] = {"name": label}
     return kwargs
@@ -111,6 +117,14 @@ def record(accelerator, cfg: ExperimentConfig, run_dir: Path) -> None:
             run = tracker.run
             opened["wandb"] = {"id": run.id, "project": run.project, "dir": str(Path(run_dir) / "logs")}
     (Path(run_dir) / "logs" / RECORD).write_text(json.dumps(opened, indent=1))
+
+
+def _opened(run_dir: Path) -> dict[str, dict]:
+    path = run_dir / "logs" / RECORD
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # a record cut short: start new tracker runs
+        return {}
 
 
 def _record_of(run_dir: Path) -> Path | None:

@@ -458,9 +458,11 @@ def locate(target: str | Path, out: str | Path | None, storage: str | None) -> t
             f"{where}: not a sweep folder (no {SPEC_FILE}; run pathvqa sweep SPEC --out DIR first)"
         )
     saved = json.loads((folder / SPEC_FILE).read_text())
-    url = storage or saved["storage"]
+    url = storage or os.environ.get("PATHVQA_SWEEP_STORAGE") or saved["storage"]
     if "***" in url:
-        raise PathVQAError(f"{folder}: its storage has a password: pass it again with --storage URL")
+        raise PathVQAError(
+            f"{folder}: its storage has a password: pass it again with --storage URL (or PATHVQA_SWEEP_STORAGE)"
+        )
     space = {k: v for k, v in saved["space"].items()}
     spec = Spec(
         base=saved["base"],

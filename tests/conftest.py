@@ -165,3 +165,9 @@ def pytest_collection_finish(session):
     from tests import test_recipes
 
     test_recipes.start_training()
+    import torch
+
+    # the two trainings hold both cores of a 2-core machine: the rest of the suite takes one thread
+    # (two would oversubscribe the cores, and OpenMP threads spin while they wait); test_recipes gives
+    # the cores back once the trainings are done
+    torch.set_num_threads(1)

@@ -72,6 +72,11 @@ def trained(tmp_path_factory):
     start_training()
     job, root = STARTED["job"], STARTED["root"]
     job.wait(timeout=2400)
+    import os
+
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)  # the trainings are done: every core for the evaluations
     logs = "".join(f"{p.name}:\n{p.read_text()[-2000:]}\n" for p in sorted(root.glob("*.log")))
     assert job.returncode == 0, logs
     seconds = round(time.perf_counter() - STARTED["started"])

@@ -263,7 +263,7 @@ class TrainConfig(_Section):
     )
     """Trackers (through accelerate): the config, per-step training and validation metrics, and the test
     metrics of ``pathvqa eval`` on the run. MLflow: ``MLFLOW_TRACKING_URI``, else
-    ``sqlite:///<run>/logs/mlflow.db``; W&B: ``WANDB_MODE=offline`` works without a network."""
+    ``sqlite:///<run>/mlflow.db``; W&B: ``WANDB_MODE=offline`` works without a network."""
     experiment: str = "pathvqa"
     """The tracker's experiment (MLflow) / project (W&B, trackio); a sweep's trials share the sweep's."""
     mlflow_uri: str | None = None

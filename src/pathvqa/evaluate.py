@@ -86,16 +86,16 @@ def run(
             }
         )
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
-        if checkpoint_dir is not None:
-            _to_trackers(Path(checkpoint_dir), result, split, blind)
+        if checkpoint_dir is not None:  # ``source``: the checkpoint folder it resolved to
+            _to_trackers(source, result, split, blind)
     accelerator.wait_for_everyone()
     return result
 
 
-def _to_trackers(run_dir: Path, metrics: dict[str, Any], split: str, blind: bool) -> None:
+def _to_trackers(checkpoint: Path, metrics: dict[str, Any], split: str, blind: bool) -> None:
     """The scores, also in the tracker runs the training opened (a tracker's failure loses nothing)."""
     try:
-        used = log_test_metrics(run_dir, metrics, split, blind)
+        used = log_test_metrics(checkpoint, metrics, split, blind)
     except Exception as err:  # metrics.json is written: a tracker that cannot take them only warns
         log.warning("could not add the scores to the trackers: %s: %s", err.__class__.__name__, err)
         return

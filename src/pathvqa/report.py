@@ -21,7 +21,7 @@ import yaml
 from pathvqa.errors import PathVQAError
 from pathvqa.figures import curves, gallery, gallery_ids, type_bars, types_of
 from pathvqa.metrics import SCORES, compare, read_predictions, score_all
-from pathvqa.sweep import SPEC_FILE, sweep_figures, trial_folders
+from pathvqa.sweep import SPEC_FILE, open_sweep, sweep_figures, trial_folders
 
 COLUMNS = (*SCORES, "blind_closed_accuracy")
 # Published PathVQA test-split numbers, shown apart from ours (another dataset), each protocol in its own
@@ -242,16 +242,16 @@ def _sections(
     }
 
 
-def expand_sweeps(specs: list[str | Path]) -> tuple[list[str], list[Path]]:
-    """Run specs with each sweep folder replaced by its evaluated trials; the sweep folders."""
+def expand_sweeps(specs: list[str | Path]) -> tuple[list[str], dict[Path, tuple]]:
+    """Run specs with each sweep folder replaced by its evaluated trials; each sweep's (spec, study)."""
     runs: list[str] = []
-    sweeps: list[Path] = []
+    sweeps: dict[Path, tuple] = {}
     for spec in specs:
         label, sep, path = str(spec).partition("=")
         folder = Path(path if sep else label)
         if (folder / SPEC_FILE).is_file():
-            sweeps.append(folder)
-            runs += [f"{Path(f).name}={f}" for f in trial_folders(folder)]
+            sweeps[folder] = open_sweep(folder)
+            runs += [f"{Path(f).name}={f}" for f in trial_folders(sweeps[folder][1])]
         else:
             runs.append(str(spec))
     return runs, sweeps
@@ -297,10 +297,9 @@ def build(specs: list[str | Path], out: str | Path, title: str = "pathvqa result
         "curves": curves(runs, out / "curves.png"),
         "types": type_bars(runs, out / "types.png"),
     }
-    for folder in sweeps:
-        images.update(
-            sweep_figures(folder, out, prefix="sweep" if len(sweeps) == 1 else f"sweep_{folder.name}")
-        )
+    for folder, (sweep_spec, study) in sweeps.items():
+        prefix = "sweep" if len(sweeps) == 1 else f"sweep_{folder.name}"
+        images.update(sweep_figures(sweep_spec, study, out, prefix=prefix))
     note = (
         "Published numbers on the real PathVQA test split, for context only: they come from a different "
         f"dataset than the tables above (`{dataset}`). Each sits beside our models only under the protocol "

@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import yaml
 from pathvqa.config import ExperimentConfig, find_config, load_config
 from pathvqa.errors import ConfigError, PathVQAError
 from pathvqa.metrics import SCORES
+from pathvqa.trackers import mlflow_uri, open_mlflow_store
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "sweep.json"
@@ -52,9 +53,9 @@ class Param:
         return self.values if self.kind == "choice" else [self.values[0], self.values[1]]
 
     def suggest(self, trial) -> Any:
-        low, high = [*self.values, None, None][:2]
         if self.kind == "choice":
             return trial.suggest_categorical(self.key, self.values)
+        low, high = self.values
         if self.kind in ("int", "log_int"):
             return trial.suggest_int(self.key, int(low), int(high), log=self.kind == "log_int")
         return trial.suggest_float(self.key, float(low), float(high), log=self.kind == "log_uniform")
@@ -83,11 +84,13 @@ class Spec:
         return load_config(self.base, sets, values=values)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **{k: getattr(self, k) for k in ("name", "base", "objective", "overrides", "sampler", "pruner")},
-            **{k: getattr(self, k) for k in ("seed", "trials", "heartbeat_s", "evaluate")},
-            "space": {p.key: {p.kind: p.values} for p in self.space},
-        }
+        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "space"}
+        return {**plain, "space": {p.key: {p.kind: p.values} for p in self.space}}
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> Spec:
+        plain = {f.name: saved[f.name] for f in fields(cls) if f.name != "space"}
+        return cls(**plain, space=[Param(k, *next(iter(v.items()))) for k, v in saved["space"].items()])
 
 
 def _param(key: str, raw: Any, problems: list[str]) -> Param | None:
@@ -312,10 +315,10 @@ class Worker:
         self.spec, self.out, self.storage_url, self.progress = spec, out, storage_url, progress
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.study = open_study(spec, storage_url)
-        if "mlflow" in spec.config().train.report_to:  # trials log to one store: create it once, here
-            from pathvqa.trackers import open_mlflow_store
-
-            open_mlflow_store(self._mlflow_uri())
+        base = spec.config()
+        self.mlflow_uri = mlflow_uri(base, out)  # one store for all trials (the sweep folder's by default)
+        if "mlflow" in base.train.report_to:  # created once, here, before trials log to it
+            open_mlflow_store(self.mlflow_uri)
 
     def run(self) -> dict[str, int]:
         """Start trials while fewer than ``trials`` are finished or under way; then wait for the ones under
@@ -345,18 +348,14 @@ class Worker:
         run_dir = self.out / f"trial-{number:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", self.name)
-        extra = [f"train.experiment={self.spec.name}", f"train.mlflow_uri={self._mlflow_uri()}"]
+        extra = [f"train.experiment={self.spec.name}", f"train.mlflow_uri={self.mlflow_uri}"]
         cfg = self.spec.config(values, extra)
-        resume = run_dir.is_dir() and _has_checkpoints(run_dir)
+        resume = run_dir.is_dir()  # a retry: fit resumes from the folder's last valid checkpoint, if any
         _log_worker(run_dir, self.name, trial.number)
         log.info(
             "trial %d%s: %s", trial.number, f" (retry of {number})" if number != trial.number else "", values
         )
         return self._train_and_evaluate(trial, cfg, run_dir, resume, len(frozen.intermediate_values))
-
-    def _mlflow_uri(self) -> str:
-        """One MLflow store for the sweep (``MLFLOW_TRACKING_URI`` if set, else in the sweep folder)."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.out / 'mlflow.db').resolve()}"
 
     def _train_and_evaluate(
         self, trial, cfg: ExperimentConfig, run_dir: Path, resume: bool, reported: int
@@ -404,14 +403,6 @@ def _reporter(trial, objective: str, start: int = 0):
     return report
 
 
-def _has_checkpoints(run_dir: Path) -> bool:
-    from pathvqa import checkpoint
-
-    return bool(checkpoint.latest_valid(run_dir)) or any(
-        checkpoint.checkpoints(p) for p in run_dir.iterdir() if p.is_dir()
-    )
-
-
 def _log_worker(run_dir: Path, worker: str, number: int) -> None:
     """Who ran this folder, when (``workers.jsonl``: one line per start, the proof no trial ran twice)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -439,8 +430,6 @@ def run_sweep(
             raise PathVQAError(f"--storage {url}: its folder does not exist")
         out.mkdir(parents=True)
     worker = Worker(spec, out, url, progress)  # the storage answers before anything is written here
-    worker.study.set_user_attr("objective", spec.objective)
-    worker.study.set_user_attr("spec", spec.to_json())
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC_FILE).write_text(json.dumps({"storage": _safe(url), **spec.to_json()}, indent=1))
     count = worker.run()
@@ -463,14 +452,13 @@ def locate(target: str | Path, out: str | Path | None, storage: str | None) -> t
         raise PathVQAError(
             f"{folder}: its storage has a password: pass it again with --storage URL (or PATHVQA_SWEEP_STORAGE)"
         )
-    space = {k: v for k, v in saved["space"].items()}
-    spec = Spec(
-        base=saved["base"],
-        space=[Param(k, *next(iter(v.items()))) for k, v in space.items()],
-        **{k: saved[k] for k in ("objective", "overrides", "sampler", "pruner", "seed", "trials", "name")},
-        **{k: saved[k] for k in ("heartbeat_s", "evaluate")},
-    )
-    return spec, url, folder
+    return Spec.from_json(saved), url, folder
+
+
+def open_sweep(target: str | Path, storage: str | None = None) -> tuple[Spec, Any]:
+    """(spec, study) of a sweep folder: what ``status``, the report's trials and its pictures read."""
+    spec, url, _ = locate(target, None, storage)
+    return spec, open_study(spec, url, create=False)
 
 
 def trial_rows(study) -> list[dict[str, Any]]:
@@ -527,14 +515,14 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else "" if value is None else str(value)
 
 
-def trial_folders(folder: Path, storage: str | None = None) -> list[str]:
+def trial_folders(study) -> list[str]:
     """The run folders of a sweep's completed, evaluated trials, in trial order."""
-    rows = status(folder, storage=storage)["trials"]
+    rows = trial_rows(study)
     found = [r["run_dir"] for r in rows if r["state"] == "COMPLETE" and r["run_dir"]]
     return [f for f in dict.fromkeys(found) if (Path(f) / "eval" / "metrics.json").is_file()]
 
 
-def sweep_figures(folder: Path, out: Path, prefix: str = "sweep", storage: str | None = None) -> dict:
+def sweep_figures(spec: Spec, study, out: Path, prefix: str = "sweep") -> dict:
     """Parameter importances and the objective against each parameter (Optuna's matplotlib plots)."""
     import warnings
 
@@ -543,8 +531,6 @@ def sweep_figures(folder: Path, out: Path, prefix: str = "sweep", storage: str |
 
     from pathvqa.figures import plt_agg
 
-    spec, url, _ = locate(folder, None, storage)
-    study = open_study(spec, url, create=False)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     plt = plt_agg()
     files: dict[str, Path | None] = {f"{prefix}_importance": None, f"{prefix}_slices": None}
@@ -559,9 +545,8 @@ def sweep_figures(folder: Path, out: Path, prefix: str = "sweep", storage: str |
         first = axes.flat[0] if hasattr(axes, "flat") else axes
         figure = first.figure
         figure.suptitle(f"sweep {spec.name}: {spec.objective} (validation), completed trials")
-        if name.endswith(
-            "slices"
-        ):  # Optuna's colour bar sits right of the panels: room for it, no tight_layout
+        # Optuna's colour bar sits right of the slice panels: room for it there, no tight_layout
+        if name.endswith("slices"):
             figure.set_size_inches(4.5 * len(spec.space) + 1.5, 4.2)
             figure.subplots_adjust(left=0.08, right=0.86, top=0.86, bottom=0.16, wspace=0.25)
             for bar in figure.axes[len(spec.space) :]:  # the colour bar: right of the last panel

@@ -109,7 +109,6 @@ def record(accelerator, cfg: ExperimentConfig, run_dir: Path) -> None:
             opened["mlflow"] = {
                 "tracking_uri": mlflow_uri(cfg, run_dir),
                 "run_id": tracker.active_run.info.run_id,
-                "experiment": cfg.train.experiment,
             }
         elif tracker.name == "tensorboard":
             opened["tensorboard"] = {"logdir": str(tracker.logging_dir)}
@@ -127,21 +126,10 @@ def _opened(run_dir: Path) -> dict[str, dict]:
         return {}
 
 
-def _record_of(run_dir: Path) -> Path | None:
-    """The tracker record of a run folder or checkpoint (a staged run: its last stage's)."""
-    for folder in [run_dir, *run_dir.parents][:4]:
-        found = sorted(folder.glob(f"**/logs/{RECORD}"), key=lambda p: p.stat().st_mtime)
-        if found:
-            return found[-1]
-    return None
-
-
-def log_test_metrics(run_dir: str | Path, metrics: dict[str, Any], split: str, blind: bool) -> list[str]:
-    """Add an evaluation's scores to the tracker runs its training opened; returns the trackers used."""
-    path = _record_of(Path(run_dir))
-    if path is None:
-        return []
-    opened = json.loads(path.read_text())
+def log_test_metrics(checkpoint: Path, metrics: dict[str, Any], split: str, blind: bool) -> list[str]:
+    """Add an evaluation's scores to the tracker runs that trained ``checkpoint`` (``RUN/checkpoints/
+    step-N``: the record in ``RUN/logs``); returns the trackers used."""
+    opened = _opened(Path(checkpoint).parent.parent)
     prefix = f"{split}{'_blind' if blind else ''}/"
     values = {prefix + k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and k != "blind"}
     if "mlflow" in opened and importlib.util.find_spec("mlflow"):

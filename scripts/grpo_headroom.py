@@ -1,0 +1,93 @@
+"""What GRPO could gain on a checkpoint: its greedy answer against the best of G sampled answers.
+
+GRPO raises the probability of the sampled answers that scored better than their group, so what it can
+teach about a question is bounded by how often some sample beats the greedy answer (pass@G against
+pass@1). This script measures that per question, closed and open apart, on any split, with the GRPO
+stage's own sampling (temperature, top-p 1, one group of G answers per question):
+
+    python scripts/grpo_headroom.py runs/demo/vlm_tiny --split train --questions 300
+    python scripts/grpo_headroom.py runs/demo/vlm_tiny --split test --json
+
+Scores are the strict protocol's: closed correct, open exact match and token F1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+from tqdm.auto import tqdm
+
+from pathvqa import metrics
+from pathvqa.data.batches import Collator, ImagePipeline
+from pathvqa.data.prepare import load_data_split
+from pathvqa.inference import load_trained
+
+SCORES = {
+    "closed": {"correct": metrics.closed_correct},
+    "open": {"em": metrics.exact_match, "f1": metrics.token_f1},
+}
+
+
+def answers(family, bundle, cfg, pipeline, sample, count: int, decoding) -> list[str]:
+    collate = Collator([sample] * count, family, bundle, pipeline, cfg.task, train=False, share_images=True)
+    return family.generate(bundle, collate(list(range(count))).tensors, decoding)
+
+
+def measure(checkpoint: str, split: str, questions: int, g: int, temperature: float, seed: int) -> dict:
+    cfg, family, bundle, _ = load_trained(checkpoint)
+    samples = load_data_split(cfg.data, split, questions, progress=False).samples
+    pipeline = ImagePipeline(bundle.image_size)
+    sampling = cfg.eval.model_copy(
+        update={"do_sample": True, "temperature": temperature, "top_p": 1.0, "min_new_tokens": 0}
+    )
+    rows: dict[str, list[dict[str, float]]] = {"closed": [], "open": []}
+    for i, sample in enumerate(tqdm(samples, desc="greedy + sampled", unit="question")):
+        greedy = answers(family, bundle, cfg, pipeline, sample, 1, cfg.eval)[0]
+        torch.manual_seed(seed + i)
+        group = answers(family, bundle, cfg, pipeline, sample, g, sampling)
+        row = {}
+        for name, score in SCORES[sample.type].items():
+            values = [score(a, sample.answer) for a in group]
+            row |= {f"greedy_{name}": score(greedy, sample.answer), f"best_of_{g}_{name}": max(values),
+                    f"sampled_{name}": statistics.fmean(values)}  # fmt: skip
+        first = next(iter(SCORES[sample.type]))
+        row["greedy_wrong_a_sample_right"] = float(row[f"greedy_{first}"] < 1 <= row[f"best_of_{g}_{first}"])
+        rows[sample.type].append(row)
+    summary = {"checkpoint": checkpoint, "split": split, "generations": g, "temperature": temperature}
+    for kind, kept in rows.items():
+        if not kept:
+            continue
+        summary[kind] = {
+            "n": len(kept),
+            **{k: round(statistics.fmean(r[k] for r in kept), 4) for k in kept[0]},
+        }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="a run or checkpoint folder")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--questions", type=int, default=300, help="seeded sample of the split")
+    parser.add_argument("--generations", type=int, default=8, help="G, the group size")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="one JSON line instead of the table")
+    args = parser.parse_args()
+    summary = measure(
+        args.checkpoint, args.split, args.questions, args.generations, args.temperature, args.seed
+    )
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"{args.checkpoint} — {args.split}, G = {args.generations}, temperature {args.temperature}")
+    for kind in ("closed", "open"):
+        if kind in summary:
+            print(f"  {kind:6} " + "  ".join(f"{k} {v}" for k, v in summary[kind].items()))
+
+
+if __name__ == "__main__":
+    main()

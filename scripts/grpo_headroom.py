@@ -2,8 +2,9 @@
 
 GRPO raises the probability of the sampled answers that scored better than their group, so what it can
 teach about a question is bounded by how often some sample beats the greedy answer (pass@G against
-pass@1). This script measures that per question, closed and open apart, on any split, with the GRPO
-stage's own sampling (temperature, top-p 1, one group of G answers per question):
+pass@1). This script measures that per question, closed and open apart, on any split: the greedy answers
+as ``pathvqa eval`` gives them, and one group of G answers per question sampled as the GRPO stage samples
+(the checkpoint's ``train.grpo`` decoding settings, ``--temperature`` aside):
 
     python scripts/grpo_headroom.py runs/demo/vlm_tiny --split train --questions 300
     python scripts/grpo_headroom.py runs/demo/vlm_tiny --split test --json
@@ -23,6 +24,8 @@ from tqdm.auto import tqdm
 from pathvqa import metrics
 from pathvqa.data.batches import Collator, ImagePipeline
 from pathvqa.data.prepare import load_data_split
+from pathvqa.generation import predict
+from pathvqa.grpo import sampling_config
 from pathvqa.inference import load_trained
 
 SCORES = {
@@ -31,7 +34,8 @@ SCORES = {
 }
 
 
-def answers(family, bundle, cfg, pipeline, sample, count: int, decoding) -> list[str]:
+def sampled(family, bundle, cfg, pipeline, sample, count: int, decoding) -> list[str]:
+    """``count`` answers to one question, one ``generate`` call (as the GRPO stage samples a group)."""
     collate = Collator([sample] * count, family, bundle, pipeline, cfg.task, train=False, share_images=True)
     return family.generate(bundle, collate(list(range(count))).tensors, decoding)
 
@@ -40,18 +44,18 @@ def measure(checkpoint: str, split: str, questions: int, g: int, temperature: fl
     cfg, family, bundle, _ = load_trained(checkpoint)
     samples = load_data_split(cfg.data, split, questions, progress=False).samples
     pipeline = ImagePipeline(bundle.image_size)
-    sampling = cfg.eval.model_copy(
-        update={"do_sample": True, "temperature": temperature, "top_p": 1.0, "min_new_tokens": 0}
-    )
+    greedy = {
+        row["id"]: row["prediction"] for row in predict(family, bundle, samples, cfg, pipeline=pipeline)
+    }
+    sampling = sampling_config(cfg, cfg.train.grpo.model_copy(update={"temperature": temperature}))
     rows: dict[str, list[dict[str, float]]] = {"closed": [], "open": []}
-    for i, sample in enumerate(tqdm(samples, desc="greedy + sampled", unit="question")):
-        greedy = answers(family, bundle, cfg, pipeline, sample, 1, cfg.eval)[0]
+    for i, sample in enumerate(tqdm(samples, desc="sample groups", unit="question")):
         torch.manual_seed(seed + i)
-        group = answers(family, bundle, cfg, pipeline, sample, g, sampling)
+        group = sampled(family, bundle, cfg, pipeline, sample, g, sampling)
         row = {}
         for name, score in SCORES[sample.type].items():
             values = [score(a, sample.answer) for a in group]
-            row |= {f"greedy_{name}": score(greedy, sample.answer), f"best_of_{g}_{name}": max(values),
+            row |= {f"greedy_{name}": score(greedy[sample.id], sample.answer), f"best_of_{g}_{name}": max(values),
                     f"sampled_{name}": statistics.fmean(values)}  # fmt: skip
         first = next(iter(SCORES[sample.type]))
         row["greedy_wrong_a_sample_right"] = float(row[f"greedy_{first}"] < 1 <= row[f"best_of_{g}_{first}"])

@@ -185,8 +185,5 @@ def pytest_runtest_setup(item):
     from tests import test_recipes
 
     job = test_recipes.STARTED.get("job")
-    if job is not None and job.poll() is not None and not test_recipes.STARTED.get("cores_back"):
-        import torch
-
-        torch.set_num_threads(os.cpu_count() or 1)
-        test_recipes.STARTED["cores_back"] = True
+    if job is not None and job.poll() is not None:
+        test_recipes.give_cores_back()

@@ -14,6 +14,7 @@ Each bar is the lowest value measured minus three times the standard deviation a
 
 import atexit
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -66,17 +67,22 @@ def start_training() -> None:
     atexit.register(job.kill)  # a session that ends early leaves no training behind
 
 
+def give_cores_back() -> None:
+    """Every core for this process (the rest of the suite ran with one while the trainings held them)."""
+    if not STARTED.get("cores_back"):
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        STARTED["cores_back"] = True
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(root folder, seconds from launch to finish, the prior's metrics) once both trainings are done."""
     start_training()
     job, root = STARTED["job"], STARTED["root"]
     job.wait(timeout=2400)
-    import os
-
-    import torch
-
-    torch.set_num_threads(os.cpu_count() or 1)  # the trainings are done: every core for the evaluations
+    give_cores_back()  # the trainings are done: every core for the evaluations
     logs = "".join(f"{p.name}:\n{p.read_text()[-2000:]}\n" for p in sorted(root.glob("*.log")))
     assert job.returncode == 0, logs
     seconds = round(time.perf_counter() - STARTED["started"])

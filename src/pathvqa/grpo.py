@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from pathvqa import rewards as reward_functions
-from pathvqa.config import GrpoConfig
+from pathvqa.config import EvalConfig, ExperimentConfig, GrpoConfig
 from pathvqa.data.batches import Collator
 from pathvqa.data.prepare import Sample
 from pathvqa.errors import PathVQAError
@@ -114,6 +114,15 @@ def normalizer(loss_type: str, answers: int, tokens: float, max_new_tokens: int)
     return tokens
 
 
+def sampling_config(cfg: ExperimentConfig, grpo: GrpoConfig) -> EvalConfig:
+    """The decoding settings a group of answers is sampled with (``grpo.max_new_tokens`` null: the
+    evaluation's)."""
+    return cfg.eval.model_copy(
+        update={"do_sample": True, "temperature": grpo.temperature, "top_p": grpo.top_p,
+                "max_new_tokens": grpo.max_new_tokens or cfg.eval.max_new_tokens, "min_new_tokens": 0}
+    )  # fmt: skip
+
+
 def step_seed(seed: int, step: int, sample_id: str) -> int:
     """The sampling seed of one question's group at one step."""
     digest = hashlib.blake2b(f"{seed}:{step}:{sample_id}".encode(), digest_size=8).digest()
@@ -143,11 +152,8 @@ class GrpoTrainer(Trainer):
         self.grpo = self.cfg.train.grpo
         self.rewards = reward_functions.load(self.grpo.rewards)
         self.weights = [weight for _, _, weight in self.rewards]
-        self.max_new_tokens = self.grpo.max_new_tokens or self.cfg.eval.max_new_tokens
-        self.sampling = self.cfg.eval.model_copy(
-            update={"do_sample": True, "temperature": self.grpo.temperature, "top_p": self.grpo.top_p,
-                    "max_new_tokens": self.max_new_tokens, "min_new_tokens": 0}
-        )  # fmt: skip
+        self.sampling = sampling_config(self.cfg, self.grpo)
+        self.max_new_tokens = self.sampling.max_new_tokens
         self.pipeline = self.val_pipeline  # no augmentation: the answers are rewarded on the image as it is
 
     def _updates_per_step(self) -> int:

@@ -9,7 +9,10 @@ as ``pathvqa eval`` gives them, and one group of G answers per question sampled 
     python scripts/grpo_headroom.py runs/demo/vlm_tiny --split train --questions 300
     python scripts/grpo_headroom.py runs/demo/vlm_tiny --split test --json
 
-Scores are the strict protocol's: closed correct, open exact match and token F1.
+Scores are the strict protocol's: closed correct, open exact match and token F1. ``consensus`` is the answer
+of the group and the greedy one that overlaps the group's answers most (mean token F1, minimum-Bayes-risk
+decoding): what choosing better among the answers the model already gives would score, with nothing more
+learned about the image.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ def sampled(family, bundle, cfg, pipeline, sample, count: int, decoding) -> list
     return family.generate(bundle, collate(list(range(count))).tensors, decoding)
 
 
+def consensus(candidates: list[str], group: list[str]) -> str:
+    """The candidate with the highest mean token F1 against the group's answers (the first on a tie)."""
+    return max(candidates, key=lambda c: statistics.fmean(metrics.token_f1(c, other) for other in group))
+
+
 def measure(checkpoint: str, split: str, questions: int, g: int, temperature: float, seed: int) -> dict:
     cfg, family, bundle, _ = load_trained(checkpoint)
     samples = load_data_split(cfg.data, split, questions, progress=False).samples
@@ -53,10 +61,12 @@ def measure(checkpoint: str, split: str, questions: int, g: int, temperature: fl
         torch.manual_seed(seed + i)
         group = sampled(family, bundle, cfg, pipeline, sample, g, sampling)
         row = {}
+        choice = consensus([*group, greedy[sample.id]], group)
         for name, score in SCORES[sample.type].items():
             values = [score(a, sample.answer) for a in group]
             row |= {f"greedy_{name}": score(greedy[sample.id], sample.answer), f"best_of_{g}_{name}": max(values),
-                    f"sampled_{name}": statistics.fmean(values)}  # fmt: skip
+                    f"sampled_{name}": statistics.fmean(values),
+                    f"consensus_{name}": score(choice, sample.answer)}  # fmt: skip
         first = next(iter(SCORES[sample.type]))
         row["greedy_wrong_a_sample_right"] = float(row[f"greedy_{first}"] < 1 <= row[f"best_of_{g}_{first}"])
         rows[sample.type].append(row)

@@ -17,6 +17,7 @@ from pathvqa.data.batches import Collator, ImagePipeline
 from pathvqa.data.prepare import load_split
 from pathvqa.errors import ConfigError, PathVQAError
 from pathvqa.grpo import GrpoTrainer, advantages, policy_loss
+from pathvqa.models.base import label_logprobs
 from pathvqa.models.registry import build
 from pathvqa.rewards import combine, load, table
 from pathvqa.train import fit
@@ -90,6 +91,29 @@ def test_the_loss_equals_the_hand_computed_value_and_trls(loss_type, beta):
     assert float(parts.stats["clipped"]) / tokens == pytest.approx(logged["clip_ratio/region_mean"][0])
     if beta:
         assert float(parts.stats["kl"]) / tokens == pytest.approx(logged["kl"][0], abs=1e-6)
+
+
+def test_answer_logprobs_are_trls_at_the_sampling_temperature():
+    """TRL scores sampled answers under the distribution they were drawn from, the logits divided by the
+    temperature (its fused LM head); ours must give the same numbers, or GRPO at temperature ≠ 1 follows
+    the gradient of another policy than the one that sampled."""
+    from transformers import MistralConfig, MistralForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)  # fmt: skip
+    model = MistralForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (3, 7))
+    labels = ids.masked_fill(torch.tensor([[1, 1, 1, 0, 0, 0, 0]] * 3).bool(), -100)  # the answer's tokens
+    labels[2, -2:] = -100  # a shorter answer (padding)
+    logits = model(input_ids=ids).logits
+    for temperature in (1.0, 0.7, 1.3):
+        ours, mask = label_logprobs(logits, labels, temperature)
+        add_fused_lm_head(model, temperature=temperature)
+        theirs = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+        assert torch.allclose(ours, theirs * mask, atol=1e-5), temperature
+    assert not torch.allclose(label_logprobs(logits, labels, 0.7)[0], label_logprobs(logits, labels)[0])
 
 
 def test_advantages_are_trls_for_each_scaling():

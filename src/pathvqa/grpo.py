@@ -217,7 +217,7 @@ class GrpoTrainer(Trainer):
                 "answer_tokens": tokens / max(answers, 1.0)}  # fmt: skip
 
     def _loss(self, rollout: Rollout) -> LossParts:
-        logp, mask = self.family.token_logprobs(self.bundle, rollout.inputs)
+        logp, mask = self._logprobs(self.bundle, rollout.inputs)
         old = rollout.old_logp if rollout.old_logp is not None else logp.detach()
         return policy_loss(
             logp, old, rollout.advantage, mask, self.grpo, self.max_new_tokens, rollout.ref_logp
@@ -240,7 +240,7 @@ class GrpoTrainer(Trainer):
         old = ref = None
         with torch.no_grad():
             if self.grpo.num_iterations > 1:
-                old = self.family.token_logprobs(self.bundle, inputs)[0]
+                old = self._logprobs(self.bundle, inputs)[0]
             if self.grpo.beta:
                 ref = self._reference_logprobs(inputs)
         same = int(torch.isclose(std.view(-1, g)[:, 0], torch.zeros((), device=std.device)).sum())
@@ -267,7 +267,12 @@ class GrpoTrainer(Trainer):
 
     def _reference_logprobs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with self._as_reference() as bundle:
-            return self.family.token_logprobs(bundle, inputs)[0]
+            return self._logprobs(bundle, inputs)[0]
+
+    def _logprobs(self, bundle, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The answers' token log-probabilities under the distribution they were sampled from (the logits
+        divided by ``grpo.temperature``, as TRL computes them), and their mask."""
+        return self.family.token_logprobs(bundle, inputs, self.sampling.temperature)
 
     @contextmanager
     def _as_reference(self):

@@ -97,10 +97,11 @@ class Family(Protocol):
         ...
 
     def token_logprobs(
-        self, bundle: Bundle, batch: dict[str, torch.Tensor]
+        self, bundle: Bundle, batch: dict[str, torch.Tensor], temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-probabilities of the target tokens (B, T), their mask (B, T)) for a training batch, without
-        label smoothing: what GRPO's ratio and KL are made of."""
+        label smoothing, of the logits divided by ``temperature`` (the distribution the answers were
+        sampled from, as TRL scores them): what GRPO's ratio and KL are made of."""
         ...
 
     def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
@@ -184,12 +185,15 @@ def token_loss(
     return total, (shifted != -100).sum()
 
 
-def label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token log-probabilities of the labels: logits (B, T, V), labels (B, T) with -100 ignored →
-    (log p (B, T-1), mask (B, T-1)); token t is predicted at position t-1, as in :func:`token_loss`."""
+def label_logprobs(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token log-probabilities of the labels under softmax(logits / ``temperature``): logits (B, T, V),
+    labels (B, T) with -100 ignored → (log p (B, T-1), mask (B, T-1)); token t is predicted at position
+    t-1, as in :func:`token_loss`."""
     shifted = labels[:, 1:]
     mask = shifted != -100
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    logp = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
     picked = logp.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return picked * mask, mask
 

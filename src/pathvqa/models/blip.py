@@ -122,7 +122,7 @@ class BlipFamily(Family):
         return mean * tokens, tokens
 
     def token_logprobs(
-        self, bundle: BlipBundle, batch: dict[str, torch.Tensor]
+        self, bundle: BlipBundle, batch: dict[str, torch.Tensor], temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's log-probabilities of the answer tokens (no label smoothing, unlike ``loss``). BLIP's
         output keeps no decoder logits: a hook takes them from the decoder during the model's own forward
@@ -134,7 +134,7 @@ class BlipFamily(Family):
             self._forward(bundle, batch)
         finally:
             handle.remove()
-        return label_logprobs(captured[0], batch["labels"])  # logits (B, Ta, V)
+        return label_logprobs(captured[0], batch["labels"], temperature)  # logits (B, Ta, V)
 
     def _forward(self, bundle: BlipBundle, batch: dict[str, torch.Tensor]):
         with bundle.shared.rows(batch.get("image_index")):  # the tower sees each distinct image once

@@ -140,9 +140,9 @@ class HfFamily(Family):
         return token_loss(self._logits(bundle, batch), batch["labels"])
 
     def token_logprobs(
-        self, bundle: HfBundle, batch: dict[str, torch.Tensor]
+        self, bundle: HfBundle, batch: dict[str, torch.Tensor], temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return label_logprobs(self._logits(bundle, batch), batch["labels"])
+        return label_logprobs(self._logits(bundle, batch), batch["labels"], temperature)
 
     def _logits(self, bundle: HfBundle, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "image_index")}

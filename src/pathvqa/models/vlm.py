@@ -261,9 +261,9 @@ class VlmFamily(Family):
         return token_loss(*self._logits(bundle, batch))
 
     def token_logprobs(
-        self, bundle: Bundle, batch: dict[str, torch.Tensor]
+        self, bundle: Bundle, batch: dict[str, torch.Tensor], temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return label_logprobs(*self._logits(bundle, batch))
+        return label_logprobs(*self._logits(bundle, batch), temperature)
 
     def _logits(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return bundle.model(

@@ -375,8 +375,15 @@ def parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], list[str]]:
     return nested, problems
 
 
+class _Replacing(dict):
+    """A mapping given whole as one ``key=value`` (``train.grpo.rewards={closed_correct: 1}``): it replaces
+    the config's mapping at that key instead of being merged into it (``key.name=value`` sets one entry)."""
+
+
 def _set_dotted(nested: dict[str, Any], key: str, value: Any) -> str | None:
     """``nested[a][b][c] = value`` for ``key`` ``a.b.c``; a problem, or None."""
+    if isinstance(value, dict):
+        value = _Replacing(value)
     node = nested
     parts = key.split(".")
     for part in parts[:-1]:
@@ -390,7 +397,9 @@ def _set_dotted(nested: dict[str, Any], key: str, value: Any) -> str | None:
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, _Replacing):
+            out[key] = dict(value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
         elif isinstance(value, dict) and isinstance(out.get(key), list):
             out[key] = _merge_named(out[key], value, key)

@@ -53,9 +53,9 @@ def grpo_gradient(trainer: GrpoTrainer, samples: list, params: list[torch.Tensor
     return flat_grad(params)
 
 
-def measure(config: str, run: str, sets: list[str], questions: int, seed: int) -> dict[str, float]:
-    init = checkpoint.resolve(run)
+def measure(config: str, sets: list[str], questions: int, seed: int) -> dict[str, float]:
     cfg = load_config(config, sets)
+    init = checkpoint.resolve(cfg.train.init_from)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = GrpoTrainer(cfg, Path(scratch) / "run", progress=False, init=init)
         trainer.setup()
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sets = [f"train.init_from={args.checkpoint}", *args.sets]
-    figures = measure(args.config, args.checkpoint, sets, args.questions, args.seed)
+    figures = measure(args.config, sets, args.questions, args.seed)
     print(f"{args.checkpoint}, {args.questions} training questions ({args.config} {' '.join(args.sets)})")
     for name, value in figures.items():
         print(f"  cos {name.replace('_vs_', ' vs ').replace('_', ' ')}: {value:.3f}")

@@ -25,22 +25,16 @@ import torch
 from tqdm.auto import tqdm
 
 from pathvqa import metrics
-from pathvqa.data.batches import Collator, ImagePipeline
+from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import load_data_split
 from pathvqa.generation import predict
-from pathvqa.grpo import sampling_config
+from pathvqa.grpo import sample_group, sampling_config
 from pathvqa.inference import load_trained
 
 SCORES = {
     "closed": {"correct": metrics.closed_correct},
     "open": {"em": metrics.exact_match, "f1": metrics.token_f1},
 }
-
-
-def sampled(family, bundle, cfg, pipeline, sample, count: int, decoding) -> list[str]:
-    """``count`` answers to one question, one ``generate`` call (as the GRPO stage samples a group)."""
-    collate = Collator([sample] * count, family, bundle, pipeline, cfg.task, train=False, share_images=True)
-    return family.generate(bundle, collate(list(range(count))).tensors, decoding)
 
 
 def consensus(candidates: list[str], group: list[str]) -> str:
@@ -59,7 +53,7 @@ def measure(checkpoint: str, split: str, questions: int, g: int, temperature: fl
     rows: dict[str, list[dict[str, float]]] = {"closed": [], "open": []}
     for i, sample in enumerate(tqdm(samples, desc="sample groups", unit="question")):
         torch.manual_seed(seed + i)
-        group = sampled(family, bundle, cfg, pipeline, sample, g, sampling)
+        group = sample_group(family, bundle, pipeline, cfg.task, sample, g, sampling)
         row = {}
         choice = consensus([*group, greedy[sample.id]], group)
         for name, score in SCORES[sample.type].items():

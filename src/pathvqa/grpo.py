@@ -123,6 +123,15 @@ def sampling_config(cfg: ExperimentConfig, grpo: GrpoConfig) -> EvalConfig:
     )  # fmt: skip
 
 
+def sample_group(
+    family, bundle, pipeline, task: str, sample: Sample, count: int, decoding: EvalConfig, device="cpu"
+) -> list[str]:
+    """``count`` answers to one question from one ``generate`` call with ``decoding``: a GRPO group (the
+    caller seeds the draw)."""
+    collate = Collator([sample] * count, family, bundle, pipeline, task, train=False, share_images=True)
+    return family.generate(bundle, collate(list(range(count))).to(device), decoding)
+
+
 def step_seed(seed: int, step: int, sample_id: str) -> int:
     """The sampling seed of one question's group at one step."""
     digest = hashlib.blake2b(f"{seed}:{step}:{sample_id}".encode(), digest_size=8).digest()
@@ -248,14 +257,16 @@ class GrpoTrainer(Trainer):
 
     def _sample_group(self, sample: Sample) -> list[str]:
         """G answers to one question, sampled from a seed of (run seed, step, question id)."""
-        g, device = self.grpo.num_generations, self.accelerator.device
-        inputs = self._collate([sample] * g, train=False).to(device)
+        device = self.accelerator.device
         devices = [device] if device.type == "cuda" else []
         was_training = self.bundle.model.training
         self.bundle.model.eval()
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(step_seed(self.cfg.train.seed, self.pos.step, sample.id))
-            answers = self.family.generate(self.bundle, inputs, self.sampling)
+            answers = sample_group(
+                self.family, self.bundle, self.pipeline, self.cfg.task, sample, self.grpo.num_generations,
+                self.sampling, device,
+            )  # fmt: skip
         self.bundle.model.train(was_training)
         return answers
 

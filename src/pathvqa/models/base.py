@@ -193,7 +193,10 @@ def label_logprobs(
     t-1, as in :func:`token_loss`."""
     shifted = labels[:, 1:]
     mask = shifted != -100
-    logp = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
+    scaled = logits[:, :-1].float()
+    if temperature != 1.0:  # no copy of the (B, T, V) logits at the default
+        scaled = scaled / temperature
+    logp = torch.log_softmax(scaled, dim=-1)
     picked = logp.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return picked * mask, mask
 

@@ -204,6 +204,16 @@ def test_rewards_by_name_weight_and_import_path(tmp_path, monkeypatch):
         load_config("configs/vlm_tiny_grpo.yaml", ["task=caption"])
 
 
+def test_the_default_closed_reward_wants_the_whole_answer():
+    """The closed-accuracy metric reads the first word only; as a reward it leaves the rest free, and at
+    lr 3e-4 a policy grew it (validation exact match 0.42 -> 0.02 in 200 steps, closed accuracy held at 0.69)."""
+    assert "closed_exact_match" in GrpoConfig().rewards and "closed_correct" not in GrpoConfig().rewards
+    rewards = load({"closed_exact_match": 1.0, "closed_correct": 1.0})
+    samples = [SimpleNamespace(answer="yes", question="q", type="closed")] * 3
+    per = table(rewards, ["Yes.", "yes no the", "no"], samples)
+    assert per.tolist() == [[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]
+
+
 GRPO_SMOKE = [
     "train.batch_size=4", "train.max_steps=4", "train.save_every=2", "train.eval_every=4", "train.log_every=1",
     "train.grpo.num_generations=4", "train.grpo.max_new_tokens=4", "data.eval_samples=8", "train.threads=1",

@@ -189,7 +189,14 @@ class AugmentConfig(_Section):
     """Per-channel scale/shift in optical-density space (mild H&E stain variation)."""
 
 
-REWARDS = ("closed_correct", "open_exact_match", "open_token_f1", "llava_med_closed", "llava_med_open_recall")
+REWARDS = (
+    "closed_exact_match",
+    "closed_correct",
+    "open_exact_match",
+    "open_token_f1",
+    "llava_med_closed",
+    "llava_med_open_recall",
+)
 """Built-in GRPO rewards (``pathvqa.rewards``); a user's own by import path, ``module:function``."""
 
 
@@ -211,7 +218,9 @@ class GrpoConfig(_Section):
     scale_rewards: Literal["group", "batch", "none"] = "group"
     num_iterations: int = Field(default=1, ge=1)
     """Optimizer updates per sampled batch (μ); above 1 the ratio to the sampling policy is clipped."""
-    rewards: dict[str, float] = Field(default_factory=lambda: {"closed_correct": 1.0, "open_token_f1": 1.0})
+    rewards: dict[str, float] = Field(
+        default_factory=lambda: {"closed_exact_match": 1.0, "open_token_f1": 1.0}
+    )
     """Reward name → weight; a reward that does not apply to a question (closed vs open) gives it nothing."""
 
     @field_validator("rewards")

@@ -5,8 +5,10 @@ answer, or ``None`` where it does not apply (a closed-question reward on an open
 
     def my_reward(completions, answers, questions, types, **_) -> list[float | None]: ...
 
-Built-in: ``closed_correct`` (yes/no right, strict protocol), ``open_exact_match`` and ``open_token_f1``
-(strict protocol), ``llava_med_closed`` and ``llava_med_open_recall`` (LLaVA-Med's scoring). A user's own
+Built-in: ``closed_exact_match`` (the whole answer is the right yes/no), ``closed_correct`` (the first word
+is: the closed-accuracy metric, which leaves the rest of the answer free, so a policy may grow it),
+``open_exact_match`` and ``open_token_f1`` (strict protocol), ``llava_med_closed`` and
+``llava_med_open_recall`` (LLaVA-Med's scoring). A user's own
 reward is named by import path, ``my_rewards:reward`` (opt-in: it runs your code).
 """
 
@@ -34,6 +36,7 @@ def _per_row(score: Callable[[str, str], float], kind: str) -> Reward:
 
 
 BUILT_IN: dict[str, Reward] = {
+    "closed_exact_match": _per_row(metrics.exact_match, "closed"),
     "closed_correct": _per_row(metrics.closed_correct, "closed"),
     "open_exact_match": _per_row(metrics.exact_match, "open"),
     "open_token_f1": _per_row(metrics.token_f1, "open"),

@@ -34,13 +34,13 @@ def test_overrides_are_typed_and_nested():
 
 
 def test_a_mapping_given_whole_replaces_one_entry_given_alone_merges():
-    grpo = "configs/vlm_tiny_grpo.yaml"  # rewards: {closed_correct: 1.0, open_token_f1: 1.0}
+    grpo = "configs/vlm_tiny_grpo.yaml"  # rewards: {closed_exact_match: 1.0, open_exact_match: 1.0}
     whole = load_config(grpo, ["train.grpo.rewards={closed_correct: 2}"]).train.grpo.rewards
     assert whole == {"closed_correct": 2}
     merged = load_config(grpo, ["train.grpo.rewards.open_token_f1=0.5"]).train.grpo.rewards
-    assert merged == {"closed_correct": 1.0, "open_token_f1": 0.5}
-    both = ["train.grpo.rewards={closed_correct: 1}", "train.grpo.rewards.open_exact_match=1"]
-    assert load_config(grpo, both).train.grpo.rewards == {"closed_correct": 1, "open_exact_match": 1}
+    assert merged == {"closed_exact_match": 1.0, "open_exact_match": 1.0, "open_token_f1": 0.5}
+    both = ["train.grpo.rewards={closed_correct: 1}", "train.grpo.rewards.open_token_f1=1"]
+    assert load_config(grpo, both).train.grpo.rewards == {"closed_correct": 1, "open_token_f1": 1}
     augment = load_config(grpo, ["train.augment.hflip=true"]).train.augment  # sections still merge
     assert augment.hflip is True and augment.vflip is False
 

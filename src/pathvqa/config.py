@@ -219,7 +219,7 @@ class GrpoConfig(_Section):
     num_iterations: int = Field(default=1, ge=1)
     """Optimizer updates per sampled batch (μ); above 1 the ratio to the sampling policy is clipped."""
     rewards: dict[str, float] = Field(
-        default_factory=lambda: {"closed_exact_match": 1.0, "open_token_f1": 1.0}
+        default_factory=lambda: {"closed_exact_match": 1.0, "open_exact_match": 1.0}
     )
     """Reward name → weight; a reward that does not apply to a question (closed vs open) gives it nothing."""
 

@@ -356,7 +356,9 @@ def demo(
     with_config: Annotated[
         list[str] | None,
         typer.Option(
-            "--with", help="Also fine-tune and compare a shipped config (llava_tiny, …; repeatable)."
+            "--with",
+            help="Also fine-tune and compare a shipped config (llava_tiny, …; repeatable); grpo: a "
+            "150-step vlm-tiny fine-tune and a GRPO stage from it.",
         ),
     ] = None,
 ) -> None:

@@ -65,7 +65,7 @@ def run_demo(
     extra: list[str] | None = None,
 ) -> dict[str, dict]:
     """The study; ``extra``: more shipped configs to fine-tune and compare (``llava_tiny``, …), and
-    ``grpo``: a GRPO stage after vlm-tiny's fine-tune."""
+    ``grpo``: a 150-step vlm-tiny fine-tune and a GRPO stage from it."""
     out = Path(out)
     extra = list(extra or [])
     with_grpo = "grpo" in extra

@@ -101,17 +101,10 @@ def run_demo(
 
 def _grpo_after_sft(out: Path, sets: list[str], fresh: bool) -> dict[str, dict]:
     """The short fine-tune, then GRPO from it (every core each), both evaluated, and compared."""
-    results = {}
     start = out / SHORT_SFT[1]
-    for (label, name), extra in ((SHORT_SFT, SHORT_SETS), (GRPO, [f"train.init_from={start}"])):
-        _drop_if_started_elsewhere(out / name, start if name == GRPO[1] else None)
-        beside = _Beside()
-        todo = {label: name}
-        if not fresh and (out / name / "train_summary.json").is_file():  # trained by an earlier run
-            todo = {}
-            beside.add(label, partial(_evaluate_fine_tuned, out / name, fresh))
-        _fine_tune_side_by_side(out, todo, [*sets, *extra], beside)
-        results[label] = beside.finish()[label]
+    _drop_if_started_elsewhere(out / GRPO[1], start)
+    results = _fine_tune_and_evaluate(out, dict([SHORT_SFT]), [*sets, *SHORT_SETS], fresh)
+    results |= _fine_tune_and_evaluate(out, dict([GRPO]), [*sets, f"train.init_from={start}"], fresh)
     sft = read_predictions(find_predictions(start))
     against = compare(sft, read_predictions(find_predictions(out / GRPO[1])))
     (out / GRPO[1] / "vs_sft.json").write_text(json.dumps(against, indent=2))
@@ -121,13 +114,11 @@ def _grpo_after_sft(out: Path, sets: list[str], fresh: bool) -> dict[str, dict]:
     return results
 
 
-def _drop_if_started_elsewhere(run_dir: Path, start: Path | None) -> None:
+def _drop_if_started_elsewhere(run_dir: Path, start: Path) -> None:
     """A GRPO run left by an earlier demo that started it from another checkpoint (the full fine-tune,
     before the short one) is not this demo's: it is trained again."""
     saved = run_dir / "config.yaml"
-    if start is None or not saved.is_file():
-        return
-    if yaml.safe_load(saved.read_text())["train"].get("init_from") != str(start):
+    if saved.is_file() and yaml.safe_load(saved.read_text())["train"].get("init_from") != str(start):
         _stage(f"{run_dir} started from another checkpoint: training it again")
         shutil.rmtree(run_dir)
 
@@ -152,6 +143,15 @@ def _train_and_evaluate(
     beside.add("question-only prior", lambda progress: run_baseline(out=out / "prior", dataset=dataset))
     zero_shot = {"config": str(packaged_config("blip_tiny")), "overrides": sets}
     beside.add("blip-tiny zero-shot", partial(_evaluated, out / "blip_tiny_zeroshot", fresh, **zero_shot))
+    done = _fine_tune_and_evaluate(out, trained, sets, fresh, beside)
+    return {label: done[label] for label in ["question-only prior", "blip-tiny zero-shot", *trained]}
+
+
+def _fine_tune_and_evaluate(
+    out: Path, trained: dict[str, str], sets: list[str], fresh: bool, beside: _Beside | None = None
+) -> dict[str, dict]:
+    """Fine-tune ``trained`` (label → run folder) side by side and evaluate them; with ``beside``'s jobs."""
+    beside = beside or _Beside()
     todo = {
         label: name for label, name in trained.items() if not (out / name / "train_summary.json").is_file()
     }
@@ -159,8 +159,7 @@ def _train_and_evaluate(
         if label not in todo:  # trained by an earlier run: its evaluations are reused unless ``fresh``
             beside.add(label, partial(_evaluate_fine_tuned, out / name, fresh))
     _fine_tune_side_by_side(out, todo, sets, beside)
-    done = beside.finish()
-    return {label: done[label] for label in ["question-only prior", "blip-tiny zero-shot", *trained]}
+    return beside.finish()
 
 
 class _Beside:

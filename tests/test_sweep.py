@@ -119,6 +119,61 @@ def test_a_killed_worker_has_its_trial_retried_from_its_checkpoint(tmp_path, syn
     assert max(steps) == 80
 
 
+class QuickWorker(sweep.Worker):
+    """A worker whose trials take milliseconds: claims collide as often as a test can make them."""
+
+    def objective(self, trial) -> float:
+        values = [p.suggest(trial) for p in self.spec.space]
+        time.sleep(0.01 * (trial.number % 3))
+        return float(values[0])
+
+
+def _quick_worker(spec_path: str, out: str, storage: str, start, results) -> None:
+    spec = sweep.load_spec(spec_path)
+    worker = QuickWorker(spec, Path(out), storage, progress=False)
+    start.wait()  # every worker claims its first trial at the same instant
+    results.put(worker.run()["finished"])
+
+
+def run_quick_workers(spec: Path, out: Path, storage: str, workers: int) -> list[int]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(workers), context.Queue()
+    args = (str(spec), str(out), storage, start, results)
+    procs = [context.Process(target=_quick_worker, args=args) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0, f"a worker exited with {proc.exitcode}"
+    return [results.get(timeout=5) for _ in procs]
+
+
+def check_budget(out: Path, storage: str | None, wanted: int) -> None:
+    result = sweep.status(out, storage=storage)
+    states = [t["state"] for t in result["trials"]]
+    assert states.count("COMPLETE") == wanted and len(states) == wanted, states
+    params = {json.dumps(t["params"], sort_keys=True) for t in result["trials"]}
+    assert len(params) == wanted, "two trials share their parameters"
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_the_budget_is_exact_however_many_workers_start_together(tmp_path, synth_dir, storage, request):
+    """Four workers released by one barrier, trials of milliseconds (the race is at every claim): the
+    study holds exactly the asked number of trials, three sweeps in a row."""
+    for round in range(3):
+        name = f"budget{round}"
+        spec = write_spec(tmp_path / name, synth_dir, trials=9, name=name)
+        out = tmp_path / name / "sweep"
+        url = request.getfixturevalue("postgres") if storage == "postgresql" else sweep.default_storage(out)
+        out.mkdir()
+        finished = run_quick_workers(spec, out, url, workers=4)
+        assert all(n == 9 for n in finished), finished  # every worker saw the study end at 9
+        (out / sweep.SPEC_FILE).write_text(json.dumps({"storage": url, **sweep.load_spec(spec).to_json()}))
+        check_budget(out, url, 9)
+
+
 def _postgres_bin() -> Path | None:
     for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (folder / "initdb").is_file():
@@ -153,10 +208,11 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_two_workers_on_a_postgresql_server(tmp_path, synth_dir, postgres):
+def test_three_workers_on_a_postgresql_server(tmp_path, synth_dir, postgres):
     spec, out = write_spec(tmp_path, synth_dir, steps=2, evaluate=False), tmp_path / "sweep"
-    finish(worker(spec, out, "--storage", postgres), worker(spec, out, "--storage", postgres))
-    check_trials(out, postgres, 4)
+    finish(*[worker(spec, out, "--storage", postgres, "--trials", "5") for _ in range(3)])
+    check_trials(out, postgres, 5)
+    assert len(sweep.status(out, storage=postgres)["trials"]) == 5, "a trial was created and never run"
     assert not (out / "sweep.db").exists(), "the SQLite default was used instead of the server"
 
 

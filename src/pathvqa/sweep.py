@@ -304,44 +304,96 @@ def _counts(study) -> dict[str, int]:
     trials = study.get_trials(deepcopy=False)
     count = {state.name: sum(t.state == state for t in trials) for state in TrialState}
     count["finished"] = count["COMPLETE"] + count["PRUNED"]
+    # failed trials that no retry replaced (diverged, no validation): a budget of failures, then stop
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    count["failed"] = sum(t.state == TrialState.FAIL and t.number not in retried for t in trials)
     return count
 
 
 # ---- a worker ----------------------------------------------------------------------------------------------
 class Worker:
-    """Runs trials of one study until it holds ``trials`` finished ones; several may run at once, anywhere."""
+    """Runs trials of one study until it holds ``trials`` finished ones; several may run at once, anywhere.
+
+    The budget is exact: a worker claims a trial only under the study's lock (:class:`StudyLock`, held by
+    the storage itself), where it fails stale trials (queueing their retries), then takes a waiting trial
+    or, while finished + running + waiting trials are fewer than ``trials``, creates a new one. Nothing
+    else creates trials, so however many workers start together the study ends with exactly ``trials``
+    finished ones, and a trial is created only by the worker that runs it."""
 
     def __init__(self, spec: Spec, out: Path, storage_url: str, progress: bool = True):
         self.spec, self.out, self.storage_url, self.progress = spec, out, storage_url, progress
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.study = open_study(spec, storage_url)
+        self.lock = StudyLock(spec.name, storage_url)
         base = spec.config()
         self.mlflow_uri = mlflow_uri(base, out)  # one store for all trials (the sweep folder's by default)
         if "mlflow" in base.train.report_to:  # created once, here, before trials log to it
             open_mlflow_store(self.mlflow_uri)
 
     def run(self) -> dict[str, int]:
-        """Start trials while fewer than ``trials`` are finished or under way; then wait for the ones under
-        way (a dead worker's trial comes back as a waiting retry, which this worker then runs)."""
+        """Claim and run trials until the study holds ``trials`` finished ones; with none left to claim,
+        watch the ones under way (a dead worker's trial comes back as a waiting retry, claimed here).
+        A failed trial (diverged, no validation value) is replaced, up to ``trials`` failures a run."""
+        give_up: int | None = None
+        while True:
+            trial, count = self.claim(give_up)
+            give_up = count["failed"] + self.spec.trials if give_up is None else give_up
+            if trial is not None:
+                self.run_trial(trial)
+            elif count["finished"] >= self.spec.trials or count["failed"] >= give_up:
+                return count
+            else:
+                time.sleep(min(5, self.spec.heartbeat_s))  # the last trials run elsewhere: watch them
+
+    def claim(self, give_up: int | None = None) -> tuple[Any, dict[str, int]]:
+        """(a trial this worker now owns, or None; the counts it decided on), under the study's lock: a
+        waiting trial (a retry) first, else a new one while finished + running + waiting < ``trials``."""
+        import warnings
+
         import optuna
         from optuna.storages import fail_stale_trials
 
-        while True:
-            fail_stale_trials(self.study)
+        with self.lock:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                fail_stale_trials(self.study)  # a dead worker's trial: failed, its retry queued
             count = _counts(self.study)
-            if count["finished"] >= self.spec.trials:
-                return count
-            if count["finished"] + count["RUNNING"] >= self.spec.trials and not count["WAITING"]:
-                time.sleep(min(5, self.spec.heartbeat_s))  # the last trials run elsewhere: watch them
-                continue
-            self.study.optimize(self.objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            taken = count["finished"] + count["RUNNING"] + count["WAITING"]
+            failing = give_up is not None and count["failed"] >= give_up
+            if count["WAITING"] or (taken < self.spec.trials and not failing):
+                return self.study.ask(), count  # pops the waiting trial first, else creates one
+            return None, count
+
+    def run_trial(self, trial) -> None:
+        """Run one claimed trial with a heartbeat and tell the study how it ended (as Optuna's optimize)."""
+        import optuna
+        from optuna.storages._heartbeat import get_heartbeat_thread
+
+        state, value = optuna.trial.TrialState.FAIL, None
+        with get_heartbeat_thread(trial._trial_id, self.study._storage):
+            try:
+                value = self.objective(trial)
+                state = optuna.trial.TrialState.COMPLETE
+            except optuna.TrialPruned as err:
+                state = optuna.trial.TrialState.PRUNED
+                log.info("trial %d pruned: %s", trial.number, err)
+            except TrialFailed as err:
+                log.warning("%s", err)
+            except BaseException:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+        try:
+            self.study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:  # its heartbeat went stale: failed, retried
+            log.warning("trial %d was failed by the study (no heartbeat) and queued again", trial.number)
+            return
+        if state == optuna.trial.TrialState.COMPLETE:
+            log.info("trial %d: %s = %.4f", trial.number, self.spec.objective, value)
 
     def objective(self, trial) -> float:
         import optuna
 
-        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        frozen = next(t for t in running if t.number == trial.number)
+        frozen = self.study._storage.get_trial(trial._trial_id)
         number = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         number = trial.number if number is None else number  # a retry continues its original's folder
         values = {p.key: p.suggest(trial) for p in self.spec.space}
@@ -379,6 +431,58 @@ class Worker:
                 if isinstance(metrics.get(key), float):
                     trial.set_user_attr(f"test_{key}", metrics[key])
         return float(value)
+
+
+class StudyLock:
+    """Mutual exclusion over one study, for the claim of a trial: held by the storage, so it is released
+    when a worker dies. PostgreSQL: a session advisory lock; MySQL: a named lock; SQLite (one machine):
+    an exclusive ``flock`` on a file beside the database. Re-entrant for nothing: hold it briefly."""
+
+    def __init__(self, study_name: str, url: str):
+        self.url = url
+        key = f"pathvqa-sweep:{study_name}"
+        self.key = zlib.crc32(key.encode())  # advisory locks are keyed by a number
+        self.name = key[:64]
+        self._held: Any = None
+        self.kind = "sqlite" if url.startswith("sqlite") else "postgresql" if "postgres" in url else ""
+        self.kind = self.kind or ("mysql" if url.startswith("mysql") else "")
+        if not self.kind:
+            scheme = url.split(":", 1)[0]
+            raise PathVQAError(f"--storage {scheme}: sweeps run on SQLite, PostgreSQL or MySQL")
+        if self.kind != "sqlite":
+            import sqlalchemy
+
+            self.engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+
+    def __enter__(self) -> StudyLock:
+        if self.kind == "sqlite":
+            import fcntl
+
+            path = Path(self.url.removeprefix("sqlite:///") + ".lock")
+            self._held = path.open("a")
+            fcntl.flock(self._held, fcntl.LOCK_EX)
+            return self
+        from sqlalchemy import text
+
+        self._held = self.engine.connect()
+        sql = "SELECT pg_advisory_lock(:k)" if self.kind == "postgresql" else "SELECT GET_LOCK(:n, -1)"
+        self._held.execute(text(sql), {"k": self.key, "n": self.name})
+        self._held.commit()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        held, self._held = self._held, None
+        if self.kind == "sqlite":
+            held.close()  # closing the file releases its flock
+            return
+        from sqlalchemy import text
+
+        sql = "SELECT pg_advisory_unlock(:k)" if self.kind == "postgresql" else "SELECT RELEASE_LOCK(:n)"
+        try:
+            held.execute(text(sql), {"k": self.key, "n": self.name})
+            held.commit()
+        finally:
+            held.close()
 
 
 class TrialFailed(PathVQAError):
@@ -428,11 +532,20 @@ def run_sweep(
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).parent.is_dir():
         if storage is not None:
             raise PathVQAError(f"--storage {url}: its folder does not exist")
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)  # workers started together all make it
     worker = Worker(spec, out, url, progress)  # the storage answers before anything is written here
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC_FILE).write_text(json.dumps({"storage": _safe(url), **spec.to_json()}, indent=1))
     count = worker.run()
+    if count["finished"] < spec.trials:
+        log.warning(
+            "sweep %s: %d trials failed (diverged or gave no validation value); it stopped with %d of %d "
+            "finished: narrow the space and rerun to continue",
+            spec.name,
+            count["failed"],
+            count["finished"],
+            spec.trials,
+        )
     return {"study": spec.name, "storage": _safe(url), **count}
 
 

@@ -6,9 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from pathvqa.cli import app
-from tests.conftest import run_cli
+from tests.conftest import QUICK, noise_image, run_cli
 
 COMMANDS = {c.name or c.callback.__name__ for c in app.registered_commands}
+
+
+def jsonl(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +23,28 @@ def paths(tmp_path_factory, synth_dir):
     (root / "garbage.jsonl").write_bytes(b"\xff\xfe\x00binary\x80")
     rows = [{"id": "1", "answer": "yes", "prediction": "yes"}]
     for name, answer in (("null_answer", None), ("number_answer", 3)):
-        bad = [*rows, {"id": "2", "answer": answer, "prediction": "no"}]
-        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bad))
+        jsonl(root / f"{name}.jsonl", [*rows, {"id": "2", "answer": answer, "prediction": "no"}])
+    jsonl(root / "repeated_ids.jsonl", [*rows, {"id": "1", "answer": "yes", "prediction": "no"}])
+    jsonl(root / "good.jsonl", [*rows, {"id": "2", "answer": "no", "prediction": "no"}])
+    noise_image(0).save(root / "tile.png")
+    (root / "empty.jsonl").write_text("")
+    (root / "empty.yaml").write_text("")
+    # a trained run, another evaluation, an export folder in use, a run with a damaged metrics.json
+    sets = [f"data.dataset={synth_dir}", *QUICK, "train.max_steps=2", "train.eval_every=2"]
+    run_cli(
+        "train", "configs/blip_tiny.yaml", "--out", root / "run", *[a for s in sets for a in ("--set", s)]
+    )
+    run_cli("eval", "--baseline", "question-prior", "--dataset", synth_dir, "--out", root / "prior")
+    (root / "export").mkdir()
+    (root / "export" / "adapter_config.json").write_text("{}")
+    (root / "damaged" / "eval").mkdir(parents=True)
+    (root / "damaged" / "eval" / "metrics.json").write_text('{"exact_match": 0.5,')
     return root
+
+
+def snapshot(root) -> dict[str, bytes]:
+    """Every file under ``root``, by path: what a refused command must leave as it was."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def cases(root, synth_dir):
@@ -72,7 +95,52 @@ def cases(root, synth_dir):
         "sweep --out FILE": ["sweep", "configs/sweeps/blip_tiny_lr.yaml", "--out", f],
         "sweep --status not a sweep": ["sweep", d, "--status"],
         "sweep without --out": ["sweep", "configs/sweeps/blip_tiny_lr.yaml"],
-    }
+        # destinations are checked first, results are never replaced unasked
+        "train --resume with another config": [
+            "train", "configs/vlm_tiny.yaml", "--out", root / "run", "--resume", "--set", f"data.dataset={synth_dir}",
+        ],
+        "train --resume at another width": [
+            "train", "configs/blip_tiny.yaml", "--out", root / "run", "--resume",
+            *[a for s in [f"data.dataset={synth_dir}", *QUICK, "model.hidden_size=64"] for a in ("--set", s)],
+        ],
+        "eval --out holding another evaluation": ["eval", "--checkpoint", root / "run", "--out", root / "prior"],
+        "eval --out unwritable": ["eval", "--checkpoint", root / "run", "--out", "/proc/pathvqa-eval"],
+        "eval --out under a file": ["eval", "--checkpoint", root / "run", "--out", f / "eval"],
+        "train --out under a file": ["train", "configs/blip_tiny.yaml", "--out", f / "run"],
+        "synth --out under a file": ["synth", "--out", f / "data"],
+        "synth --out holding a dataset": ["synth", "--out", synth_dir, "--train", "8"],
+        "export --out not empty": ["export", "--checkpoint", root / "run", "--out", root / "export"],
+        "compare repeated ids": ["compare", root / "repeated_ids.jsonl", root / "good.jsonl"],
+        "score repeated ids": ["score", root / "repeated_ids.jsonl"],
+        "score empty": ["score", root / "empty.jsonl"],
+        "train empty config": ["train", root / "empty.yaml", "--out", root / "from_empty"],
+        "predict --question before --image": [
+            "predict", "--checkpoint", root / "run", "--question", "q1?", "--image", root / "tile.png",
+        ],
+        "report damaged metrics.json": ["report", root / "damaged", "--out", root / "r"],
+        "report =FOLDER": ["report", f"={root / 'run'}", "--out", root / "r"],
+    }  # fmt: skip
+
+
+SAYS = {
+    "train --resume with another config": "differs from the run's own",
+    "train --resume at another width": "model.hidden_size",
+    "eval --out holding another evaluation": "holds another evaluation",
+    "eval --out unwritable": "cannot write",
+    "eval --out under a file": "is a file",
+    "train --out under a file": "is a file",
+    "synth --out under a file": "is a file",
+    "synth --out holding a dataset": "already holds a dataset",
+    "export --out not empty": "not empty",
+    "compare repeated ids": "repeated question ids",
+    "score repeated ids": "repeated question ids",
+    "score empty": "no predictions",
+    "train empty config": "empty",
+    "predict --question before --image": "after the --image",
+    "report damaged metrics.json": "damaged",
+    "report =FOLDER": "LABEL=FOLDER",
+}
+"""What the line must say, where another refusal could stand in for the right one."""
 
 
 def test_every_command_is_swept():
@@ -83,6 +151,7 @@ def test_every_command_is_swept():
 def test_bad_arguments_exit_2_with_one_line(paths, synth_dir):
     failures = []
     todo = cases(paths, synth_dir)
+    before, data_before = snapshot(paths), snapshot(synth_dir)
     with ThreadPoolExecutor(4) as pool:  # independent processes: run them side by side
         done = dict(
             zip(
@@ -93,7 +162,11 @@ def test_bad_arguments_exit_2_with_one_line(paths, synth_dir):
         )
     for name, proc in done.items():
         lines = proc.stderr.strip().splitlines()
-        if proc.returncode != 2 or len(lines) != 1 or "Traceback" in proc.stderr:
+        wrong = name in SAYS and SAYS[name] not in proc.stderr
+        if proc.returncode != 2 or len(lines) != 1 or "Traceback" in proc.stderr or wrong:
             failures.append(f"{name}: exit {proc.returncode}, stderr: {proc.stderr.strip()[-300:]!r}")
     assert (paths / "a_file.txt").read_text() == "not a folder\n", "a file passed as --out was overwritten"
     assert not failures, "\n".join(failures)
+    assert snapshot(paths) == before and snapshot(synth_dir) == data_before, "a refused command wrote"
+    for left in ("from_empty", "r", "e", "x", "sweep"):
+        assert not (paths / left).exists(), f"a refused command made {left}"

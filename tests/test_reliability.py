@@ -320,6 +320,10 @@ def test_fuzzed_rows_in_training_and_evaluation(tmp_path_factory, kinds):
     fit(cfg, folder / "run", progress=False)
     metrics = run(out=folder / "eval", checkpoint_dir=str(folder / "run"), progress=False)
     assert metrics["n"] == len(data.samples) and metrics["skipped_rows"] == sum(expected.values())
+    assert (
+        metrics["skipped_reasons"] == expected
+        and metrics["rows"] == f"{len(data.samples)} of {len(kinds)} rows"
+    )
     if not any(f == "bad rows (fuzzed)" for f, _, _ in RECORD):
         record(
             "bad rows (fuzzed)",

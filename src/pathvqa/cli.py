@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pathvqa.errors import PathVQAError, require_checkpoint_folder
+from pathvqa.errors import Interrupted, PathVQAError, require_checkpoint_folder
 
 app = typer.Typer(
     add_completion=False,
@@ -26,10 +26,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 def out_folder(path: Path) -> Path:
-    """An ``--out`` folder: created when missing; a file of that name is an error (never overwritten)."""
-    if path.exists() and not path.is_dir():
-        raise PathVQAError(f"--out {path} is a file: give a folder (it is created if missing)")
-    return path
+    """An ``--out`` folder, checked before any work: writable, not a file and not under one (it is created
+    when missing; a file of that name is never overwritten)."""
+    from pathvqa.destinations import check_destination
+
+    return check_destination(path)
+
+
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace what --out already holds (refused otherwise).")
+]
 
 
 @app.command()
@@ -47,6 +53,7 @@ def synth(
     image_size: Annotated[int, typer.Option(min=16, max=1024, help="Tile size in pixels.")] = 96,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     preview: Annotated[Path | None, typer.Option(help="Also write a labelled grid of samples (PNG).")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate the synthetic pathology VQA set (the offline default dataset)."""
     out_folder(out)
@@ -54,6 +61,12 @@ def synth(
 
     if style not in synthetic.STYLES:
         raise PathVQAError(f"--style {style!r}: use {' or '.join(synthetic.STYLES)}")
+    if synthetic.holds_dataset(out) and not overwrite:
+        raise PathVQAError(
+            f"--out {out} already holds a dataset: give a new folder, or --overwrite to replace it"
+        )
+    if preview is not None:
+        out_folder(preview.parent)
     summary = synthetic.write(
         out, {"train": train, "validation": validation, "test": test}, image_size, seed, style=style
     )
@@ -182,6 +195,9 @@ def compare(
         typer.echo(json.dumps(result))
         return
     typer.echo(f"A = {run_a}\nB = {run_b}\n{result['n']} questions in common")
+    if any(result["left_out"].values()):
+        out = result["left_out"]
+        typer.echo(f"  left out: {out['a']} rows of A and {out['b']} rows of B that the other did not answer")
     for key, entry in result["metrics"].items():
         p = result["mcnemar_closed"]["p"] if key == "closed_accuracy" else None
         typer.echo("  " + describe_difference(key, entry, p))
@@ -220,7 +236,11 @@ def train(
     from pathvqa.train import fit
 
     _setup_logging()
-    result = fit(cfg, out, resume=resume)
+    try:
+        result = fit(cfg, out, resume=resume)
+    except Interrupted as err:  # typer turns Ctrl-C into a silent exit 130: say where it stopped
+        typer.echo(str(err), err=True)
+        raise typer.Exit(130) from None
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -247,8 +267,10 @@ def eval_cmd(
     dedupe: Annotated[
         bool, typer.Option(help="Drop repeated (image, question, answer) rows of the split.")
     ] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Generate answers for a split and score them (every row counts, as in published numbers)."""
+    """Generate answers for a split and score them (every readable row counts, as in published numbers;
+    rows that cannot be read are listed with their reasons)."""
     out_folder(out)
     if checkpoint is not None:  # argument mistakes are said before torch loads (seconds)
         require_checkpoint_folder(checkpoint)
@@ -263,7 +285,14 @@ def eval_cmd(
             raise PathVQAError("--baseline takes --dataset (and --split), not --config or --checkpoint")
         typer.echo(
             json.dumps(
-                run_baseline(out=out, dataset=dataset, split=split or "test", dedupe=dedupe, name=baseline)
+                run_baseline(
+                    out=out,
+                    dataset=dataset,
+                    split=split or "test",
+                    dedupe=dedupe,
+                    name=baseline,
+                    overwrite=overwrite,
+                )
             )
         )
         return
@@ -279,6 +308,7 @@ def eval_cmd(
         limit=limit,
         overrides=overrides,
         dedupe=dedupe,
+        overwrite=overwrite,
     )
     if result:
         typer.echo(json.dumps(result))
@@ -289,13 +319,16 @@ def export(
     checkpoint: Annotated[Path, typer.Option(help="Run folder or checkpoints/step-N folder.")],
     out: Annotated[Path, typer.Option(help="Output folder (save_pretrained layout + README.md model card).")],
     merge: Annotated[bool, typer.Option(help="Merge LoRA adapters into the base weights.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Export a checkpoint for plain transformers / peft."""
+    """Export a checkpoint for plain transformers / peft (into a new or empty folder)."""
     out_folder(out)
     require_checkpoint_folder(checkpoint)
+    from pathvqa.export import check_export_folder
     from pathvqa.export import export as run_export
 
-    typer.echo(f"exported to {run_export(checkpoint, out, merge)}")
+    check_export_folder(out, overwrite)  # before torch loads
+    typer.echo(f"exported to {run_export(checkpoint, out, merge, overwrite)}")
 
 
 @app.command("report")
@@ -372,7 +405,7 @@ def demo(
 
 def image_questions(argv: list[str]) -> list[tuple[Path, list[str]]]:
     """``--image A --question q1 --question q2 --image B --question q3`` → [(A, [q1, q2]), (B, [q3])]:
-    each ``--question`` belongs to the ``--image`` before it (or to the only image)."""
+    each ``--question`` belongs to the ``--image`` before it; one before any ``--image`` is refused."""
     pairs: list[tuple[Path, list[str]]] = []
     loose: list[str] = []
     args = iter(argv)
@@ -387,10 +420,8 @@ def image_questions(argv: list[str]) -> list[tuple[Path, list[str]]]:
             pairs[-1][1].append(value)
         else:
             loose.append(value)
-    if loose and len(pairs) == 1:
-        pairs[0][1][:0] = loose
-    elif loose:
-        raise PathVQAError("give each --question after the --image it is about")
+    if loose:
+        raise PathVQAError("give each --question after the --image it is about (--image A --question q)")
     return pairs
 
 

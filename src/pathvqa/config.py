@@ -497,13 +497,15 @@ def load_config(
         if not path.is_file():
             raise ConfigError([f"file not found: {path}"], source)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             raise ConfigError(["not UTF-8 text"], source) from None
         except yaml.YAMLError as err:
             raise ConfigError(
                 [f"not valid YAML ({err.__class__.__name__}: {err})".replace("\n", " ")], source
             ) from None
+        if raw is None:
+            raise ConfigError(["the file is empty: start from a shipped config (configs/)"], source)
     extra, problems = parse_overrides(overrides or [])
     for key, value in (values or {}).items():
         problem = _set_dotted(extra, key, value)
@@ -514,6 +516,38 @@ def load_config(
     if not isinstance(raw, dict):
         raise ConfigError(["top level must be a mapping of sections"], source)
     return validate(_deep_merge(raw, extra), source)
+
+
+RESUMABLE = {
+    "train": {"max_steps", "epochs", "eval_every", "save_every", "keep_last", "log_every", "report_to",
+              "experiment", "mlflow_uri", "num_workers", "threads"},
+    "data": {"eval_samples"},
+}  # fmt: skip
+"""Keys a resumed run may change (``--resume --set ...``): how long it trains, how it logs, validates and
+saves; nothing that changes the weights a step computes. Every ``eval`` key may change too."""
+
+
+def resume_differences(saved: ExperimentConfig, wanted: ExperimentConfig) -> list[str]:
+    """The dotted keys where ``wanted`` differs from a run's own config in what a resume may not change."""
+
+    def flat(node: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                flat(value, f"{prefix}{key}.", out)
+        elif isinstance(node, list) and node and all(isinstance(v, dict) and "name" in v for v in node):
+            for value in node:  # stages, by name
+                flat(value, f"{prefix}{value['name']}.", out)
+        else:
+            out[prefix[:-1]] = node
+        return out
+
+    def free(key: str) -> bool:
+        parts = key.split(".")
+        section = parts[2] if parts[0] == "stages" and len(parts) > 2 else parts[0]
+        return section == "eval" or parts[-1] in RESUMABLE.get(section, set())
+
+    a, b = flat(saved.model_dump(), "", {}), flat(wanted.model_dump(), "", {})
+    return [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k) and not free(k)]
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:

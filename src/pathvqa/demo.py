@@ -55,7 +55,7 @@ def _evaluated(folder: Path, fresh: bool, progress: bool = True, **kwargs) -> di
     if metrics.is_file() and not fresh:
         return json.loads(metrics.read_text())
     _stage(f"evaluate {folder}")
-    return run(out=folder, progress=progress, **kwargs)
+    return run(out=folder, progress=progress, overwrite=True, **kwargs)  # stale or fresh: replaced
 
 
 def run_demo(
@@ -140,7 +140,10 @@ def _train_and_evaluate(
     """The prior, the zero-shot model, the fine-tunes and their evaluations. Evaluations run beside the
     fine-tunes as soon as one of them frees a core (a model's own as soon as it is trained)."""
     beside = _Beside()
-    beside.add("question-only prior", lambda progress: run_baseline(out=out / "prior", dataset=dataset))
+    beside.add(
+        "question-only prior",
+        lambda progress: run_baseline(out=out / "prior", dataset=dataset, overwrite=True),
+    )
     zero_shot = {"config": str(packaged_config("blip_tiny")), "overrides": sets}
     beside.add("blip-tiny zero-shot", partial(_evaluated, out / "blip_tiny_zeroshot", fresh, **zero_shot))
     done = _fine_tune_and_evaluate(out, trained, sets, fresh, beside)

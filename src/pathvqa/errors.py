@@ -13,6 +13,10 @@ class ConfigError(PathVQAError):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with where it stopped and how to go on (the CLI prints it and exits 130)."""
+
+
 class DataError(PathVQAError):
     """A dataset source that cannot be found or read."""
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import yaml
 
 from pathvqa.config import save_config
+from pathvqa.destinations import replace_folder
+from pathvqa.errors import PathVQAError
 from pathvqa.inference import EXPORT_CONFIG, load_trained
 
 
@@ -56,12 +58,20 @@ def model_card(cfg, folder: Path, merged: bool) -> str:
     return "\n".join(lines)
 
 
-def export(checkpoint_dir: str | Path, out: str | Path, merge: bool = False) -> Path:
-    cfg, family, bundle, folder = load_trained(checkpoint_dir)
+def check_export_folder(out: Path, overwrite: bool) -> None:
+    """An export goes into an empty (or new) folder: files of another export are never mixed with its own."""
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise PathVQAError(f"--out {out} is not empty: give a new folder, or --overwrite to replace it")
+
+
+def export(checkpoint_dir: str | Path, out: str | Path, merge: bool = False, overwrite: bool = False) -> Path:
+    """The checkpoint as a ``save_pretrained`` folder with a model card, written whole into ``out``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    family.export(bundle, cfg, str(out), merge)
-    if merge or not hasattr(bundle.model, "peft_config"):  # a whole model: predict / serve can load it
-        save_config(cfg, out / EXPORT_CONFIG)
-    (out / "README.md").write_text(model_card(cfg, folder, merge))
+    check_export_folder(out, overwrite)
+    cfg, family, bundle, folder = load_trained(checkpoint_dir)
+    with replace_folder(out) as work:  # the folder appears complete, replacing an old one only then
+        family.export(bundle, cfg, str(work), merge)
+        if merge or not hasattr(bundle.model, "peft_config"):  # a whole model: predict / serve can load it
+            save_config(cfg, work / EXPORT_CONFIG)
+        (work / "README.md").write_text(model_card(cfg, folder, merge))
     return out

@@ -31,7 +31,7 @@ from pathvqa import checkpoint, trackers
 from pathvqa.config import ExperimentConfig, save_config
 from pathvqa.data.batches import Collator, ImagePipeline, image_groups
 from pathvqa.data.prepare import load_data_split
-from pathvqa.errors import PathVQAError
+from pathvqa.errors import Interrupted, PathVQAError
 from pathvqa.generation import predict
 from pathvqa.inference import restore, start_from
 from pathvqa.metrics import score
@@ -96,8 +96,20 @@ class Trainer:
             self.setup()
             self.train()
             return self.finish()
+        except KeyboardInterrupt:
+            raise self._interrupted() from None
         finally:
             self.close()
+
+    def _interrupted(self) -> Interrupted:
+        last = checkpoint.latest_valid(self.run_dir)
+        kept = f"its last checkpoint is {last.name}" if last else "no checkpoint was saved yet"
+        total = getattr(self, "total_steps", None)
+        return Interrupted(
+            f"interrupted at step {self.pos.step}{f' of {total}' if total else ''} of {self.label}; {kept}: "
+            f"continue with pathvqa train CONFIG --out {self.run_dir.parent if '/' in self.label else self.run_dir}"
+            " --resume"
+        )
 
     def setup(self) -> None:
         if self.cfg.train.threads:
@@ -236,10 +248,11 @@ class Trainer:
         name = f"{self.run_dir.parent.name}/{self.run_dir.name}" if staged else self.run_dir.name
         resumed = self.start is not None  # the tracker runs go on; their parameters were logged at the start
         config = None if resumed else {**trackers.flat_config(cfg), "total_steps": self.total_steps}
-        kwargs = trackers.init_kwargs(cfg, self.run_dir, name, resume=resumed)
+        store = self.run_dir.parent if staged else self.run_dir  # a staged run: one MLflow store for all
+        kwargs = trackers.init_kwargs(cfg, self.run_dir, name, resume=resumed, store_dir=store)
         acc.init_trackers(cfg.train.experiment, config, init_kwargs=kwargs)
         if self.main:
-            trackers.record(acc, cfg, self.run_dir)
+            trackers.record(acc, cfg, self.run_dir, store_dir=store)
         self.bar = tqdm(
             total=self.total_steps,
             initial=self.pos.step,

@@ -273,11 +273,19 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
             found = ", ".join(f"{k} is {json.dumps(row[k])}" for k in wrong)
             raise PathVQAError(f"{path}:{lineno}: {found} (answers and predictions are strings)")
         rows.append(row)
+    ids = [row.get("id") for row in rows if row.get("id") is not None]
+    if len(set(map(str, ids))) != len(ids):
+        repeated = next(i for i in ids if sum(str(j) == str(i) for j in ids) > 1)
+        count = len(ids) - len(set(map(str, ids)))
+        raise PathVQAError(f"{path}: {count} repeated question ids (e.g. {repeated}): one row per question")
     return rows
 
 
 def score_file(path: str | Path) -> dict[str, Any]:
-    return score_all(read_predictions(path))
+    rows = read_predictions(path)
+    if not rows:
+        raise PathVQAError(f"{path}: no predictions in it (one JSON row per question)")
+    return score_all(rows)
 
 
 COMPARED = ("exact_match", "closed_accuracy", "open_exact_match", "open_recall", "open_f1", "meteor")
@@ -309,7 +317,8 @@ def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[
     ta, tb = (strict_table([rows[i] for i in common]) for rows in (a, b))
     for table in (ta, tb):
         table["open_f1"] = np.where(np.isnan(table["open_exact_match"]), np.nan, table["f1"])
-    result: dict[str, Any] = {"n": len(common), "metrics": {}}
+    left_out = {"a": len(a_rows) - len(common), "b": len(b_rows) - len(common)}
+    result: dict[str, Any] = {"n": len(common), "left_out": left_out, "metrics": {}}
     for key in COMPARED:
         result["metrics"][key] = {
             "a": _mean_or_none(ta[key]),

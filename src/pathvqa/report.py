@@ -102,6 +102,8 @@ class Run:
 def load_run(spec: str | Path) -> Run:
     """A run from ``[LABEL=]FOLDER``: an evaluated training run, an eval folder, or a baseline folder."""
     label, sep, path = str(spec).partition("=")
+    if sep and not (label.strip() and path.strip()):
+        raise PathVQAError(f"{spec!r}: give LABEL=FOLDER with both parts (or the folder alone)")
     folder = Path(path if sep else label)
     label = label if sep else folder.name
     found = next((p for p in (folder / "eval", folder) if (p / "metrics.json").is_file()), None)
@@ -109,7 +111,7 @@ def load_run(spec: str | Path) -> Run:
         raise PathVQAError(
             f"{folder}: no metrics.json (evaluate it first: pathvqa eval --checkpoint {folder} --out {folder}/eval)"
         )
-    metrics = json.loads((found / "metrics.json").read_text())
+    metrics = _read_json(found / "metrics.json")
     predictions = {}
     if (found / "predictions.jsonl").is_file():
         predictions = {r["id"]: r for r in read_predictions(found / "predictions.jsonl")}
@@ -119,10 +121,10 @@ def load_run(spec: str | Path) -> Run:
         folder,
         metrics,
         predictions,
-        json.loads(blind_file.read_text()) if blind_file.is_file() else None,
+        _read_json(blind_file) if blind_file.is_file() else None,
     )
     config_file = folder / "config.yaml"
-    source = Path(str(metrics.get("source", "")))
+    source = found / str(metrics.get("source", ""))  # recorded relative to the eval folder (or absolute)
     if not config_file.is_file() and source.suffix in (".yaml", ".yml") and source.is_file():
         config_file = source  # a zero-shot evaluation of a config
     if config_file.is_file():
@@ -135,6 +137,18 @@ def load_run(spec: str | Path) -> Run:
                 rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
                 run.curves.append((stage["name"] or "", stage.get("task") or raw.get("task", "vqa"), rows))
     return run
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A result file as a mapping, or one line saying it is damaged."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
+        raise PathVQAError(f"{path}: damaged ({reason}): evaluate the run again to rewrite it") from None
+    if not isinstance(value, dict):
+        raise PathVQAError(f"{path}: damaged (not a JSON object): evaluate the run again to rewrite it")
+    return value
 
 
 def _number(value: Any, ci: list[float] | None = None) -> str:

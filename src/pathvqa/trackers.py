@@ -58,18 +58,21 @@ def open_mlflow_store(uri: str, attempts: int = 6) -> None:
             time.sleep(0.5 * (attempt + 1))
 
 
-def init_kwargs(cfg: ExperimentConfig, run_dir: Path, label: str, resume: bool = False) -> dict[str, dict]:
+def init_kwargs(
+    cfg: ExperimentConfig, run_dir: Path, label: str, resume: bool = False, store_dir: Path | None = None
+) -> dict[str, dict]:
     """Per-tracker arguments for ``Accelerator.init_trackers`` (the run's name is the stage's label). A
-    resumed stage continues the tracker runs it opened before (``logs/trackers.json``), not new ones."""
+    resumed stage continues the tracker runs it opened before (``logs/trackers.json``), not new ones.
+    ``store_dir``: where the default MLflow store is (a staged run's folder; else ``run_dir``)."""
     kwargs: dict[str, dict] = {}
     before = _opened(Path(run_dir)) if resume else {}
     if "mlflow" in cfg.train.report_to:
         import mlflow
 
-        uri = mlflow_uri(cfg, run_dir)
+        uri = mlflow_uri(cfg, store_dir or run_dir)
         mlflow.set_tracking_uri(uri)
         store = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
-        same = before.get("mlflow", {}).get("tracking_uri") == uri
+        same = "mlflow" in before and _tracking_uri(before["mlflow"], Path(run_dir)) == uri
         kwargs["mlflow"] = {
             "run_name": label,
             "tags": {"pathvqa.run_dir": str(Path(run_dir).resolve())},
@@ -101,21 +104,37 @@ def flat_config(cfg: ExperimentConfig) -> dict[str, Any]:
     return flat
 
 
-def record(accelerator, cfg: ExperimentConfig, run_dir: Path) -> None:
-    """Write which tracker runs this stage opened, for ``log_test_metrics`` (main process)."""
-    opened: dict[str, dict] = {}
+def record(accelerator, cfg: ExperimentConfig, run_dir: Path, store_dir: Path | None = None) -> None:
+    """Write which tracker runs this stage opened, for ``log_test_metrics`` (main process). Paths in the
+    run's own folders are written relative to ``run_dir``: a copied run logs to its own files."""
+    run_dir, opened = Path(run_dir), {}
     for tracker in accelerator.trackers:
         if tracker.name == "mlflow":
-            opened["mlflow"] = {
-                "tracking_uri": mlflow_uri(cfg, run_dir),
-                "run_id": tracker.active_run.info.run_id,
-            }
+            uri = mlflow_uri(cfg, store_dir or run_dir)
+            own = uri == f"sqlite:///{(Path(store_dir or run_dir) / 'mlflow.db').resolve()}"  # the run's own
+            where = (
+                {"store": _relative(uri.removeprefix("sqlite:///"), run_dir)}
+                if own
+                else {"tracking_uri": uri}
+            )
+            opened["mlflow"] = {**where, "run_id": tracker.active_run.info.run_id}
         elif tracker.name == "tensorboard":
-            opened["tensorboard"] = {"logdir": str(tracker.logging_dir)}
+            opened["tensorboard"] = {"logdir": _relative(tracker.logging_dir, run_dir)}
         elif tracker.name == "wandb":
             run = tracker.run
-            opened["wandb"] = {"id": run.id, "project": run.project, "dir": str(Path(run_dir) / "logs")}
-    (Path(run_dir) / "logs" / RECORD).write_text(json.dumps(opened, indent=1))
+            opened["wandb"] = {"id": run.id, "project": run.project, "dir": "logs"}
+    (run_dir / "logs" / RECORD).write_text(json.dumps(opened, indent=1))
+
+
+def _relative(path: str | Path, run_dir: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), run_dir.resolve())
+
+
+def _tracking_uri(entry: dict, run_dir: Path) -> str:
+    """The MLflow URI a record names: its own store relative to the run, or the URI it was given."""
+    if "store" in entry:
+        return f"sqlite:///{(run_dir / entry['store']).resolve()}"
+    return entry["tracking_uri"]
 
 
 def _opened(run_dir: Path) -> dict[str, dict]:
@@ -129,14 +148,15 @@ def _opened(run_dir: Path) -> dict[str, dict]:
 def log_test_metrics(checkpoint: Path, metrics: dict[str, Any], split: str, blind: bool) -> list[str]:
     """Add an evaluation's scores to the tracker runs that trained ``checkpoint`` (``RUN/checkpoints/
     step-N``: the record in ``RUN/logs``); returns the trackers used."""
-    opened = _opened(Path(checkpoint).parent.parent)
+    run_dir = Path(checkpoint).parent.parent
+    opened = _opened(run_dir)
     prefix = f"{split}{'_blind' if blind else ''}/"
     values = {prefix + k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and k != "blind"}
     if "mlflow" in opened and importlib.util.find_spec("mlflow"):
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(opened["mlflow"]["tracking_uri"])
+        client = MlflowClient(_tracking_uri(opened["mlflow"], run_dir))
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, 0) for k, v in values.items()]
         for start in range(0, len(batch), 500):  # MLflow takes at most 1,000 metrics per call
@@ -144,13 +164,13 @@ def log_test_metrics(checkpoint: Path, metrics: dict[str, Any], split: str, blin
     if "tensorboard" in opened:
         from torch.utils.tensorboard import SummaryWriter
 
-        with SummaryWriter(opened["tensorboard"]["logdir"]) as writer:
+        with SummaryWriter(str(run_dir / opened["tensorboard"]["logdir"])) as writer:
             for key, value in values.items():
                 writer.add_scalar(key, value, 0)
     if "wandb" in opened and importlib.util.find_spec("wandb"):
         import wandb
 
-        run = wandb.init(id=opened["wandb"]["id"], project=opened["wandb"]["project"], dir=opened["wandb"]["dir"], resume="allow")  # fmt: skip
+        run = wandb.init(id=opened["wandb"]["id"], project=opened["wandb"]["project"], dir=str(run_dir / opened["wandb"]["dir"]), resume="allow")  # fmt: skip
         run.summary.update(values)
         run.finish()
     return sorted(opened)

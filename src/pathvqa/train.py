@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pathvqa import checkpoint
-from pathvqa.config import ExperimentConfig, save_config
+from pathvqa.config import ExperimentConfig, load_config, resume_differences, save_config
+from pathvqa.errors import PathVQAError
 from pathvqa.grpo import GrpoTrainer
 from pathvqa.loop import Position, Trainer, TrainingDiverged, _run_exists, epoch_order
 from pathvqa.runtime import is_main_process
-from pathvqa.trackers import mlflow_uri
 
 __all__ = ["Position", "Trainer", "TrainingDiverged", "epoch_order", "fit"]
 
@@ -34,11 +34,10 @@ def fit(
     runs after each validation (a sweep's pruner; it may raise to stop the run).
     """
     run_dir = Path(run_dir)
+    if resume:
+        check_same_run(cfg, run_dir)  # before anything in the run folder is touched
     if not cfg.stages:
         return _trainer(cfg)(cfg, run_dir, resume, progress, init=_start(cfg), on_validate=on_validate).run()
-    if "mlflow" in cfg.train.report_to:  # every stage's tracker run in one store: the run folder's
-        train = cfg.train.model_copy(update={"mlflow_uri": mlflow_uri(cfg, run_dir)})
-        cfg = cfg.model_copy(update={"train": train})
     if not resume and any(checkpoint.checkpoints(run_dir / s.name) for s in cfg.stages):
         raise _run_exists(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +61,25 @@ def fit(
     if is_main_process():
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def check_same_run(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """``--resume`` continues the run in ``run_dir``: a config that would compute something else is
+    refused in one line naming the keys (only length, logging, validation and saving may change)."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    try:
+        own = load_config(saved)
+    except PathVQAError as err:
+        raise PathVQAError(f"--resume: the run's own config cannot be read ({err})") from None
+    differ = resume_differences(own, cfg)
+    if differ:
+        shown = ", ".join(differ[:8]) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+        raise PathVQAError(
+            f"--resume: this config differs from the run's own ({saved}) in {shown}; a resume may change "
+            "only how long it trains and how it logs, validates and saves: use a new --out for another run"
+        )
 
 
 def _start(cfg: ExperimentConfig) -> Path | None:

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from pathvqa.data import questions, tiles
 from pathvqa.data.drawing import background, ellipse, paint, scatter
 from pathvqa.data.drawing import nucleus as draw_nucleus
+from pathvqa.destinations import replace_folder, write_text_atomic
 
 TISSUES = ("normal glands", "carcinoma", "inflammation", "necrosis", "fibrosis", "hemorrhage")
 TISSUE_QUESTIONS = {
@@ -332,7 +333,6 @@ def write(
 ) -> dict:
     """Write ``out/data/{split}-00000-of-00001.parquet`` for each split; return a summary."""
     out = Path(out)
-    (out / "data").mkdir(parents=True, exist_ok=True)
     splits = [(split, pairs) for split, pairs in counts.items() if pairs > 0]
     jobs = [(split, pairs, size, seed, progress, style, line) for line, (split, pairs) in enumerate(splits)]
     workers = min(len(jobs), os.cpu_count() or 1) if sum(counts.values()) >= PARALLEL_FROM else 1
@@ -340,21 +340,25 @@ def write(
     pool = (
         ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) if workers > 1 else None
     )
-    with pool or nullcontext():
+    # the data folder appears whole, replacing an older one only once every split is written
+    with pool or nullcontext(), replace_folder(out / "data") as data:
         drawn = (pool.map if pool else map)(generate_split, *zip(*jobs, strict=True))
         summary = {
-            split: _write_split(out, split, rows) for (split, _), rows in zip(splits, drawn, strict=True)
+            split: _write_split(data, split, rows) for (split, _), rows in zip(splits, drawn, strict=True)
         }
     result = {"out": str(out), "style": style, "image_size": size, "seed": seed, "splits": summary}
-    (out / "synth.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(out / "synth.json", json.dumps(result, indent=2))
     return result
 
 
-def _write_split(out: Path, split: str, rows: list[dict]) -> dict:
+def holds_dataset(out: Path) -> bool:
+    """Whether ``out`` already holds a dataset (a synthetic one, or any split files in the hub layout)."""
+    return (out / "synth.json").is_file() or any((out / "data").glob("*.parquet"))
+
+
+def _write_split(data: Path, split: str, rows: list[dict]) -> dict:
     table = pa.Table.from_pylist(rows, schema=_features().arrow_schema)
-    tmp = out / "data" / f".{split}.parquet.tmp"
-    pq.write_table(table, tmp)
-    tmp.replace(out / "data" / f"{split}-00000-of-00001.parquet")
+    pq.write_table(table, data / f"{split}-00000-of-00001.parquet")
     closed = sum(r["answer"] in ("yes", "no") for r in rows)
     return {
         "pairs": len(rows),

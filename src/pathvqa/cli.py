@@ -233,6 +233,10 @@ def train(
     from pathvqa.trackers import check_installed
 
     check_installed(cfg.train.report_to)
+    from pathvqa.models.base import require_cuda_for_4bit
+
+    for stage in cfg.stages or [None]:
+        require_cuda_for_4bit((cfg.stage_config(stage) if stage else cfg).model)
     from pathvqa.train import fit
 
     _setup_logging()
@@ -382,6 +386,24 @@ def sweep(
 
 
 @app.command()
+def plan(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).")],
+    overrides: SetOpt = None,
+    gpu_gb: Annotated[float, typer.Option(min=1, help="GPU memory to plan for, in GB.")] = 16.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parameters per part and estimated GPU memory per stage, from the hub config (no weights)."""
+    from pathvqa.config import load_config
+
+    cfg = load_config(config, overrides)
+    from pathvqa.plan import plan as make_plan
+    from pathvqa.plan import plan_table
+
+    result = make_plan(cfg, gpu_gb)
+    typer.echo(json.dumps(result, indent=1) if as_json else "\n".join(plan_table(result)))
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Demo folder (data, runs, results).")] = Path("runs/demo"),
     fresh: Annotated[bool, typer.Option(help="Start over instead of reusing finished stages.")] = False,
@@ -445,6 +467,10 @@ def predict(
     from pathvqa.inference import Answerer
 
     answerer = Answerer(checkpoint)
+    from pathvqa.config import RANDOM_WEIGHTS, random_weights
+
+    if random_weights(answerer.cfg):
+        typer.echo(f"note: {answerer.label} has {RANDOM_WEIGHTS}", err=True)
     for path, questions in pairs:
         for answer in answerer.answer(path.read_bytes(), questions):
             if as_json:

@@ -91,6 +91,14 @@ class _ModelBase(_Section):
         return (self.name,)
 
 
+RANDOM_WEIGHTS = "random weights (model.init: random): a dry run of the architecture, not a result"
+
+
+def random_weights(cfg: ExperimentConfig) -> bool:
+    """Whether a config builds its model with random weights on purpose (never a result)."""
+    return getattr(cfg.model, "init", "pretrained") == "random"
+
+
 class BlipModelConfig(_ModelBase):
     """``model.family: blip``: ``Salesforce/blip-vqa-base`` (or a folder), or the named size ``blip-tiny``."""
 
@@ -103,11 +111,22 @@ class _QuantizedModel(_ModelBase):
     """``4bit``: NF4 weights for QLoRA (bitsandbytes, CUDA only)."""
     train_vision: bool = False
     """Train the image encoder too (the random-weight tiny sizes need it; LLaVA keeps it frozen)."""
+    init: Literal["pretrained", "random"] = "pretrained"
+    """``random``: build the real architecture from the id's hub config with random weights, with its real
+    processor, tokenizer and chat template (a dry run before a download or a GPU; never a result)."""
+    max_layers: int | None = Field(default=None, gt=0)
+    """Keep the first N blocks of every tower (vision, Q-Former, language): a real-width model that fits
+    a CPU, for dry runs with ``init: random``."""
+    config_overrides: dict[str, Any] = Field(default_factory=dict)
+    """With ``init: random``: dotted attributes set on the hub config before building (``hf``: the model's
+    config, e.g. ``text_config.hidden_size``; ``vlm``: the language model's), for a narrow twin in tests."""
 
     @model_validator(mode="after")
     def _qlora_needs_adapters(self):
         if self.quantization == "4bit" and self.tuning == "full":
             raise ValueError("model.quantization '4bit' needs model.tuning 'lora' or 'frozen' (QLoRA)")
+        if self.config_overrides and self.init != "random":
+            raise ValueError("model.config_overrides changes the architecture: it needs model.init 'random'")
         return self
 
 

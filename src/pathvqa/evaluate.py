@@ -13,7 +13,7 @@ from typing import Any
 
 from pathvqa.baseline import QuestionPrior
 from pathvqa.checkpoint import resolve
-from pathvqa.config import load_config
+from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights
 from pathvqa.data.prepare import load_data_split, load_split, mark_seen, split_answers
 from pathvqa.destinations import write_text_atomic
 from pathvqa.errors import PathVQAError
@@ -114,6 +114,8 @@ def run(
         family, bundle = build(cfg)
     if not getattr(bundle.model, "hf_device_map", None):  # quantized models are already placed
         bundle.model.to(accelerator.device)
+    if random_weights(cfg):
+        log.warning("%s: %s", cfg.name, RANDOM_WEIGHTS)
     data = load_data_split(cfg.data, split, limit, progress and accelerator.is_main_process, dedupe=dedupe)
     rows = predict(family, bundle, data.samples, cfg, accelerator=accelerator, blind=blind, progress=progress)
     result: dict[str, Any] = {}
@@ -127,6 +129,7 @@ def run(
             {
                 "model": cfg.name,
                 **identity,
+                **({"random_weights": True} if random_weights(cfg) else {}),
                 "rows": f"{len(rows)} of {len(rows) + skipped} rows",
                 "skipped_rows": skipped,
                 "skipped_reasons": dict(data.skipped),

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from pathvqa.config import save_config
+from pathvqa.checkpoint import resolve
+from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights, save_config
 from pathvqa.destinations import replace_folder
 from pathvqa.errors import PathVQAError
 from pathvqa.inference import EXPORT_CONFIG, load_trained
@@ -39,6 +40,8 @@ def model_card(cfg, folder: Path, merged: bool) -> str:
         f"- family: `{cfg.model.family}`, model: `{cfg.model.name}`, tuning: `{cfg.model.tuning}`",
         f"- dataset: `{cfg.data.dataset}`",
     ]
+    if random_weights(cfg):
+        lines += ["", f"> **Warning: {RANDOM_WEIGHTS}.** Its answers mean nothing."]
     if state.get("best_step") is not None:
         lines.append(
             f"- best validation {cfg.train.best_metric}: {state['best_value']:.4f} (step {state['best_step']})"
@@ -58,6 +61,15 @@ def model_card(cfg, folder: Path, merged: bool) -> str:
     return "\n".join(lines)
 
 
+def _unquantized(checkpoint_dir: str | Path, merge: bool) -> list[str]:
+    """A QLoRA run merges into its base reloaded unquantized (bf16 on a GPU): the export is the plain
+    model that vLLM / TGI serve, with no ``quantization_config`` and no 4-bit rounding in its weights."""
+    cfg = load_config(resolve(checkpoint_dir) / "config.yaml")
+    return (
+        ["model.quantization=none"] if merge and getattr(cfg.model, "quantization", "none") == "4bit" else []
+    )
+
+
 def check_export_folder(out: Path, overwrite: bool) -> None:
     """An export goes into an empty (or new) folder: files of another export are never mixed with its own."""
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -68,7 +80,7 @@ def export(checkpoint_dir: str | Path, out: str | Path, merge: bool = False, ove
     """The checkpoint as a ``save_pretrained`` folder with a model card, written whole into ``out``."""
     out = Path(out)
     check_export_folder(out, overwrite)
-    cfg, family, bundle, folder = load_trained(checkpoint_dir)
+    cfg, family, bundle, folder = load_trained(checkpoint_dir, _unquantized(checkpoint_dir, merge))
     with replace_folder(out) as work:  # the folder appears complete, replacing an old one only then
         family.export(bundle, cfg, str(work), merge)
         if merge or not hasattr(bundle.model, "peft_config"):  # a whole model: predict / serve can load it

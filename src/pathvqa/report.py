@@ -79,7 +79,8 @@ class Run:
         values["blind_closed_accuracy"] = (self.blind or {}).get("closed_accuracy")
         intervals = {f"{k}_ci": self.metrics.get(f"{k}_ci") for k in COLUMNS}
         intervals["blind_closed_accuracy_ci"] = (self.blind or {}).get("closed_accuracy_ci")
-        return {"model": self.label, **values, "n": self.metrics.get("n"), **intervals}
+        label = f"{self.label} (random weights)" if self.metrics.get("random_weights") else self.label
+        return {"model": label, **values, "n": self.metrics.get("n"), **intervals}
 
     def protocol_row(self, protocol: str, columns: tuple[str, ...]) -> dict[str, Any]:
         """This run under another protocol (``llava_med``, ``multimedeval``), rescored from its predictions

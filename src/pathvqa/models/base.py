@@ -246,8 +246,26 @@ def caption_reference(sample: Sample) -> str:
     return sample.caption or sample.target
 
 
+def require_cuda_for_4bit(model_cfg: Any) -> None:
+    """4-bit (QLoRA) weights need CUDA: said in one line before anything loads, never a silent fp32 load."""
+    if getattr(model_cfg, "quantization", "none") == "4bit" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            "model.quantization '4bit' needs a CUDA GPU (bitsandbytes: pip install -e '.[gpu]'); "
+            "here, run without it: --set model.quantization=none (bf16 on a GPU, fp32 on the CPU)"
+        )
+
+
+GATED = ("gated repo", "is gated", "GatedRepoError", "401 Client Error", "403 Client Error")
+
+
 def load_error(what: str, name: str, err: Exception) -> ModelLoadError:
     repo = name.removeprefix("hf-hub:")
+    text = f"{err.__class__.__name__}: {err} {err.__cause__!r}"
+    if any(word in text for word in GATED):
+        return ModelLoadError(
+            f"could not load {what} '{name}': it is gated: accept its licence at https://huggingface.co/{repo} "
+            "with your account, then run `hf auth login` (or set HF_TOKEN) on this machine"
+        )
     return ModelLoadError(
         f"could not load {what} '{name}': {err.__class__.__name__}: {str(err).splitlines()[0][:200]}. "
         f"Offline, download it where the network allows (`hf download {repo} --local-dir DIR`) "

@@ -34,11 +34,13 @@ from pathvqa.models.base import (
     label_logprobs,
     load_error,
     prompt_and_target,
+    require_cuda_for_4bit,
     shifted_targets,
     token_loss,
     unwrap_to,
 )
 from pathvqa.models.hf_archs import ARCHITECTURES, LANGUAGE_MODEL_PRESET, Architecture
+from pathvqa.models.hub import has_weights, hub_config, random_model
 from pathvqa.models.tuning import base_state_dict
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class HfFamily(Family):
             size = m.image_size or 32
             processor, model = tiny_hf.build(m.name, m.hidden_size, m.num_layers, size, cfg.train.seed)
         else:
+            torch.manual_seed(cfg.train.seed)  # model.init random: the same config builds the same weights
             processor, model = _load(m)
         arch = _architecture(model.config.model_type, m.name)
         if not tiny:
@@ -81,7 +84,7 @@ class HfFamily(Family):
             model=model,
             tokenizer=processor,
             image_size=size,
-            random_parts=(WHOLE_MODEL,) if tiny else (),
+            random_parts=(WHOLE_MODEL,) if tiny or m.init == "random" else (),
             processor=processor,
             arch=arch,
             template=template,
@@ -264,10 +267,20 @@ def _processor_size(processor, arch: Architecture) -> int:
 
 
 def _load(m: HfModelConfig):
-    """(processor, model) of a hub id or folder: bf16 on GPU (4-bit NF4 if asked), fp32 on CPU."""
+    """(processor, model) of a hub id or folder: bf16 on GPU (4-bit NF4 if asked), fp32 on CPU; with
+    ``model.init: random`` the architecture of its hub config with random weights (no weights read)."""
     try:
         processor = AutoProcessor.from_pretrained(m.name, trust_remote_code=m.trust_remote_code)
-        model = AutoModelForImageTextToText.from_pretrained(m.name, **_load_kwargs(m))
+    except (OSError, ValueError, ImportError) as err:
+        raise load_error("processor", m.name, err) from None
+    config = hub_config(m.name, m.trust_remote_code, m.max_layers, m.config_overrides)
+    if m.init == "random" and not has_weights(m.name):  # an exported folder of a dry run holds its weights
+        kwargs = _load_kwargs(m)
+        if "quantization_config" in kwargs:  # 4-bit of random weights: quantize what from_config built
+            return processor, _quantized(config, kwargs)
+        return processor, random_model(AutoModelForImageTextToText, config, kwargs["dtype"])
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(m.name, config=config, **_load_kwargs(m))
     except (OSError, ValueError, ImportError) as err:
         raise load_error("vision-language model", m.name, err) from None
     if m.quantization == "4bit" and torch.cuda.is_available():
@@ -277,11 +290,19 @@ def _load(m: HfModelConfig):
     return processor, model
 
 
+def _quantized(config, kwargs: dict):
+    """A random-weight model quantized as ``from_pretrained`` would (4-bit dry runs on a GPU)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        random_model(AutoModelForImageTextToText, config, kwargs["dtype"]).save_pretrained(folder)
+        return AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+
+
 def _load_kwargs(m: HfModelConfig) -> dict:
     kwargs: dict = {"trust_remote_code": m.trust_remote_code, "dtype": torch.float32}
     if not torch.cuda.is_available():
-        if m.quantization == "4bit":
-            log.warning("model.quantization '4bit' needs CUDA (bitsandbytes): loading %s in fp32", m.name)
+        require_cuda_for_4bit(m)
         return kwargs
     kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if m.quantization == "4bit":

@@ -7,7 +7,7 @@ import logging
 
 from pathvqa.config import ExperimentConfig
 from pathvqa.errors import PathVQAError
-from pathvqa.models.base import Bundle, Family
+from pathvqa.models.base import Bundle, Family, require_cuda_for_4bit
 from pathvqa.models.tuning import apply_tuning
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ def get_family(name: str) -> Family:
 
 def build(cfg: ExperimentConfig, tuned: bool = True) -> tuple[Family, Bundle]:
     """Build the family's model; with ``tuned``, apply the config's tuning (LoRA / full / frozen)."""
+    require_cuda_for_4bit(cfg.model)  # one line before anything loads
     family = get_family(cfg.model.family)
     if cfg.model.trust_remote_code:
         log.warning(

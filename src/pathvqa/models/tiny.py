@@ -86,7 +86,9 @@ def vision(name: str, layer: int, use_cls: bool, image_size: int | None, seed: i
     torch.manual_seed(seed)
     if name == "tiny-openclip":
         _register_tiny_timm_vit()
-        return open_clip_tower(f"local-dir:{TINY_OPEN_CLIP}", layer, use_cls, image_size, label=name)
+        return open_clip_tower(
+            f"local-dir:{TINY_OPEN_CLIP}", layer, use_cls, image_size, label=name, random=True
+        )  # a tiny size: random weights by definition
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     size = image_size or 64

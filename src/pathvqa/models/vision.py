@@ -85,15 +85,28 @@ def _open_clip_name(name: str) -> str | None:
     return None
 
 
-def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None):
-    """(VisionTower, ImageSpec, output width) for an open_clip or Hugging Face encoder id / folder."""
+def build_vision(
+    name: str,
+    layer: int,
+    use_cls: bool,
+    image_size: int | None,
+    random: bool = False,
+    layers: int | None = None,
+):
+    """(VisionTower, ImageSpec, output width) for an open_clip or Hugging Face encoder id / folder; with
+    ``random`` its architecture with random weights (no weights read), ``layers``: its first N blocks."""
     clip_name = _open_clip_name(name)
     if clip_name is not None:
-        return open_clip_tower(clip_name, layer, use_cls, image_size, label=name)
+        return open_clip_tower(
+            clip_name, layer, use_cls, image_size, label=name, random=random, layers=layers
+        )
     from transformers import AutoModel
 
+    from pathvqa.models.hub import hub_config, random_model
+
+    config = hub_config(name, False, layers, {})
     try:
-        model = AutoModel.from_pretrained(name)
+        model = random_model(AutoModel, config) if random else AutoModel.from_pretrained(name, config=config)
     except (OSError, ValueError) as err:
         raise load_error("vision model", name, err) from None
     vision_model = getattr(model, "vision_model", model)  # CLIPModel / SiglipModel → vision half
@@ -106,15 +119,30 @@ def build_vision(name: str, layer: int, use_cls: bool, image_size: int | None):
     return tower, spec, output_width(tower, spec)
 
 
-def open_clip_tower(clip_name: str, layer: int, use_cls: bool, image_size: int | None, label: str):
-    """(VisionTower, ImageSpec, width) of an open_clip model's image tower (``hf-hub:`` / ``local-dir:``)."""
+def open_clip_tower(
+    clip_name: str,
+    layer: int,
+    use_cls: bool,
+    image_size: int | None,
+    label: str,
+    random: bool = False,
+    layers: int | None = None,
+):
+    """(VisionTower, ImageSpec, width) of an open_clip model's image tower (``hf-hub:`` / ``local-dir:``):
+    its weights must be found (never a silent random encoder) unless ``random`` asks for one."""
     import open_clip
 
     try:
-        with _quiet("root"):  # open_clip warns that a tiny local config has no weights
-            model = open_clip.create_model(clip_name, pretrained=None)
+        # on the CPU even under `pathvqa plan`'s meta device: open_clip moves the model at the end
+        with _quiet("root"), torch.device("cpu"):  # (open_clip warns that a tiny config has no weights)
+            model = open_clip.create_model(
+                clip_name, pretrained=None, pretrained_text=False, require_pretrained=not random
+            )
     except (OSError, RuntimeError, ValueError) as err:
         raise load_error("open_clip image encoder", label, err) from None
+    trunk = getattr(model.visual, "trunk", model.visual)
+    if layers and isinstance(getattr(trunk, "blocks", None), nn.Sequential | nn.ModuleList):
+        trunk.blocks = trunk.blocks[:layers]  # model.max_layers: the first N blocks
     pre = open_clip.get_model_preprocess_cfg(model)
     size = pre["size"] if isinstance(pre["size"], int) else pre["size"][0]
     if image_size and image_size != size:
@@ -128,8 +156,9 @@ def open_clip_tower(clip_name: str, layer: int, use_cls: bool, image_size: int |
 
 
 def output_width(tower: nn.Module, spec: ImageSpec) -> int:
+    device = next(tower.parameters()).device
     with torch.no_grad():
-        return tower(torch.zeros(1, 3, spec.size, spec.size)).shape[-1]
+        return tower(torch.zeros(1, 3, spec.size, spec.size, device=device)).shape[-1]
 
 
 def _hf_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -39,10 +39,12 @@ from pathvqa.models.base import (
     label_logprobs,
     load_error,
     prompt_and_target,
+    require_cuda_for_4bit,
     shifted_targets,
     token_loss,
     unwrap_to,
 )
+from pathvqa.models.hub import has_weights, hub_config, random_model
 from pathvqa.models.projector import build_projector
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
 from pathvqa.models.vision import build_vision
@@ -112,7 +114,9 @@ class VisionLanguageModel(nn.Module):
 
 
 def _load_language_model(m: VlmModelConfig):
-    """(tokenizer, model) for a real id or folder: 4-bit on CUDA if asked, bf16 on GPU, fp32 on CPU."""
+    """(tokenizer, model) for a real id or folder: 4-bit on CUDA if asked, bf16 on GPU, fp32 on CPU;
+    with ``model.init: random`` the architecture of its hub config, random weights (none read)."""
+    require_cuda_for_4bit(m)
     kwargs: dict = {"trust_remote_code": m.trust_remote_code}
     if torch.cuda.is_available():
         kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -126,11 +130,16 @@ def _load_language_model(m: VlmModelConfig):
                 bnb_4bit_compute_dtype=kwargs["dtype"],
             )
             kwargs["device_map"] = {"": torch.cuda.current_device()}
-    elif m.quantization == "4bit":
-        log.warning("model.quantization '4bit' needs CUDA (bitsandbytes): loading %s in fp32", m.language)
     try:
         tokenizer = AutoTokenizer.from_pretrained(m.language, trust_remote_code=m.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(m.language, **kwargs)
+    except (OSError, ValueError, ImportError) as err:
+        raise load_error("tokenizer", m.language, err) from None
+    config = hub_config(m.language, m.trust_remote_code, m.max_layers, m.config_overrides)
+    try:
+        if m.init == "random" and not has_weights(m.language):  # an export's folder holds its weights
+            model = random_model(AutoModelForCausalLM, config, kwargs.get("dtype", torch.float32))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(m.language, config=config, **kwargs)
     except (OSError, ValueError, ImportError) as err:
         raise load_error("language model", m.language, err) from None
     if tokenizer.pad_token is None:  # Mistral / Llama ship none; padding is masked anyway
@@ -193,7 +202,14 @@ class VlmFamily(Family):
         if m.vision in tiny.VISION_SIZES:
             vision, spec, vision_width = tiny.vision(m.vision, m.vision_layer, m.use_cls, m.image_size, seed)
         else:
-            vision, spec, vision_width = build_vision(m.vision, m.vision_layer, m.use_cls, m.image_size)
+            vision, spec, vision_width = build_vision(
+                m.vision,
+                m.vision_layer,
+                m.use_cls,
+                m.image_size,
+                random=m.init == "random",
+                layers=m.max_layers,
+            )
         if m.language in tiny.LANGUAGE_SIZES:
             tokenizer = tiny_chat_tokenizer()
             language_model = tiny.language_model(tokenizer, m.hidden_size, m.num_layers)
@@ -207,8 +223,8 @@ class VlmFamily(Family):
                 ("vision.", m.vision, tiny.VISION_SIZES),
                 ("language_model.", m.language, tiny.LANGUAGE_SIZES),
             )
-            if name in sizes
-        )  # a tiny part's weights are stored with every checkpoint; a real part's never
+            if name in sizes or m.init == "random"
+        )  # a tiny or random part's weights are stored with every checkpoint; a real part's never
         return VlmBundle(
             model=VisionLanguageModel(vision, projector, language_model),
             tokenizer=tokenizer,

@@ -119,6 +119,10 @@ def cases(root, synth_dir):
         ],
         "report damaged metrics.json": ["report", root / "damaged", "--out", root / "r"],
         "report =FOLDER": ["report", f"={root / 'run'}", "--out", root / "r"],
+        "train 4-bit on a CPU machine": [
+            "train", "configs/llava_tiny.yaml", "--out", root / "q4", "--set", "model.quantization=4bit",
+        ],
+        "plan a config with an unknown key": ["plan", "configs/llava_tiny.yaml", "--set", "model.widht=3"],
     }  # fmt: skip
 
 
@@ -139,6 +143,7 @@ SAYS = {
     "predict --question before --image": "after the --image",
     "report damaged metrics.json": "damaged",
     "report =FOLDER": "LABEL=FOLDER",
+    "train 4-bit on a CPU machine": "needs a CUDA GPU",
 }
 """What the line must say, where another refusal could stand in for the right one."""
 
@@ -168,5 +173,5 @@ def test_bad_arguments_exit_2_with_one_line(paths, synth_dir):
     assert (paths / "a_file.txt").read_text() == "not a folder\n", "a file passed as --out was overwritten"
     assert not failures, "\n".join(failures)
     assert snapshot(paths) == before and snapshot(synth_dir) == data_before, "a refused command wrote"
-    for left in ("from_empty", "r", "e", "x", "sweep"):
+    for left in ("from_empty", "r", "e", "x", "sweep", "q4"):
         assert not (paths / left).exists(), f"a refused command made {left}"

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from accelerate import Accelerator
+
 from pathvqa.baseline import QuestionPrior
 from pathvqa.checkpoint import resolve
 from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights
@@ -95,8 +97,6 @@ def run(
     Every readable row of the split counts, as in published numbers (``dedupe``: drop repeated rows); rows
     that cannot be read are reported with their reasons. ``out`` holding another evaluation is refused
     unless ``overwrite``."""
-    from accelerate import Accelerator
-
     if (config is None) == (checkpoint_dir is None):
         raise PathVQAError("pass exactly one of --config (zero-shot) or --checkpoint")
     out, overrides = Path(out), list(overrides or [])

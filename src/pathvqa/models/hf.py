@@ -73,8 +73,10 @@ class HfFamily(Family):
         arch = _architecture(model.config.model_type, m.name)
         if not tiny:
             size = m.image_size or _processor_size(processor, arch)
-        own = getattr(processor, "chat_template", None)
-        template = own if own and "{% generation %}" in own else arch.template
+        # pathvqa's own training template, always: it renders the model's generation prompt token for token
+        # (tested against the hub's), and its generation span ends with the end-of-turn token. A hub
+        # template's span need not (LLaVA-1.5's marks the answer and a space, no </s>: never learns to stop)
+        template = arch.template
         if m.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False

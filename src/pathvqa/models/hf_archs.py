@@ -5,7 +5,10 @@ Training templates mark the assistant's answer with ``{% generation %}``, so
 ``return_assistant_tokens_mask`` gives the tokens the loss covers. Each one renders the prompt its
 checkpoints were trained with (LLaVA-1.5's ``USER: <image>\\n… ASSISTANT:``, Qwen's ChatML with its
 default system message, SmolVLM's ``User:<image>…<end_of_utterance>``, BLIP-2's ``Question: … Answer:``).
-A checkpoint whose own template already marks generation keeps its own. PaliGemma has no chat: its
+These templates are used even where a checkpoint's own marks generation: LLaVA-1.5-hf's own marks
+the answer and a trailing space and never ``</s>``, so the loss would never teach the model to stop
+(``tests/test_hub_models.py`` checks the generation prompt against the hub's own template and that the
+loss covers the answer and the end-of-turn token only). PaliGemma has no chat: its
 processor takes the answer as ``suffix=`` and builds the labels itself. Templates write newlines as
 ``{{ '\\n' }}`` because Hugging Face renders with ``trim_blocks``.
 """

@@ -1,0 +1,193 @@
+"""Real hub models, proven offline: the real configs, processors, tokenizers and chat templates of
+Qwen2.5-VL, LLaVA-1.5, Mistral and BiomedCLIP (``../shared/hub-cache``: every non-weight file) through
+``train → eval → export --merge → load → predict`` with ``model.init: random``; ``pathvqa plan``'s
+parameter counts against each architecture's own; the training prompt against the model's own chat
+template. Widths are narrowed here (``model.config_overrides``) to keep the suite fast; the processor,
+tokenizer, template and depth-cut are the real ones."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+HUB = Path(__file__).resolve().parent.parent.parent / "shared" / "hub-cache" / "hub"
+pytestmark = pytest.mark.skipif(not HUB.is_dir(), reason=f"no hub cache at {HUB} (../shared/hub-cache)")
+QWEN_3B, QWEN_7B = "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"
+LLAVA, MISTRAL = "llava-hf/llava-1.5-7b-hf", "mistralai/Mistral-7B-Instruct-v0.3"
+NARROW = {
+    "qwen25vl_lora": "{text_config.hidden_size: 256, text_config.intermediate_size: 256, "
+    "text_config.num_attention_heads: 2, text_config.num_key_value_heads: 1, vision_config.hidden_size: 64, "
+    "vision_config.intermediate_size: 128, vision_config.num_heads: 4, vision_config.out_hidden_size: 256}",
+    "llava15_qlora": "{text_config.hidden_size: 64, text_config.intermediate_size: 128, "
+    "text_config.num_attention_heads: 4, text_config.num_key_value_heads: 4, vision_config.hidden_size: 64, "
+    "vision_config.intermediate_size: 128, vision_config.num_attention_heads: 4}",
+    "biomedclip_mistral_vqa": "{hidden_size: 64, intermediate_size: 128, num_attention_heads: 4, "
+    "num_key_value_heads: 2, head_dim: 16}",
+}
+"""Narrow twins (the real architecture at 2 blocks a tower, these widths) that train in seconds."""
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """The cache for this process (huggingface_hub reads its constant at call time) and its children."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(HUB))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(HUB))
+    return HUB
+
+
+def sets(*pairs: str) -> list[str]:
+    return [a for pair in pairs for a in ("--set", pair)]
+
+
+def dry_run(config: str, synth_dir: Path) -> list[str]:
+    common = [
+        "model.init=random", "model.max_layers=2", f"model.config_overrides={NARROW[config]}",
+        f"data.dataset={synth_dir}", "data.train_samples=8", "data.eval_samples=4", "train.batch_size=2",
+        "train.grad_accum=1", "train.num_workers=0", "train.threads=2", "eval.batch_size=4",
+        "eval.max_new_tokens=3",
+    ]  # fmt: skip
+    if config == "qwen25vl_lora":
+        common += ["train.max_steps=2", "model.image_size=56"]
+    if config == "llava15_qlora":
+        common += ["train.max_steps=2", "model.quantization=none"]
+    if config == "biomedclip_mistral_vqa":
+        common += [
+            "model.quantization=none",
+            "stages.align.train.max_steps=1",
+            "stages.instruct.train.max_steps=1",
+        ]
+    return sets(*common)
+
+
+@pytest.mark.parametrize("config", ["qwen25vl_lora", "llava15_qlora", "biomedclip_mistral_vqa"])
+def test_train_eval_export_load_predict_with_the_real_processor(config, hub, tmp_path, synth_dir):
+    run_dir = tmp_path / "run"
+    run_cli("train", f"configs/{config}.yaml", "--out", run_dir, *dry_run(config, synth_dir))
+    run_cli("eval", "--checkpoint", run_dir, "--out", run_dir / "eval", "--limit", "4")
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert metrics["random_weights"] is True and metrics["n"] == 4
+    merged = tmp_path / "merged"
+    run_cli("export", "--checkpoint", run_dir, "--out", merged, "--merge")
+    assert "random weights" in (merged / "README.md").read_text()
+    if config == "biomedclip_mistral_vqa":  # the LM half is a plain causal LM folder
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        AutoTokenizer.from_pretrained(merged / "language_model")
+        model = AutoModelForCausalLM.from_pretrained(merged / "language_model")
+    else:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        AutoProcessor.from_pretrained(merged)
+        model = AutoModelForImageTextToText.from_pretrained(merged)
+    assert getattr(model.config, "quantization_config", None) is None
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (200, 120, 160)).save(tmp_path / "tile.png")
+    answer = run_cli(
+        "predict", "--checkpoint", merged, "--image", tmp_path / "tile.png", "--question", "is it?"
+    )
+    assert "random weights" in answer.stderr
+
+
+def test_plan_counts_each_architecture_as_it_counts_itself(hub):
+    """Base totals (before adapters) equal the architectures' own counts; peft's trainable count."""
+    from pathvqa.config import load_config
+    from pathvqa.plan import plan
+
+    expected = {QWEN_3B: 3_754_622_976, QWEN_7B: 8_292_166_656, LLAVA: 7_063_427_072}
+    for name, total in expected.items():
+        config = "configs/llava15_qlora.yaml" if name == LLAVA else "configs/qwen25vl_lora.yaml"
+        (stage,) = plan(load_config(config, [f"model.name={name}"]))["stages"]
+        assert stage["parameters"]["base_total"] == total, name
+    stages = plan(load_config("configs/biomedclip_mistral_vqa.yaml"))["stages"]
+    assert [s["parameters"]["language_model"] for s in stages] == [7_248_023_552] * 2
+    assert stages[0]["parameters"]["adapters"] == 0 and stages[1]["parameters"]["adapters"] > 0
+    shown = run_cli("plan", "configs/qwen25vl_lora.yaml", "--json").stdout
+    assert json.loads(shown)["stages"][0]["parameters"]["base_total"] == 3_754_622_976
+
+
+@pytest.mark.parametrize("config", ["qwen25vl_lora", "llava15_qlora"])
+def test_plans_trainable_count_is_peft_own(config, hub):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from pathvqa.config import load_config
+    from pathvqa.models.hf_archs import ARCHITECTURES
+    from pathvqa.plan import plan
+
+    cfg = load_config(f"configs/{config}.yaml")
+    (stage,) = plan(cfg)["stages"]
+    hub_config = AutoConfig.from_pretrained(cfg.model.name)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(hub_config)
+    lora = cfg.model.lora
+    targets = ARCHITECTURES[hub_config.model_type].language_targets
+    model = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=targets))
+    assert stage["parameters"]["trainable"] == model.get_nb_trainable_parameters()[0]
+
+
+@pytest.mark.parametrize("name", [QWEN_3B, QWEN_7B, LLAVA])
+def test_the_training_prompt_is_the_models_own_and_the_loss_covers_the_answer(name, hub):
+    """pathvqa renders the generation prompt token for token as the model's own chat template does; in
+    training the loss covers the answer and the end-of-turn token, nothing else."""
+    from pathvqa.config import load_config
+    from pathvqa.data.prepare import Sample
+    from pathvqa.models.hf import render_prompt
+    from pathvqa.models.registry import build
+
+    cfg = load_config(
+        "configs/qwen25vl_lora.yaml",
+        ["model.init=random", "model.max_layers=1", "model.image_size=56", f"model.name={name}",
+         "model.tuning=frozen", "model.gradient_checkpointing=false"],
+    )  # fmt: skip
+    with torch.device("meta"):
+        family, bundle = build(cfg)
+    processor = bundle.processor
+    question = "what does the tissue show?"
+    own = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    ours = render_prompt(bundle, question)
+    tokenize = processor.tokenizer
+    assert (
+        tokenize(ours, add_special_tokens=False)["input_ids"]
+        == tokenize(own, add_special_tokens=False)["input_ids"]
+    )
+    sample = Sample("s", b"", "k", question, "necrosis", "necrosis", "open")
+    image = torch.zeros(1, 3, bundle.image_size, bundle.image_size, dtype=torch.uint8)
+    with torch.device("cpu"):
+        tensors = family.inputs(bundle, [sample], image, "vqa", True).tensors
+    covered = tensors["labels"][0][tensors["labels"][0] != -100].tolist()
+    end = "<|im_end|>" if "Qwen" in name else processor.tokenizer.eos_token
+    wanted = tokenize("necrosis", add_special_tokens=False)["input_ids"]  # in context: one word, no space
+    assert covered == [*wanted, tokenize.convert_tokens_to_ids(end)], tokenize.decode(covered)
+
+
+def test_4bit_on_a_cpu_machine_stops_in_one_line_before_anything_loads(hub, tmp_path):
+    proc = run_cli(
+        "train", "configs/llava15_qlora.yaml", "--out", tmp_path / "run", check=False, process=True
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "needs a CUDA GPU" in lines[0], proc.stderr
+    assert "model.quantization=none" in lines[0] and not (tmp_path / "run").exists()
+
+
+def test_a_gated_id_names_the_licence_page_and_hf_auth_login():
+    from pathvqa.models.base import load_error
+
+    err = OSError("You are trying to access a gated repo.\nMake sure to have access to it.")
+    text = str(load_error("language model", MISTRAL, err))
+    assert "hf auth login" in text and f"https://huggingface.co/{MISTRAL}" in text
+
+
+def test_the_cache_is_read_only_offline():
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"

@@ -152,10 +152,15 @@ def test_real_hf_configs_validate_and_fail_offline_in_one_line(tmp_path):
     for name, repo in REAL.items():
         cfg = load_config(f"configs/{name}.yaml")
         assert cfg.model.name == repo
+        if cfg.model.quantization == "4bit":  # on this CPU machine: said first, before any load
+            with pytest.raises(ModelLoadError, match="needs a CUDA GPU"):
+                build(cfg)
+            cfg = load_config(f"configs/{name}.yaml", ["model.quantization=none"])
         with pytest.raises(ModelLoadError) as err:
             build(cfg)
         assert repo in str(err.value) and "\n" not in str(err.value) and "hf download" in str(err.value)
-    proc = run_cli("eval", "--config", "configs/blip2_qlora.yaml", "--out", tmp_path, check=False)
+    sets = ["--set", "model.quantization=none"]
+    proc = run_cli("eval", "--config", "configs/blip2_qlora.yaml", "--out", tmp_path, *sets, check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and REAL["blip2_qlora"] in lines[0], proc.stderr[-500:]
 

@@ -244,7 +244,10 @@ def test_lora_checkpoints_hold_projector_and_adapters_and_reload(
 
 
 def test_real_vlm_ids_fail_offline_with_one_line(tmp_path):
-    proc = run_cli("eval", "--config", "configs/biomedclip_mistral_vqa.yaml", "--out", tmp_path, check=False)
+    sets = ["--set", "model.quantization=none"]  # 4-bit on this CPU would be refused first
+    proc = run_cli(
+        "eval", "--config", "configs/biomedclip_mistral_vqa.yaml", "--out", tmp_path, *sets, check=False
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "microsoft/BiomedCLIP" in lines[0] and "local" in lines[0], proc.stderr

@@ -37,6 +37,13 @@ def paths(tmp_path_factory, synth_dir):
     run_cli("eval", "--baseline", "question-prior", "--dataset", synth_dir, "--out", root / "prior")
     (root / "export").mkdir()
     (root / "export" / "adapter_config.json").write_text("{}")
+    (root / "bad_column.yaml").write_text(f"dataset: {synth_dir}\ncolumns: {{image: img_nam}}\n")
+    (root / "all_bad").mkdir()
+    for split in ("train", "test"):  # every image missing
+        jsonl(root / "all_bad" / f"{split}.jsonl", [{"image": "gone.png", "question": "q?", "answer": "yes"}])
+    (root / "train_only").mkdir()
+    noise_image(1).save(root / "train_only" / "a.png")
+    jsonl(root / "train_only" / "train.jsonl", [{"image": "a.png", "question": "q?", "answer": "yes"}] * 3)
     (root / "damaged" / "eval").mkdir(parents=True)
     (root / "damaged" / "eval" / "metrics.json").write_text('{"exact_match": 0.5,')
     return root
@@ -121,6 +128,14 @@ def cases(root, synth_dir):
         "report =FOLDER": ["report", f"={root / 'run'}", "--out", root / "r"],
         "train 4-bit on a CPU machine": [
             "train", "configs/llava_tiny.yaml", "--out", root / "q4", "--set", "model.quantization=4bit",
+            "--set", "model.tuning=lora", "--set", "stages=[]",
+        ],
+        "data-stats with a column that is not there": ["data-stats", "--dataset", root / "bad_column.yaml"],
+        "eval a set whose every row is bad": [
+            "eval", "--baseline", "question-prior", "--dataset", root / "all_bad", "--out", root / "e",
+        ],
+        "train with no validation split and none to carve": [
+            "train", "configs/blip_tiny.yaml", "--out", root / "run_nv", "--set", f"data.dataset={root / 'train_only'}",
         ],
         "plan a config with an unknown key": ["plan", "configs/llava_tiny.yaml", "--set", "model.widht=3"],
     }  # fmt: skip
@@ -144,6 +159,9 @@ SAYS = {
     "report damaged metrics.json": "damaged",
     "report =FOLDER": "LABEL=FOLDER",
     "train 4-bit on a CPU machine": "needs a CUDA GPU",
+    "data-stats with a column that is not there": "it has: image, question, answer",
+    "eval a set whose every row is bad": "every row was skipped",
+    "train with no validation split and none to carve": "split 'validation' not found",
 }
 """What the line must say, where another refusal could stand in for the right one."""
 
@@ -173,5 +191,5 @@ def test_bad_arguments_exit_2_with_one_line(paths, synth_dir):
     assert (paths / "a_file.txt").read_text() == "not a folder\n", "a file passed as --out was overwritten"
     assert not failures, "\n".join(failures)
     assert snapshot(paths) == before and snapshot(synth_dir) == data_before, "a refused command wrote"
-    for left in ("from_empty", "r", "e", "x", "sweep", "q4"):
+    for left in ("from_empty", "r", "e", "x", "sweep", "q4", "run_nv"):
         assert not (paths / left).exists(), f"a refused command made {left}"

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pathvqa.data import images
 from pathvqa.data.prepare import answer_type, clean_answer, load_split
-from pathvqa.data.sources import open_split
+from pathvqa.data.spec import open_split
 from pathvqa.data.synthetic import _features
 from pathvqa.errors import DataError
 from tests.conftest import noise_image, png_bytes, run_cli, write_jsonl

@@ -20,7 +20,7 @@ SPLITS = ("train", "validation", "test")
 def dataset_stats(source: str, split: str = "train", max_pixels: int = 40_000_000) -> dict[str, Any]:
     """``split``'s statistics at the top level (duplicates skipped as training skips them, and counted),
     plus ``across_splits`` over the other standard splits that exist."""
-    main = load_split(source, split, max_pixels=max_pixels)
+    main = load_split(source, split, max_pixels=max_pixels, allow_empty=True)
     out = main.stats()
     splits = {split: main}
     for name in SPLITS:

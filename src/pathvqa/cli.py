@@ -237,6 +237,9 @@ def train(
 
     for stage in cfg.stages or [None]:
         require_cuda_for_4bit((cfg.stage_config(stage) if stage else cfg).model)
+    from pathvqa.data.prepare import check_splits
+
+    check_splits(cfg.data)
     from pathvqa.train import fit
 
     _setup_logging()

@@ -49,10 +49,32 @@ class DataConfig(_Section):
     group_by_image: bool = False
     """Training batches hold whole images' question sets (images in a seeded order per epoch), so the
     vision tower runs once per image of a batch; augmentation is then drawn per image, not per question."""
+    preset: Literal["pathvqa", "vqa-rad", "slake"] | None = None
+    """A known set's layout (``slake``: English rows of its release folder, ``answer_type`` from the data;
+    ``vqa-rad``: train/test only); ``data.dataset`` names its folder (``slake``) or overrides its hub id."""
+    format: Literal["auto", "llava"] = "auto"
+    """``llava``: ``{split}.json`` holds LLaVA/ShareGPT conversations, one question per human→gpt turn."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """The file's column for ``image``, ``question``, ``answer`` and optionally ``answer_type`` (CLOSED/OPEN:
+    then it decides closed vs open in every metric), e.g. ``{image: img_name}``."""
+    where: dict[str, Any] = Field(default_factory=dict)
+    """Keep only rows whose column equals the value (``{q_lang: en}``)."""
+    image_root: str | None = None
+    """Image paths in the rows are relative to this folder (default: the dataset folder)."""
+    validation_from_train: float = Field(default=0.05, ge=0, lt=1)
+    """With no ``eval_split`` in the set: this share of train's images becomes it (seeded, by image)."""
     lazy_images: bool = False
     """Read encoded images from the (memory-mapped) dataset files at batch time instead of holding
     them in RAM: for datasets larger than memory (with ``cache_images: false``). A parquet folder is
     converted once into an Arrow file in the datasets cache (``HF_DATASETS_CACHE``) and mapped from there."""
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = [k for k in v if k not in ("image", "question", "answer", "answer_type")]
+        if unknown:
+            raise ValueError(f"map image, question, answer or answer_type (not {', '.join(unknown)})")
+        return v
 
 
 class LoraSettings(_Section):

@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from pathvqa.baseline import QuestionPrior
 from pathvqa.checkpoint import resolve
 from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights
-from pathvqa.data.prepare import load_data_split, load_split, mark_seen, split_answers
+from pathvqa.data.prepare import load_data_split, load_split, mark_seen, spec_of, split_answers
 from pathvqa.destinations import write_text_atomic
 from pathvqa.errors import PathVQAError
 from pathvqa.generation import predict
@@ -121,7 +121,7 @@ def run(
     result: dict[str, Any] = {}
     if accelerator.is_main_process:
         _report_skipped(data.skipped, len(rows), split)
-        mark_seen(rows, split_answers(cfg.data.dataset, cfg.data.train_split))
+        mark_seen(rows, split_answers(spec_of(cfg.data), cfg.data.train_split))
         write_predictions(rows, out / PREDICTIONS)
         result = score_all(rows)
         skipped = sum(data.skipped.values())
@@ -130,6 +130,7 @@ def run(
                 "model": cfg.name,
                 **identity,
                 **({"random_weights": True} if random_weights(cfg) else {}),
+                "dataset_spec": spec_of(cfg.data).to_json(),  # how the rows were read (report's gallery)
                 "rows": f"{len(rows)} of {len(rows) + skipped} rows",
                 "skipped_rows": skipped,
                 "skipped_reasons": dict(data.skipped),

@@ -58,6 +58,10 @@ def gallery(runs: list[Run], path: Path, chosen: list[str]) -> Path | None:
         return None
     reference = with_predictions[-1]
     dataset, split = reference.metrics.get("dataset"), reference.metrics.get("split", "test")
+    if isinstance(reference.metrics.get("dataset_spec"), dict):
+        from pathvqa.data.spec import DatasetSpec
+
+        dataset = DatasetSpec(**reference.metrics["dataset_spec"])
     samples = {s.id: s for s in load_split(dataset, split, progress=False).samples} if dataset else {}
     plt = plt_agg()
     columns, lines = 4, len(with_predictions)

@@ -103,4 +103,5 @@ def _row(sample: Sample, prediction: str, task: str) -> dict:
         "answer": reference,
         "prediction": prediction,
         "type": sample.type,
+        **({"answer_type": sample.type} if sample.type_given else {}),  # the dataset's: decides in metrics
     }

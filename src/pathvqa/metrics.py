@@ -58,6 +58,13 @@ def question_type(answer: str) -> str:
     return "closed" if normalize(answer) in CLOSED_ANSWERS else "open"
 
 
+def row_type(row: dict[str, Any]) -> str:
+    """A prediction row's type: the dataset's own (``answer_type``, SLAKE / VQA-RAD) where it gave one,
+    else the yes/no rule on the answer."""
+    given = row.get("answer_type")
+    return given if given in ("closed", "open") else question_type(str(row["answer"]))
+
+
 def exact_match(prediction: str, answer: str) -> float:
     return float(normalize(prediction) == normalize(answer))
 
@@ -104,15 +111,16 @@ def meteor(prediction: str, answer: str) -> float:
     return float(single_meteor_score(ref, hyp, alpha=0.9, beta=3.0, gamma=0.5, wordnet=wordnet.reader()))
 
 
-def row_scores(prediction: str, answer: str) -> dict[str, float]:
-    """Every per-row score for one prediction (used by the report's gallery too)."""
+def row_scores(prediction: str, answer: str, kind: str | None = None) -> dict[str, float]:
+    """Every per-row score for one prediction (used by the report's gallery too); ``kind``: the row's type
+    when the dataset gave it."""
     scores = {
         "exact_match": exact_match(prediction, answer),
         "meteor": meteor(prediction, answer),
         "bleu1": bleu1(prediction, answer),
         "f1": token_f1(prediction, answer),
     }
-    if question_type(answer) == "closed":
+    if (kind or question_type(answer)) == "closed":
         scores["correct"] = closed_correct(prediction, answer)
     else:
         scores["recall"] = open_recall(prediction, answer)
@@ -125,7 +133,7 @@ def strict_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     (closed accuracy on open rows, open scores on closed rows). ``correct`` is the per-type headline."""
     table = {key: np.full(len(rows), np.nan) for key in (*SCORES, "correct")}
     for i, row in enumerate(rows):
-        s = row_scores(str(row["prediction"]), str(row["answer"]))
+        s = row_scores(str(row["prediction"]), str(row["answer"]), row_type(row))
         for key in ("exact_match", "meteor", "bleu1", "f1", "correct"):
             table[key][i] = s[key]
         if "recall" in s:
@@ -147,7 +155,7 @@ def llava_med_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     table = {key: np.full(len(rows), np.nan) for key in keys}
     for i, row in enumerate(rows):
         prediction, answer = str(row["prediction"]), str(row["answer"])
-        if question_type(answer) == "closed":
+        if row_type(row) == "closed":
             table["closed_accuracy"][i] = llava_med.closed_hit(prediction, answer)
             continue
         s = llava_med.open_scores(prediction, answer)

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from pathvqa.config import DataConfig
 from pathvqa.data.images import BadImage, decode
-from pathvqa.data.sources import REQUIRED_COLUMNS, RowTable, open_split
+from pathvqa.data.sources import REQUIRED_COLUMNS, RowTable
+from pathvqa.data.spec import DatasetSpec, as_spec, open_split, preset
 from pathvqa.errors import DataError
 
 _TRAILING_PUNCT = re.compile(r"[\s.,;:!?]+$")
@@ -27,6 +28,12 @@ _TRAILING_PUNCT = re.compile(r"[\s.,;:!?]+$")
 def clean_answer(answer: str) -> str:
     """Training target: strip, lowercase, collapse whitespace, drop trailing punctuation."""
     return _TRAILING_PUNCT.sub("", " ".join(answer.strip().lower().split()))
+
+
+def given_type(value: Any) -> str | None:
+    """A dataset's own answer type (SLAKE's and VQA-RAD's ``CLOSED`` / ``OPEN``), or None."""
+    text = str(value).strip().lower() if value is not None else ""
+    return text if text in ("closed", "open") else None
 
 
 def answer_type(clean: str) -> str:
@@ -47,6 +54,8 @@ class Sample:
     """Cleaned answer the model is trained to produce."""
     type: str
     caption: str | None = None
+    type_given: bool = False
+    """``type`` comes from the dataset's own answer type (SLAKE, VQA-RAD), not from the yes/no rule."""
 
     @property
     def image(self) -> bytes:
@@ -130,7 +139,7 @@ def _check_row(table: RowTable, row: dict[str, Any], max_pixels: int, decoded: d
 
 
 def load_split(
-    source: str,
+    source: str | DatasetSpec,
     split: str,
     *,
     max_pixels: int = 40_000_000,
@@ -139,8 +148,10 @@ def load_split(
     progress: bool = True,
     lazy_images: bool = False,
     dedupe: bool = True,
+    allow_empty: bool = False,
 ) -> SplitData:
-    """Load, validate and clean one split; with ``samples``, a seeded sample of that many valid rows.
+    """Load, validate and clean one split (a split whose every row is bad is an error unless
+    ``allow_empty``: statistics still count them); with ``samples``, a seeded sample of that many valid rows.
 
     Every image is decoded once here (bad ones are skipped and counted); ``lazy_images`` keeps only a
     reference to each row, not its bytes. Rows repeating an earlier (image, question, answer) are
@@ -179,6 +190,7 @@ def load_split(
         seen.add((key, question, answer))
         target = clean_answer(answer)
         caption = row.get("caption") if has_caption else None
+        given = given_type(row.get("answer_type"))
         kept.append(
             Sample(
                 f"{split}-{index:06d}",
@@ -187,12 +199,38 @@ def load_split(
                 question,
                 answer,
                 target,
-                answer_type(target),
+                given or answer_type(target),
                 caption,
+                type_given=given is not None,
             )
         )
     kept.sort(key=lambda s: s.id)
+    if len(table) and not kept and samples != 0 and not allow_empty:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
+        raise DataError(f"{table.description}: every row was skipped ({reasons}): nothing to read")
     return SplitData(split, kept, len(table), skipped, duplicates)
+
+
+def spec_of(data: DataConfig) -> DatasetSpec:
+    """The dataset a config's ``data`` section names, read as it says."""
+    settings = {
+        "format": data.format if data.format != "auto" else None, "columns": data.columns or None,
+        "where": data.where or None, "image_root": data.image_root,
+        "validation_from_train": data.validation_from_train, "eval_split": data.eval_split, "seed": data.seed,
+    }  # fmt: skip
+    if data.preset:
+        default = DataConfig.model_fields["dataset"].default
+        return preset(data.preset, None if data.dataset == default else data.dataset, **settings)
+    base = as_spec(data.dataset)
+    return DatasetSpec(**{**base.__dict__, **{k: v for k, v in settings.items() if v is not None}})
+
+
+def check_splits(data: DataConfig) -> None:
+    """The splits a training reads are there (a missing one said in one line before any work)."""
+    spec = spec_of(data)
+    for split in (data.train_split, data.eval_split):
+        if split:
+            open_split(spec, split)
 
 
 def load_data_split(
@@ -200,7 +238,7 @@ def load_data_split(
 ) -> SplitData:
     """One split of a config's dataset, validated, with the config's pixel limit and sampling seed."""
     return load_split(
-        data.dataset,
+        spec_of(data),
         split,
         max_pixels=data.max_pixels,
         samples=samples,
@@ -211,7 +249,7 @@ def load_data_split(
     )
 
 
-def split_answers(source: str, split: str) -> set[str] | None:
+def split_answers(source: str | DatasetSpec, split: str) -> set[str] | None:
     """The cleaned answers of a split, read from its answer column alone (no image is decoded); None
     when the dataset has no such split. What "seen in training" means for an open test answer."""
     try:

@@ -51,6 +51,28 @@ class RowTable:
             return self.table.slice(index, 1).to_pylist()[0]
         return self.records[index]
 
+    def column(self, name: str) -> list[Any]:
+        if self.table is not None:
+            return self.table.column(name).to_pylist() if name in self.table.column_names else []
+        return [r.get(name) for r in self.records]
+
+    def subset(self, indices: list[int], description: str | None = None) -> RowTable:
+        """These rows only, in this order."""
+        table = self.table.take(pa.array(indices, type=pa.int64())) if self.table is not None else None
+        records = [self.records[i] for i in indices] if self.records is not None else None
+        return RowTable(table, records, self.root, description or self.description)
+
+    def renamed(self, names: dict[str, str]) -> RowTable:
+        """Columns renamed ``{file's name: pathvqa's name}`` (a column already named so is replaced)."""
+        if self.table is not None:
+            keep = [c for c in self.table.column_names if c not in names.values() or c in names]
+            table = self.table.select(keep)
+            table = table.rename_columns([names.get(c, c) for c in table.column_names])
+            return RowTable(table, None, self.root, self.description)
+        records = [{names.get(k, k): v for k, v in r.items() if k in names or k not in names.values()}
+                   for r in self.records]  # fmt: skip
+        return RowTable(None, records, self.root, self.description)
+
     def image_bytes(self, value: Any) -> bytes | None:
         """The encoded image of a row's ``image`` field (bytes, ``{bytes, path}``, or a path)."""
         if isinstance(value, dict):
@@ -100,6 +122,55 @@ def _mapped_parquet(files: list[Path], description: str, root: Path) -> RowTable
     return _datasets_table(ds, description, root)
 
 
+def _csv_table(path: Path, root: Path) -> RowTable:
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            records = [dict(row) for row in csv.DictReader(f)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"cannot read {path} as CSV: {err}") from None
+    return RowTable(None, records, root, str(path))
+
+
+def _json_table(path: Path, root: Path, llava: bool) -> RowTable:
+    """A JSON array of rows, or (``llava``) of LLaVA/ShareGPT conversations: one row per human→gpt turn."""
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"cannot read {path} as JSON: {err}") from None
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: give a JSON array of rows (one object per question)")
+    rows = [e if isinstance(e, dict) else {"_invalid": f"entry {i}"} for i, e in enumerate(entries)]
+    return RowTable(None, conversation_rows(rows) if llava else rows, root, str(path))
+
+
+def conversation_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """LLaVA/ShareGPT entries ``{id, image, conversations: [{from: human, value: "<image>\\n…"}, {from: gpt,
+    value: …}, …]}`` → one ``{id, image, question, answer}`` row per human→gpt turn (``<image>`` removed)."""
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        turns = entry.get("conversations")
+        if not isinstance(turns, list):
+            rows.append({"_invalid": f"entry {entry.get('id', '?')}: no conversations"})
+            continue
+        pairs = zip(turns[::2], turns[1::2], strict=False)
+        for n, (ask, reply) in enumerate(pairs):
+            if not (isinstance(ask, dict) and isinstance(reply, dict)) or (
+                ask.get("from"),
+                reply.get("from"),
+            ) != (
+                "human",
+                "gpt",
+            ):
+                rows.append({"_invalid": f"entry {entry.get('id', '?')} turn {n}"})
+                continue
+            question = str(ask.get("value", "")).replace("<image>", " ").strip()
+            rows.append({"id": f"{entry.get('id', '')}-{n}", "image": entry.get("image"), "question": question,
+                         "answer": reply.get("value")})  # fmt: skip
+    return rows
+
+
 def _jsonl_table(path: Path) -> RowTable:
     records = []
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
@@ -128,14 +199,19 @@ def looks_like_hub_id(source: str) -> bool:
     return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
 
 
-def open_split(source: str, split: str, mapped: bool = False) -> RowTable:
+def open_source(
+    source: str, split: str, mapped: bool = False, fmt: str = "auto", root: str | None = None
+) -> RowTable:
     """Find ``split`` in ``source`` and return its raw rows; fail at once if it is not there.
 
     ``mapped``: parquet files are read through the datasets cache (one Arrow file per split, memory-
-    mapped) instead of into RAM; hub and save_to_disk sources are memory-mapped either way."""
+    mapped) instead of into RAM; hub and save_to_disk sources are memory-mapped either way. ``fmt``:
+    ``llava`` reads ``{split}.json`` as conversations. ``root``: image paths are relative to it (a folder
+    source's subfolder, or any folder; default the source folder)."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return _open_folder(path, split, mapped)
+        table = _open_folder(path, split, mapped, fmt, path / root if root else path)
+        return table
     if path.is_file():
         raise DataError(f"dataset source {source} is a file; pass the folder that holds it")
     if looks_like_hub_id(source):
@@ -146,14 +222,14 @@ def open_split(source: str, split: str, mapped: bool = False) -> RowTable:
     )
 
 
-def _open_folder(path: Path, split: str, mapped: bool) -> RowTable:
+def _open_folder(path: Path, split: str, mapped: bool, fmt: str, root: Path) -> RowTable:
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         from datasets import DatasetDict, load_from_disk
 
         ds = load_from_disk(str(path))
         if isinstance(ds, DatasetDict):
             if split not in ds:
-                raise DataError(f"split '{split}' not in {path} (has {', '.join(ds)})")
+                raise SplitNotFound(f"split '{split}' not in {path} (has {', '.join(ds)})")
             ds = ds[split]
         return _datasets_table(ds, f"{path} [{split}]", path)
     for pattern in (
@@ -167,11 +243,21 @@ def _open_folder(path: Path, split: str, mapped: bool) -> RowTable:
             read = _mapped_parquet if mapped else _parquet_table
             return read(files, f"{path}/{pattern}", path)
     if (path / f"{split}.jsonl").is_file():
-        return _jsonl_table(path / f"{split}.jsonl")
-    raise DataError(
+        table = _jsonl_table(path / f"{split}.jsonl")
+        return RowTable(None, conversation_rows(table.records) if fmt == "llava" else table.records, root,
+                        table.description)  # fmt: skip
+    if (path / f"{split}.json").is_file():
+        return _json_table(path / f"{split}.json", root, llava=fmt == "llava")
+    if (path / f"{split}.csv").is_file():
+        return _csv_table(path / f"{split}.csv", root)
+    raise SplitNotFound(
         f"split '{split}' not found in {path}: looked for data/{split}-*.parquet, {split}.parquet, "
-        f"{split}.jsonl and a save_to_disk folder"
+        f"{split}.jsonl, {split}.json, {split}.csv and a save_to_disk folder"
     )
+
+
+class SplitNotFound(DataError):
+    """The source has no such split (a set with only train and test may carve its validation split)."""
 
 
 def _open_hub(source: str, split: str) -> RowTable:
@@ -179,12 +265,20 @@ def _open_hub(source: str, split: str) -> RowTable:
 
     try:
         ds = load_dataset(source, split=split)
+    except ValueError as err:
+        if "Unknown split" in str(err) or "should be one of" in str(err):
+            raise SplitNotFound(f"split '{split}' not in {source}: {str(err)[:200]}") from None
+        raise _hub_error(source, split, err) from None
     except Exception as err:  # the hub raises many types (connection, 404, offline mode)
-        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
-        raise DataError(
-            f"could not load dataset '{source}' split '{split}' from the Hugging Face hub"
-            f"{' (offline mode is on)' if offline else ''}: {err.__class__.__name__}: {str(err)[:200]}. "
-            f"Where the network allows, run `python -c \"import datasets; datasets.load_dataset('{source}')"
-            ".save_to_disk('DIR')\"` and pass DIR, or copy its parquet files into DIR/data/"
-        ) from None
+        raise _hub_error(source, split, err) from None
     return _datasets_table(ds, f"{source} [{split}]", None)
+
+
+def _hub_error(source: str, split: str, err: Exception) -> DataError:
+    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
+    return DataError(
+        f"could not load dataset '{source}' split '{split}' from the Hugging Face hub"
+        f"{' (offline mode is on)' if offline else ''}: {err.__class__.__name__}: {str(err)[:200]}. "
+        f"Where the network allows, run `python -c \"import datasets; datasets.load_dataset('{source}')"
+        ".save_to_disk('DIR')\"` and pass DIR, or copy its parquet files into DIR/data/"
+    )

@@ -25,12 +25,12 @@ $(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh scripts/in
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 format: setup
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+	$(BIN)/ruff format src tests benchmarks scripts
 
 test: setup lint
 	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)

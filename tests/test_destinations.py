@@ -92,7 +92,7 @@ def test_compare_says_how_many_rows_of_each_side_it_left_out(tmp_path):
 
 
 def test_ctrl_c_says_where_training_stopped_and_how_to_resume(tmp_path, synth_dir):
-    config = [f"data.dataset={synth_dir}", *QUICK, "train.max_steps=400", "train.save_every=2"]
+    config = [f"data.dataset={synth_dir}", *QUICK, "train.max_steps=4000", "train.save_every=2"]
     command = [
         sys.executable,
         "-m",
@@ -102,7 +102,10 @@ def test_ctrl_c_says_where_training_stopped_and_how_to_resume(tmp_path, synth_di
         "--out",
         str(tmp_path / "run"),
     ]
-    proc = subprocess.Popen([*command, *sets(*config)], stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a suite started in the background (nohup, CI) ignores it,
+    # and Python then installs no Ctrl-C handler at all
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen([*command, *sets(*config)], stderr=subprocess.PIPE, text=True, preexec_fn=restore)
     deadline = time.time() + 120
     while not list((tmp_path / "run" / "checkpoints").glob("step-*")) and time.time() < deadline:
         time.sleep(0.2)
@@ -110,5 +113,5 @@ def test_ctrl_c_says_where_training_stopped_and_how_to_resume(tmp_path, synth_di
     _, err = proc.communicate(timeout=120)
     last = next((line for line in err.splitlines() if line.startswith("interrupted")), err[-1500:])
     assert proc.returncode == 130, err[-2000:]
-    assert last.startswith("interrupted at step ") and "of 400" in last and "--resume" in last, last
+    assert last.startswith("interrupted at step ") and "of 4000" in last and "--resume" in last, last
     assert "its last checkpoint is step-" in last and "Traceback" not in err

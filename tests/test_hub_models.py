@@ -191,3 +191,28 @@ def test_a_gated_id_names_the_licence_page_and_hf_auth_login():
 
 def test_the_cache_is_read_only_offline():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_the_vlm_prompt_around_mistral_is_its_own_chat_template(hub):
+    """The vlm family's prompt is Mistral's own chat template around the image slot, token for token on
+    each side of it, and a training row is that template's whole turn: answer then </s>, all in the loss."""
+    from transformers import AutoTokenizer
+
+    from pathvqa.models.vlm import IMAGE_TOKEN_INDEX, ChatPrompt
+
+    tokenizer = AutoTokenizer.from_pretrained(MISTRAL)
+    prompt, question = ChatPrompt(tokenizer), "what does the tissue show?"
+    user = {"role": "user", "content": f"<image>\n{question}"}
+    own = tokenizer.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
+    before, after = own.split("<image>")
+    ids = prompt.ids(question)
+    cut = ids.index(IMAGE_TOKEN_INDEX)
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert ids[:cut] == encode(before) and ids[cut + 1 :] == encode(after)
+    whole = tokenizer.apply_chat_template(
+        [user, {"role": "assistant", "content": "necrosis"}], tokenize=False
+    )
+    assert whole.endswith("necrosis</s>") and whole.startswith(own)
+    assert [*encode("necrosis"), tokenizer.eos_token_id] == encode(whole.removeprefix(own)), (
+        "the loss covers the answer and </s>, exactly the template's assistant turn"
+    )

@@ -117,6 +117,8 @@ def test_a_killed_worker_has_its_trial_retried_from_its_checkpoint(tmp_path, syn
     steps = [json.loads(line).get("step") for line in (out / "trial-000" / "logs" / "train.jsonl").open()]
     assert steps.count(1) == 1 and steps.count(2) == 1, "the retry started over instead of resuming"
     assert max(steps) == 80
+    result = sweep.status(out)
+    assert result["finished"] == 1 and result["RUNNING"] == result["WAITING"] == 0, "exactly the asked number"
 
 
 class QuickWorker(sweep.Worker):

@@ -115,3 +115,15 @@ def test_ctrl_c_says_where_training_stopped_and_how_to_resume(tmp_path, synth_di
     assert proc.returncode == 130, err[-2000:]
     assert last.startswith("interrupted at step ") and "of 4000" in last and "--resume" in last, last
     assert "its last checkpoint is step-" in last and "Traceback" not in err
+
+
+def test_the_model_card_of_a_two_stage_run_carries_its_test_metrics(tmp_path, synth_dir):
+    config = [
+        f"data.dataset={synth_dir}", *QUICK, "stages.align.train.max_steps=1", "stages.instruct.train.max_steps=1",
+        "data.eval_samples=8",
+    ]  # fmt: skip
+    run_cli("train", "configs/vlm_tiny.yaml", "--out", tmp_path / "run", *sets(*config))
+    run_cli("eval", "--checkpoint", tmp_path / "run", "--out", tmp_path / "run" / "eval", "--limit", "8")
+    run_cli("export", "--checkpoint", tmp_path / "run", "--out", tmp_path / "export")
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "## Test metrics" in card and "| exact_match |" in card, card[:800]

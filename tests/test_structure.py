@@ -81,3 +81,18 @@ def test_the_loop_and_evaluator_never_name_a_model_tensor():
         text = (SRC / "pathvqa" / module).read_text()
         named = [t for t in MODEL_TENSORS if f'"{t}"' in text or f"'{t}'" in text]
         assert not named, f"{module} names {named}: that is the family's business"
+
+
+RUN_FILES = ("best.json", "train.jsonl", "config.yaml", "metrics.json", "trainer_state.json")
+
+
+def test_only_the_run_folder_module_names_the_files_inside_a_run():
+    """The run folder's layout has one owner (``runs.py``); every other module asks it."""
+    named = [
+        f"{path.relative_to(SRC)}: {name}"
+        for path in SRC.rglob("*.py")
+        if path.name != "runs.py"
+        for name in RUN_FILES
+        if f'"{name}"' in path.read_text() or f"'{name}'" in path.read_text()
+    ]
+    assert not named, named

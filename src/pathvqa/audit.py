@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pathvqa.baseline import prior_scores
+from pathvqa.config import MAX_PIXELS
 from pathvqa.data.prepare import Sample, SplitData, load_split
 from pathvqa.errors import DataError
 from pathvqa.shape import shape_figures
@@ -17,7 +18,7 @@ from pathvqa.shape import shape_figures
 SPLITS = ("train", "validation", "test")
 
 
-def dataset_stats(source: str, split: str = "train", max_pixels: int = 40_000_000) -> dict[str, Any]:
+def dataset_stats(source: str, split: str = "train", max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
     """``split``'s statistics at the top level (duplicates skipped as training skips them, and counted),
     plus ``across_splits`` over the other standard splits that exist."""
     main = load_split(source, split, max_pixels=max_pixels, allow_empty=True)

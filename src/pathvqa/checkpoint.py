@@ -35,6 +35,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from pathvqa.config import ExperimentConfig, save_config
 from pathvqa.errors import PathVQAError, require_checkpoint_folder
+from pathvqa.runs import RunDir, step_config, step_state
 
 log = logging.getLogger(__name__)
 WEIGHTS = "weights.safetensors"
@@ -184,13 +185,13 @@ def save(
     full_state: dict | None = None,
 ) -> Path:
     """Write ``checkpoints/step-N`` atomically: everything goes to a temp folder, then one rename."""
-    root = run_dir / "checkpoints"
+    root = RunDir(run_dir).checkpoints
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_config(cfg, tmp / "config.yaml")
+    save_config(cfg, step_config(tmp))
     save_weights(bundle.model, tmp, names, full_state)
     bundle.tokenizer.save_pretrained(tmp / "tokenizer")
     if optimizer is not None:
@@ -202,7 +203,7 @@ def save(
     for rank, (tensors, meta) in rng_files.items():
         save_file(tensors, str(tmp / f"rng-{rank}.safetensors"))
         (tmp / f"rng-{rank}.json").write_text(json.dumps(meta))
-    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+    step_state(tmp).write_text(json.dumps(trainer_state, indent=1))
     write_manifest(tmp)
     if final.exists():
         shutil.rmtree(final)
@@ -215,7 +216,7 @@ def step_of(folder: Path) -> int:
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
-    root = run_dir / "checkpoints"
+    root = RunDir(run_dir).checkpoints
     found = [p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()] if root.is_dir() else []
     return sorted(found, key=step_of)
 
@@ -250,26 +251,26 @@ def load_training_state(folder: Path, optimizer, scheduler, rank: int) -> dict:
     rng = folder / f"rng-{rank}.safetensors"
     if rng.is_file():
         set_rng_state(load_file(str(rng)), json.loads((folder / f"rng-{rank}.json").read_text()))
-    return json.loads((folder / "trainer_state.json").read_text())
+    return json.loads(step_state(folder).read_text())
 
 
 def resolve(path: str | Path) -> Path:
     """A checkpoint folder, or a run folder (→ its best checkpoint, else its latest valid one; for a
     run with stages, the last stage's)."""
     path = Path(path)
-    if (path / "config.yaml").is_file() and (path / WEIGHTS).is_file():
+    if step_config(path).is_file() and (path / WEIGHTS).is_file():
         problem = verify(path)
         if problem:
             raise PathVQAError(f"checkpoint {path} is corrupted: {problem}")
         return path
     require_checkpoint_folder(path)
-    if not (path / "checkpoints").is_dir() and (path / "config.yaml").is_file():
-        stages = (yaml.safe_load((path / "config.yaml").read_text()) or {}).get("stages") or []
+    if not RunDir(path).checkpoints.is_dir() and RunDir(path).config.is_file():
+        stages = (yaml.safe_load(RunDir(path).config.read_text()) or {}).get("stages") or []
         if stages:
             return resolve(path / stages[-1]["name"])
-    best = path / "checkpoints" / "best.json"
+    best = RunDir(path).best
     if best.is_file():
-        candidate = path / "checkpoints" / f"step-{json.loads(best.read_text())['step']}"
+        candidate = RunDir(path).checkpoints / f"step-{json.loads(best.read_text())['step']}"
         if candidate.is_dir() and verify(candidate) is None:
             return candidate
     latest = latest_valid(path)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from pathvqa.config import MAX_PIXELS
 from pathvqa.errors import Interrupted, PathVQAError, require_checkpoint_folder
 
 app = typer.Typer(
@@ -91,7 +92,7 @@ def synth(
 def data_stats(
     dataset: DatasetOpt,
     split: Annotated[str, typer.Option(help="Split to read.")] = "train",
-    max_pixels: Annotated[int, typer.Option(help="Skip images larger than this many pixels.")] = 40_000_000,
+    max_pixels: Annotated[int, typer.Option(help="Skip images larger than this many pixels.")] = MAX_PIXELS,
     reference: Annotated[
         str,
         typer.Option(help="Shape figures to print beside the dataset's: pathvqa (the official set) or none."),

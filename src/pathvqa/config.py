@@ -31,6 +31,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+MAX_PIXELS = 40_000_000
+"""Images larger than this many pixels are skipped as bad rows (decompression bombs): the one default."""
+
+
 class DataConfig(_Section):
     dataset: str = "runs/data/synthetic"
     """Hub id, a folder (hub layout, ``{split}.parquet``, ``save_to_disk``), or a JSONL + images folder."""
@@ -43,7 +47,7 @@ class DataConfig(_Section):
     eval_samples: int | None = Field(default=200, gt=0)
     """Validation questions scored during training (``null``: all)."""
     seed: int = 0
-    max_pixels: int = Field(default=40_000_000, gt=0)
+    max_pixels: int = Field(default=MAX_PIXELS, gt=0)
     cache_images: bool = True
     """Keep resized images in memory after the first epoch (small sets, tiny models)."""
     group_by_image: bool = False

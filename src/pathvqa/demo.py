@@ -33,6 +33,7 @@ from pathvqa.data import synthetic
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluate import run, run_baseline
 from pathvqa.metrics import compare, describe_difference, find_predictions, read_predictions
+from pathvqa.runs import RunDir, metrics_file
 
 TRAINED = {"blip-tiny fine-tuned": "blip_tiny", "vlm-tiny (projector, 2 stages)": "vlm_tiny"}
 GRPO = ("vlm-tiny 150 SFT steps + GRPO", "vlm_tiny_grpo")
@@ -51,7 +52,7 @@ def _stage(name: str) -> None:
 
 
 def _evaluated(folder: Path, fresh: bool, progress: bool = True, **kwargs) -> dict[str, Any]:
-    metrics = folder / "metrics.json"
+    metrics = metrics_file(folder)
     if metrics.is_file() and not fresh:
         return json.loads(metrics.read_text())
     _stage(f"evaluate {folder}")
@@ -117,7 +118,7 @@ def _grpo_after_sft(out: Path, sets: list[str], fresh: bool) -> dict[str, dict]:
 def _drop_if_started_elsewhere(run_dir: Path, start: Path) -> None:
     """A GRPO run left by an earlier demo that started it from another checkpoint (the full fine-tune,
     before the short one) is not this demo's: it is trained again."""
-    saved = run_dir / "config.yaml"
+    saved = RunDir(run_dir).config
     if saved.is_file() and yaml.safe_load(saved.read_text())["train"].get("init_from") != str(start):
         _stage(f"{run_dir} started from another checkpoint: training it again")
         shutil.rmtree(run_dir)
@@ -155,9 +156,7 @@ def _fine_tune_and_evaluate(
 ) -> dict[str, dict]:
     """Fine-tune ``trained`` (label → run folder) side by side and evaluate them; with ``beside``'s jobs."""
     beside = beside or _Beside()
-    todo = {
-        label: name for label, name in trained.items() if not (out / name / "train_summary.json").is_file()
-    }
+    todo = {label: name for label, name in trained.items() if not RunDir(out / name).summary.is_file()}
     for label, name in trained.items():
         if label not in todo:  # trained by an earlier run: its evaluations are reused unless ``fresh``
             beside.add(label, partial(_evaluate_fine_tuned, out / name, fresh))
@@ -262,6 +261,8 @@ def _last_line(path: Path) -> str:
 
 def _evaluate_fine_tuned(run_dir: Path, stale: bool, progress: bool = True) -> dict[str, Any]:
     """A fine-tuned model evaluated with images and blind (reused from disk unless ``stale``)."""
-    metrics = _evaluated(run_dir / "eval", stale, progress, checkpoint_dir=str(run_dir))
-    blind = _evaluated(run_dir / "eval_blind", stale, progress, checkpoint_dir=str(run_dir), blind=True)
+    metrics = _evaluated(RunDir(run_dir).eval_dir(), stale, progress, checkpoint_dir=str(run_dir))
+    blind = _evaluated(
+        RunDir(run_dir).eval_dir(blind=True), stale, progress, checkpoint_dir=str(run_dir), blind=True
+    )
     return {**metrics, "blind_closed_accuracy": blind["closed_accuracy"]}

@@ -23,13 +23,13 @@ from pathvqa.generation import predict
 from pathvqa.inference import load_trained
 from pathvqa.metrics import score_all
 from pathvqa.models.registry import build
+from pathvqa.runs import METRICS, PREDICTIONS, step_config
 from pathvqa.runtime import cpu_processes, mixed_precision
 from pathvqa.trackers import log_test_metrics
 
 log = logging.getLogger(__name__)
 
 
-PREDICTIONS, METRICS = "predictions.jsonl", "metrics.json"
 SAME_EVALUATION = ("source", "dataset", "split", "blind", "limit", "deduplicated")
 """What makes two evaluations the same (``metrics.json`` keys): another one in ``--out`` is not replaced."""
 
@@ -103,7 +103,7 @@ def run(
     if dataset:
         overrides.append(f"data.dataset={dataset}")
     source = resolve(checkpoint_dir) if checkpoint_dir is not None else Path(config)
-    cfg = load_config(source / "config.yaml" if checkpoint_dir is not None else config, overrides)
+    cfg = load_config(step_config(source) if checkpoint_dir is not None else config, overrides)
     split = split or cfg.data.test_split
     identity = eval_identity(out, source, cfg.data.dataset, split, blind, limit, dedupe)
     check_eval_folder(out, identity, overwrite)  # before the model is built

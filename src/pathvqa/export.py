@@ -12,16 +12,14 @@ from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights, save_con
 from pathvqa.destinations import replace_folder
 from pathvqa.errors import PathVQAError
 from pathvqa.inference import EXPORT_CONFIG, load_trained
+from pathvqa.runs import RunDir, metrics_file, step_config, step_state
 
 
 def model_card(cfg, folder: Path, merged: bool) -> str:
-    state = (
-        json.loads((folder / "trainer_state.json").read_text())
-        if (folder / "trainer_state.json").is_file()
-        else {}
-    )
+    state = json.loads(step_state(folder).read_text()) if step_state(folder).is_file() else {}
     metrics = {}
-    for candidate in (folder.parent.parent / "eval" / "metrics.json", folder / "metrics.json"):
+    # the whole run's evaluation (a staged run's is beside its stages), or one beside the checkpoint
+    for candidate in (metrics_file(RunDir.of_checkpoint(folder).top().eval_dir()), metrics_file(folder)):
         if candidate.is_file():
             metrics = json.loads(candidate.read_text())
             break
@@ -64,7 +62,7 @@ def model_card(cfg, folder: Path, merged: bool) -> str:
 def _unquantized(checkpoint_dir: str | Path, merge: bool) -> list[str]:
     """A QLoRA run merges into its base reloaded unquantized (bf16 on a GPU): the export is the plain
     model that vLLM / TGI serve, with no ``quantization_config`` and no 4-bit rounding in its weights."""
-    cfg = load_config(resolve(checkpoint_dir) / "config.yaml")
+    cfg = load_config(step_config(resolve(checkpoint_dir)))
     return (
         ["model.quantization=none"] if merge and getattr(cfg.model, "quantization", "none") == "4bit" else []
     )

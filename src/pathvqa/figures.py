@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pathvqa.metrics import closed_correct, exact_match, strict_table
+from pathvqa.runs import row_kind
 from pathvqa.stats import by_question_type
 
 Run = Any  # report.Run (not imported: the report imports this module)
@@ -112,20 +113,21 @@ def curves(runs: list[Run], path: Path) -> Path | None:
     if not trained:
         return None
     plt = plt_agg()
-    rewarded = any("reward" in row for run in trained for _, _, logged in run.curves for row in logged)
+    rewarded = any(
+        row_kind(row) == "grpo" for run in trained for _, _, logged in run.curves for row in logged
+    )
     fig, axes = plt.subplots(1, 3 if rewarded else 2, figsize=(18 if rewarded else 12, 4.2))
     loss_ax, val_ax = axes[0], axes[1]
     for index, run in enumerate(trained):
         color = f"C{index}"
         offset = 0
         for stage, task, logged in run.curves:
-            rows = list({(("val" if "val_n" in r else "train"), r["step"]): r for r in logged}.values())
+            rows = list({(row_kind(r), r["step"]): r for r in logged}.values())
             # ^ a resumed run logs some steps twice: the later rows (after the resume) are the real ones
-            train_rows = sorted(
-                (r for r in rows if "loss" in r and "reward" not in r), key=lambda r: r["step"]
-            )
+            train_rows = sorted((r for r in rows if row_kind(r) == "train"), key=lambda r: r["step"])
             val_rows = sorted(
-                (r for r in rows if "val_exact_match" in r and task == "vqa"), key=lambda r: r["step"]
+                (r for r in rows if row_kind(r) == "validation" and "val_exact_match" in r and task == "vqa"),
+                key=lambda r: r["step"],
             )
             label = run.label if stage in ("", run.curves[-1][0]) else None
             if rewarded:
@@ -176,7 +178,7 @@ def curves(runs: list[Run], path: Path) -> Path | None:
 
 def _reward_curve(ax, rows: list[dict], offset: int, color: str, label: str | None) -> None:
     """A GRPO stage's mean reward of the sampled answers and the share of groups that taught nothing."""
-    rows = sorted((r for r in rows if "reward" in r), key=lambda r: r["step"])
+    rows = sorted((r for r in rows if row_kind(r) == "grpo"), key=lambda r: r["step"])
     if rows:
         steps = [offset + r["step"] for r in rows]
         ax.plot(steps, [r["reward"] for r in rows], color=color, label=label)

@@ -315,7 +315,7 @@ class GrpoTrainer(Trainer):
             "answer_tokens": update["answer_tokens"],
             "lr": self.scheduler.get_last_lr()[0],
         }
-        self._write_log(row)
+        self._write_log("grpo", row)
         acc.log({f"grpo/{k}": v for k, v in row.items() if k not in ("step", "epoch")}, step=self.pos.step)
         self.bar.set_postfix(reward=f"{row['reward']:.3f}", same=f"{row['same_reward_groups']:.2f}")
 

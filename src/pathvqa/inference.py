@@ -20,12 +20,13 @@ from pathvqa.models.base import Bundle, Family
 from pathvqa.models.feature_cache import FeatureCache
 from pathvqa.models.registry import build, get_family, tune
 from pathvqa.models.tuning import plain_name, stored_names
+from pathvqa.runs import step_config
 
 
 def load_trained(path: str | Path, overrides: list[str] | None = None):
     """(cfg, family, bundle, checkpoint folder) from a checkpoint or run folder, model in eval mode."""
     folder = checkpoint.resolve(path)
-    cfg = load_config(folder / "config.yaml", overrides)
+    cfg = load_config(step_config(folder), overrides)
     family, bundle = build(cfg)
     restore(bundle, cfg, folder)
     bundle.model.eval()
@@ -42,7 +43,7 @@ def start_from(cfg: ExperimentConfig, init: Path) -> tuple[Family, Bundle]:
     """The model of ``cfg`` starting from an earlier stage's checkpoint ``init``: loaded under that
     stage's own tuning, its LoRA merged into the base (the names of the base weights it changed are
     kept, so later checkpoints store them: they are not on the hub), then tuned as ``cfg`` says."""
-    init_cfg = load_config(init / "config.yaml")
+    init_cfg = load_config(step_config(init))
     family, bundle = build(cfg, tuned=False)
     tune(family, bundle, init_cfg)
     restore(bundle, init_cfg, init)

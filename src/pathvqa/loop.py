@@ -38,6 +38,7 @@ from pathvqa.metrics import score
 from pathvqa.models.feature_cache import FeatureCache, why_not_cached
 from pathvqa.models.registry import build
 from pathvqa.models.tuning import stored_names, trainable_summary
+from pathvqa.runs import RunDir
 from pathvqa.runtime import make_accelerator, mixed_precision, sharded, upcast_trainable
 
 log = logging.getLogger(__name__)
@@ -239,11 +240,11 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+            save_config(cfg, RunDir(self.run_dir).config)
             (self.run_dir / "logs").mkdir(exist_ok=True)
             summary = {**trainable_summary(self.bundle.model), "train_rows": len(self.samples)}
             log.info("training %s: %s", cfg.name, {**summary, "total_steps": self.total_steps})
-            self.log_file = (self.run_dir / "logs" / "train.jsonl").open("a")
+            self.log_file = RunDir(self.run_dir).train_log.open("a")
         staged = "/" in self.label  # a stage of a staged config: "<run folder>/<stage>" in the trackers
         name = f"{self.run_dir.parent.name}/{self.run_dir.name}" if staged else self.run_dir.name
         resumed = self.start is not None  # the tracker runs go on; their parameters were logged at the start
@@ -380,16 +381,17 @@ class Trainer:
             "samples_per_s": window["samples"] / max(elapsed, 1e-9),
             "time_s": round(time.perf_counter() - self.started, 2),
         }
-        self._write_log(row)
+        self._write_log("train", row)
         self.accelerator.log({"train/loss": row["loss"], "train/lr": row["lr"]}, step=self.pos.step)
         self.bar.set_postfix(
             loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}", sps=f"{row['samples_per_s']:.0f}"
         )
         self.window = {"loss": 0.0, "tokens": 0.0, "samples": 0, "t": time.perf_counter()}
 
-    def _write_log(self, row: dict) -> None:
+    def _write_log(self, kind: str, row: dict) -> None:
+        """One row of the training log, its kind first (``runs.ROW_KINDS``: train, validation, grpo)."""
         if self.log_file is not None:
-            self.log_file.write(json.dumps(row) + "\n")
+            self.log_file.write(json.dumps({"kind": kind, **row}) + "\n")
             self.log_file.flush()
 
     # ---- validation and checkpoints --------------------------------------------------------------
@@ -414,7 +416,7 @@ class Trainer:
             acc.log({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=pos.step)
             if self.main and self.on_validate is not None:
                 self.on_validate(self.label, pos.step, metrics)
-        self._write_log(record)
+        self._write_log("validation", record)
 
     def save(self) -> None:
         acc, pos = self.accelerator, self.pos
@@ -437,7 +439,7 @@ class Trainer:
             )  # fmt: skip
             if pos.best_step is not None:
                 best = {"step": pos.best_step, "metric": self.cfg.train.best_metric, "value": pos.best_value}
-                (self.run_dir / "checkpoints" / "best.json").write_text(json.dumps(best))
+                RunDir(self.run_dir).best.write_text(json.dumps(best))
             keep = {pos.best_step} if pos.best_step is not None else set()
             checkpoint.prune(self.run_dir, self.cfg.train.keep_last, keep)
         acc.wait_for_everyone()
@@ -449,10 +451,10 @@ class Trainer:
             "steps": self.pos.step,
             "best_step": self.pos.best_step,
             "best_value": self.pos.best_value,
-            "checkpoint": str(self.run_dir / "checkpoints" / f"step-{self.pos.step}"),
+            "checkpoint": str(RunDir(self.run_dir).checkpoints / f"step-{self.pos.step}"),
         }
         if self.main:  # written last: its presence means the run finished
-            (self.run_dir / "train_summary.json").write_text(json.dumps(result, indent=1))
+            RunDir(self.run_dir).summary.write_text(json.dumps(result, indent=1))
         return result
 
     def close(self) -> None:

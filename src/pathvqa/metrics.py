@@ -29,6 +29,7 @@ import numpy as np
 
 from pathvqa import llava_med, multimedeval, stats, wordnet
 from pathvqa.errors import PathVQAError
+from pathvqa.runs import RunDir, predictions_file
 
 CLOSED_ANSWERS = ("yes", "no")
 METRIC_KEYS = (
@@ -303,7 +304,7 @@ COMPARED = ("exact_match", "closed_accuracy", "open_exact_match", "open_recall",
 def find_predictions(path: str | Path) -> Path:
     """A predictions file, or the one of an evaluated run / eval folder."""
     path = Path(path)
-    for candidate in (path, path / "eval" / "predictions.jsonl", path / "predictions.jsonl"):
+    for candidate in (path, predictions_file(RunDir(path).eval_dir()), predictions_file(path)):
         if candidate.is_file():
             return candidate
     raise PathVQAError(f"no predictions in {path} (looked for eval/predictions.jsonl and predictions.jsonl)")

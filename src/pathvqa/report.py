@@ -21,6 +21,7 @@ import yaml
 from pathvqa.errors import PathVQAError
 from pathvqa.figures import curves, gallery, gallery_ids, type_bars, types_of
 from pathvqa.metrics import SCORES, compare, read_predictions, score_all
+from pathvqa.runs import RunDir, metrics_file, predictions_file
 from pathvqa.sweep import SPEC_FILE, open_sweep, sweep_figures, trial_folders
 
 COLUMNS = (*SCORES, "blind_closed_accuracy")
@@ -107,16 +108,16 @@ def load_run(spec: str | Path) -> Run:
         raise PathVQAError(f"{spec!r}: give LABEL=FOLDER with both parts (or the folder alone)")
     folder = Path(path if sep else label)
     label = label if sep else folder.name
-    found = next((p for p in (folder / "eval", folder) if (p / "metrics.json").is_file()), None)
+    found = next((p for p in (RunDir(folder).eval_dir(), folder) if metrics_file(p).is_file()), None)
     if found is None:
         raise PathVQAError(
             f"{folder}: no metrics.json (evaluate it first: pathvqa eval --checkpoint {folder} --out {folder}/eval)"
         )
-    metrics = _read_json(found / "metrics.json")
+    metrics = _read_json(metrics_file(found))
     predictions = {}
-    if (found / "predictions.jsonl").is_file():
-        predictions = {r["id"]: r for r in read_predictions(found / "predictions.jsonl")}
-    blind_file = folder / "eval_blind" / "metrics.json"
+    if predictions_file(found).is_file():
+        predictions = {r["id"]: r for r in read_predictions(predictions_file(found))}
+    blind_file = metrics_file(RunDir(folder).eval_dir(blind=True))
     run = Run(
         label,
         folder,
@@ -124,7 +125,7 @@ def load_run(spec: str | Path) -> Run:
         predictions,
         _read_json(blind_file) if blind_file.is_file() else None,
     )
-    config_file = folder / "config.yaml"
+    config_file = RunDir(folder).config
     source = found / str(metrics.get("source", ""))  # recorded relative to the eval folder (or absolute)
     if not config_file.is_file() and source.suffix in (".yaml", ".yml") and source.is_file():
         config_file = source  # a zero-shot evaluation of a config
@@ -133,7 +134,7 @@ def load_run(spec: str | Path) -> Run:
         raw = yaml.safe_load(run.config) or {}
         stages = raw.get("stages") or []
         for stage in stages or [{"name": None, "task": raw.get("task", "vqa")}]:
-            log = folder / (stage["name"] or "") / "logs" / "train.jsonl"
+            log = RunDir(folder).stage(stage["name"] or "").train_log
             if log.is_file():
                 rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
                 run.curves.append((stage["name"] or "", stage.get("task") or raw.get("task", "vqa"), rows))

@@ -27,6 +27,7 @@ from typing import Any
 from pathvqa.data.images import BadImage, decode
 from pathvqa.errors import PathVQAError
 from pathvqa.inference import Answerer, image_problem
+from pathvqa.runs import SUMMARY
 
 MAX_UPLOAD = "10mb"
 MAX_UPLOAD_BYTES = 10 * 2**20
@@ -266,7 +267,7 @@ def _split(spec: str) -> tuple[str, str]:
 
 def _demo_models(demo_dir: Path) -> list[str]:
     """The models ``make demo`` fine-tuned (its finished runs), labelled by run name."""
-    runs = [p.parent for p in sorted(demo_dir.glob("*/train_summary.json"))]
+    runs = [p.parent for p in sorted(demo_dir.glob(f"*/{SUMMARY}"))]
     if not runs:
         raise PathVQAError(
             f"no trained models in {demo_dir}: run `make demo` first, or pass --checkpoint RUN"

@@ -32,6 +32,7 @@ import yaml
 from pathvqa.config import ExperimentConfig, find_config, load_config
 from pathvqa.errors import ConfigError, PathVQAError
 from pathvqa.metrics import SCORES
+from pathvqa.runs import RunDir, metrics_file
 from pathvqa.trackers import mlflow_uri, open_mlflow_store
 
 log = logging.getLogger(__name__)
@@ -426,7 +427,9 @@ class Worker:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             raise TrialFailed(f"trial {trial.number}: no validation value for {cfg.train.best_metric}")
         if self.spec.evaluate:
-            metrics = evaluate(out=run_dir / "eval", checkpoint_dir=str(run_dir), progress=self.progress)
+            metrics = evaluate(
+                out=RunDir(run_dir).eval_dir(), checkpoint_dir=str(run_dir), progress=self.progress
+            )
             for key in ("closed_accuracy", "open_exact_match", "exact_match"):
                 if isinstance(metrics.get(key), float):
                     trial.set_user_attr(f"test_{key}", metrics[key])
@@ -632,7 +635,7 @@ def trial_folders(study) -> list[str]:
     """The run folders of a sweep's completed, evaluated trials, in trial order."""
     rows = trial_rows(study)
     found = [r["run_dir"] for r in rows if r["state"] == "COMPLETE" and r["run_dir"]]
-    return [f for f in dict.fromkeys(found) if (Path(f) / "eval" / "metrics.json").is_file()]
+    return [f for f in dict.fromkeys(found) if metrics_file(RunDir(f).eval_dir()).is_file()]
 
 
 def sweep_figures(spec: Spec, study, out: Path, prefix: str = "sweep") -> dict:

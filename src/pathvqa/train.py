@@ -14,6 +14,7 @@ from pathvqa.config import ExperimentConfig, load_config, resume_differences, sa
 from pathvqa.errors import PathVQAError
 from pathvqa.grpo import GrpoTrainer
 from pathvqa.loop import Position, Trainer, TrainingDiverged, _run_exists, epoch_order
+from pathvqa.runs import RunDir
 from pathvqa.runtime import is_main_process
 
 __all__ = ["Position", "Trainer", "TrainingDiverged", "epoch_order", "fit"]
@@ -41,11 +42,11 @@ def fit(
     if not resume and any(checkpoint.checkpoints(run_dir / s.name) for s in cfg.stages):
         raise _run_exists(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    save_config(cfg, RunDir(run_dir).config)
     init, results = _start(cfg), []
     for stage in cfg.stages:
         stage_dir = run_dir / stage.name
-        done = stage_dir / "train_summary.json"
+        done = RunDir(stage_dir).summary
         if done.is_file():  # finished before an interruption
             result = json.loads(done.read_text())
         else:
@@ -59,14 +60,14 @@ def fit(
         results.append({"stage": stage.name, **result})
     summary = {**results[-1], "stages": results}
     if is_main_process():
-        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+        RunDir(run_dir).summary.write_text(json.dumps(summary, indent=1))
     return summary
 
 
 def check_same_run(cfg: ExperimentConfig, run_dir: Path) -> None:
     """``--resume`` continues the run in ``run_dir``: a config that would compute something else is
     refused in one line naming the keys (only length, logging, validation and saving may change)."""
-    saved = run_dir / "config.yaml"
+    saved = RunDir(run_dir).config
     if not saved.is_file():
         return
     try:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pathvqa.config import MAX_PIXELS
 from pathvqa.data.images import augment, augment_seeds, decode, resize_uint8
 from pathvqa.data.prepare import Sample
 
@@ -20,7 +21,7 @@ BLIND_GREY = 128
 class ImagePipeline:
     """Decodes and resizes images to the family's square size; keeps them in memory if asked."""
 
-    def __init__(self, size: int, cache: bool = True, max_pixels: int = 40_000_000):
+    def __init__(self, size: int, cache: bool = True, max_pixels: int = MAX_PIXELS):
         self.size = size
         self.cache: dict[str, np.ndarray] | None = {} if cache else None
         self.max_pixels = max_pixels

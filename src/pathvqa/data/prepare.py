@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from pathvqa.config import DataConfig
+from pathvqa.config import MAX_PIXELS, DataConfig
 from pathvqa.data.images import BadImage, decode
 from pathvqa.data.sources import REQUIRED_COLUMNS, RowTable
 from pathvqa.data.spec import DatasetSpec, as_spec, open_split, preset
@@ -142,7 +142,7 @@ def load_split(
     source: str | DatasetSpec,
     split: str,
     *,
-    max_pixels: int = 40_000_000,
+    max_pixels: int = MAX_PIXELS,
     samples: int | None = None,
     seed: int = 0,
     progress: bool = True,

@@ -7,7 +7,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup test lint format demo bench clean gpu-check gpu-wheels
+.PHONY: setup test test-fast lint format demo bench clean gpu-check gpu-wheels
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ format: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+
+# The tests that take seconds, not minutes (no learning bars, multi-process runs, browsers): the edit loop.
+test-fast: setup lint
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/pathvqa demo $(DEMO_ARGS)

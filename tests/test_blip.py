@@ -24,6 +24,7 @@ def samples(synth_dir):
     return load_split(str(synth_dir), "train", progress=False).samples
 
 
+@pytest.mark.slow
 def test_collate_builds_decoder_inputs_and_masked_labels(synth_dir, samples):
     cfg = tiny_cfg(synth_dir)
     family, bundle = build(cfg)
@@ -76,6 +77,7 @@ def test_lora_trains_only_adapters_and_saved_modules(synth_dir, samples):
     assert set(grads) <= set(names) and grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuning", ["full", "lora"])
 def test_train_checkpoint_reload_gives_same_predictions(tmp_path, synth_dir, tuning):
     extra = ["model.lora.modules_to_save=[cls]"] if tuning == "lora" else []
@@ -160,6 +162,7 @@ def test_real_ids_fail_offline_with_a_clear_message(tmp_path, synth_dir):
     )
 
 
+@pytest.mark.slow
 def test_merged_export_carries_a_processor_that_prepares_images(tmp_path, synth_dir):
     from transformers import AutoProcessor, BlipForQuestionAnswering
 

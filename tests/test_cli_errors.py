@@ -171,6 +171,7 @@ def test_every_command_is_swept():
     assert names >= COMMANDS, f"no bad-argument case for {sorted(COMMANDS - names)}"
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_2_with_one_line(paths, synth_dir):
     failures = []
     todo = cases(paths, synth_dir)

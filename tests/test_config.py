@@ -121,6 +121,7 @@ def test_a_key_another_family_reads_is_an_error_not_silence():
         load_config(None, ["model.family=llava"])
 
 
+@pytest.mark.slow
 def test_configs_ship_with_the_package_and_load_from_any_directory(tmp_path, synth_dir):
     import subprocess
     import sys

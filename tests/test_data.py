@@ -194,6 +194,7 @@ def test_lazy_images_hold_references_not_bytes(tmp_path, writer):
     assert [s.image for s in lazy.samples] == [s.image for s in eager.samples]
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_read_images_lazily(tmp_path, synth_dir):
     from pathvqa.config import load_config
     from pathvqa.evaluate import run

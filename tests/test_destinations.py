@@ -35,6 +35,7 @@ def run(tmp_path_factory, synth_dir) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_copied_run_is_evaluated_and_resumed_without_touching_the_original(run, tmp_path, synth_dir):
     original = tmp_path / "original"
     shutil.copytree(run, original)
@@ -91,6 +92,7 @@ def test_compare_says_how_many_rows_of_each_side_it_left_out(tmp_path):
     assert "5 questions in common" in shown and "left out: 15 rows of A and 0 rows of B" in shown
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_where_training_stopped_and_how_to_resume(tmp_path, synth_dir):
     config = [f"data.dataset={synth_dir}", *QUICK, "train.max_steps=4000", "train.save_every=2"]
     command = [
@@ -117,6 +119,7 @@ def test_ctrl_c_says_where_training_stopped_and_how_to_resume(tmp_path, synth_di
     assert "its last checkpoint is step-" in last and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_the_model_card_of_a_two_stage_run_carries_its_test_metrics(tmp_path, synth_dir):
     config = [
         f"data.dataset={synth_dir}", *QUICK, "stages.align.train.max_steps=1", "stages.instruct.train.max_steps=1",

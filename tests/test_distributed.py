@@ -46,6 +46,7 @@ def data_101(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["blip_tiny", "vlm_tiny"])
 def test_two_processes_reach_the_weights_of_one(tmp_path, data_101, config):
     sets = [f"--set=data.dataset={data_101}", *(f"--set={s}" for s in TINY)]
@@ -80,6 +81,7 @@ def test_two_processes_reach_the_weights_of_one(tmp_path, data_101, config):
         assert len(steps) == len(set(steps))
 
 
+@pytest.mark.slow
 def test_two_process_eval_writes_each_of_101_questions_once(tmp_path, data_101):
     sets = [f"--set=data.dataset={data_101}", *(f"--set={s}" for s in TINY), "--set=eval.batch_size=16"]
     run(

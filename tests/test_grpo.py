@@ -265,6 +265,7 @@ def grpo_runs(tmp_path_factory, synth_dir, sft_runs):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SFT))
 def test_the_stage_runs_and_logs_for_every_family(grpo_runs, name):
     rows = [json.loads(line) for line in (grpo_runs[name] / "logs/train.jsonl").read_text().splitlines()]
@@ -297,6 +298,7 @@ def test_a_stage_killed_midway_resumes_bit_identically(tmp_path, synth_dir, sft_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
 
 
+@pytest.mark.slow
 def test_two_processes_reach_the_weights_of_one(tmp_path, synth_dir, sft_runs, grpo_runs):
     sets = [f"--set={s}" for s in grpo_sets(sft_runs["vlm"], synth_dir, *EXTRA["vlm"])]
     launch(2, "train", "configs/vlm_tiny.yaml", "--out", tmp_path / "two", *sets)

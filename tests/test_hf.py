@@ -44,6 +44,7 @@ def test_samples(synth_dir):
     return load_split(str(synth_dir), "test", progress=False).samples[:12]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_tiny_architecture_trains_reloads_exports_and_answers_in_the_pipeline(
     tmp_path, synth_dir, test_samples, arch
@@ -104,6 +105,7 @@ def new_token_ids(bundle, batch) -> list[list[int]]:
     return out[:, batch["input_ids"].shape[1] :].tolist()
 
 
+@pytest.mark.slow
 def test_batched_generation_answers_as_one_at_a_time(synth_dir, test_samples):
     """Left padding: a question gets the same tokens in a batch as alone (compared as token ids: a random
     PaliGemma emits its added <loc>/<seg> tokens, which decode to empty strings)."""

@@ -66,6 +66,7 @@ def dry_run(config: str, synth_dir: Path) -> list[str]:
     return sets(*common)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["qwen25vl_lora", "llava15_qlora", "biomedclip_mistral_vqa"])
 def test_train_eval_export_load_predict_with_the_real_processor(config, hub, tmp_path, synth_dir):
     run_dir = tmp_path / "run"
@@ -96,6 +97,7 @@ def test_train_eval_export_load_predict_with_the_real_processor(config, hub, tmp
     assert "random weights" in answer.stderr
 
 
+@pytest.mark.slow
 def test_plan_counts_each_architecture_as_it_counts_itself(hub):
     """Base totals (before adapters) equal the architectures' own counts; peft's trainable count."""
     from pathvqa.config import load_config

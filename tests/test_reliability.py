@@ -75,6 +75,7 @@ def sets_of(cmd: list[str]) -> list[str]:
     return [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, synth_dir):
     # the uninterrupted reference trains in this process (the same code and thread count as the CLI's)
     fit(
@@ -125,6 +126,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, synth_dir):
     )
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_second_stage_then_resume_matches(tmp_path, synth_dir):
     stages = [f"stages.align.train.{k}" for k in ("max_steps=4", "save_every=2", "eval_every=4")] + [
         f"stages.instruct.train.{k}" for k in ("max_steps=24", "save_every=4", "eval_every=12")
@@ -378,6 +380,7 @@ def test_trust_remote_code_is_off_unless_set_and_is_logged(tmp_path, synth_dir):
     )
 
 
+@pytest.mark.slow
 def test_a_run_writes_only_inside_its_folder(tmp_path, synth_dir):
     work = tmp_path / "work"
     work.mkdir()

@@ -279,6 +279,7 @@ def test_a_non_loopback_bind_needs_credentials_or_an_explicit_open_flag(runs, tm
     assert proc.returncode == 2 and "every entry must be user:password" in proc.stderr
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_the_sign_in_page_appears_off_loopback_and_the_models_answer_after_it(runs, images, tmp_path):
     from pathvqa.serve import serve

@@ -73,6 +73,7 @@ def check_trials(out: Path, storage: str | None, wanted: int) -> list[dict]:
     return result["trials"]
 
 
+@pytest.mark.slow
 def test_two_workers_on_sqlite_share_the_trials_and_the_report_draws_them(tmp_path, synth_dir):
     spec, out = write_spec(tmp_path, synth_dir), tmp_path / "sweep"
     procs = [worker(spec, out), worker(spec, out)]
@@ -93,6 +94,7 @@ def test_two_workers_on_sqlite_share_the_trials_and_the_report_draws_them(tmp_pa
     assert html.count("trial-00") >= 4
 
 
+@pytest.mark.slow
 def test_a_killed_worker_has_its_trial_retried_from_its_checkpoint(tmp_path, synth_dir):
     sets = ("train.eval_every=1000", "train.save_every=2", "train.log_every=1")  # a checkpoint every 2 steps
     spec = write_spec(tmp_path, synth_dir, steps=80, sets=sets, trials=1, pruner="none", evaluate=False)
@@ -160,6 +162,7 @@ def check_budget(out: Path, storage: str | None, wanted: int) -> None:
     assert len(params) == wanted, "two trials share their parameters"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
 def test_the_budget_is_exact_however_many_workers_start_together(tmp_path, synth_dir, storage, request):
     """Four workers released by one barrier, trials of milliseconds (the race is at every claim): the
@@ -210,6 +213,7 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_three_workers_on_a_postgresql_server(tmp_path, synth_dir, postgres):
     spec, out = write_spec(tmp_path, synth_dir, steps=2, evaluate=False), tmp_path / "sweep"
     finish(*[worker(spec, out, "--storage", postgres, "--trials", "5") for _ in range(3)])

@@ -63,6 +63,7 @@ def test_yes_no_balanced_per_template_and_open_answers_spread():
         assert top / len(answers) <= 0.40, question  # the most common answer per question is rare
 
 
+@pytest.mark.slow
 def test_question_only_prior_needs_the_image_in_the_simple_style(tmp_path):
     synthetic.write(tmp_path, {"train": 2000, "test": 400}, size=32, seed=0, progress=False, style="simple")
     train = load_split(str(tmp_path), "train", progress=False).samples
@@ -127,6 +128,7 @@ def pathvqa_shape(tmp_path_factory):
     return shape_figures(train, test), train
 
 
+@pytest.mark.slow
 def test_default_style_has_pathvqas_shape(pathvqa_shape):
     """The issue's bands around the official PathVQA's figures. At half the default training size the
     tail is relatively longer (more distinct answers per row, more unseen test answers) than at 8,000."""

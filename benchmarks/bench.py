@@ -34,8 +34,8 @@ import image_once  # benchmarks/image_once.py, beside this script
 import torch
 
 from pathvqa.config import load_config
-from pathvqa.data import synthetic
 from pathvqa.data.prepare import load_split
+from pathvqa.synth import generator as synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "runs" / "bench_data"
@@ -58,7 +58,7 @@ def synthetic_set(name: str, splits: dict[str, int], size: int) -> Path:
 
 # ---- 1. training ---------------------------------------------------------------------------------------
 def train_pathvqa(data: Path, steps: int, out: Path) -> tuple[float, Path]:
-    from pathvqa.train import Trainer
+    from pathvqa.training.stages import Trainer
 
     cfg = load_config(
         "configs/blip_tiny.yaml",
@@ -142,8 +142,8 @@ def evaluate_both(run: Path, data: Path, questions: int) -> dict:
     from PIL import Image
     from transformers import BlipImageProcessor
 
-    from pathvqa.generation import predict
-    from pathvqa.inference import load_trained
+    from pathvqa.models.generation import predict
+    from pathvqa.training.restore import load_trained
 
     cfg, family, bundle, _ = load_trained(run)
     samples = load_split(str(data), "test", progress=False).samples[:questions]

@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from pathvqa.config import load_config
-from pathvqa.data import synthetic
 from pathvqa.data.batches import Collator, ImagePipeline, image_groups
 from pathvqa.data.prepare import load_split
-from pathvqa.generation import predict
+from pathvqa.models.generation import predict
 from pathvqa.models.registry import build
+from pathvqa.synth import generator as synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "runs" / "bench_data" / "pathvqa_shaped"

@@ -13,8 +13,8 @@ from pathlib import Path
 from pyinstrument import Profiler
 
 from pathvqa.config import load_config
-from pathvqa.data import synthetic
-from pathvqa.train import Trainer
+from pathvqa.synth import generator as synthetic
+from pathvqa.training.stages import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,7 @@
 import tempfile
 import time
 
-from pathvqa.data import synthetic
+from pathvqa.synth import generator as synthetic
 
 for pairs, size in ((2000, 96), (2000, 224)):
     with tempfile.TemporaryDirectory() as out:

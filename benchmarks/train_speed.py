@@ -14,10 +14,10 @@ import time
 import torch
 
 from pathvqa.config import load_config
-from pathvqa.data import synthetic
 from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import load_split
 from pathvqa.models.registry import build
+from pathvqa.synth import generator as synthetic
 
 parser = argparse.ArgumentParser()
 parser.add_argument("config")

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from pathvqa import checkpoint
 from pathvqa.config import load_config
-from pathvqa.grpo import GrpoTrainer
+from pathvqa.training import checkpoint
+from pathvqa.training.grpo import GrpoTrainer
 
 CHUNK = 16  # questions per rollout, as a step of the shipped tiny config
 
@@ -38,7 +38,7 @@ def flat_grad(params: list[torch.Tensor]) -> torch.Tensor:
 
 def sft_gradient(trainer: GrpoTrainer, samples: list, params: list[torch.Tensor]) -> torch.Tensor:
     for start in tqdm(range(0, len(samples), CHUNK), desc="SFT gradient", leave=False):
-        batch = trainer._collate(samples[start : start + CHUNK], train=True).to(trainer.accelerator.device)
+        batch = trainer.model_inputs(samples[start : start + CHUNK]).to(trainer.accelerator.device)
         summed, _ = trainer.family.loss(trainer.bundle, batch)
         summed.backward()
     return flat_grad(params)
@@ -48,8 +48,8 @@ def grpo_gradient(trainer: GrpoTrainer, samples: list, params: list[torch.Tensor
     """The stage's loss gradient over ``samples``, with the answer groups of step ``draw``."""
     trainer.pos.step = draw  # the groups are seeded by (run seed, step, question)
     for start in tqdm(range(0, len(samples), CHUNK), desc=f"GRPO gradient, draw {draw}", leave=False):
-        rollout = trainer._rollout(samples[start : start + CHUNK])
-        trainer._loss(rollout).numerator.backward()
+        rollout = trainer.rollout(samples[start : start + CHUNK])
+        trainer.loss(rollout).numerator.backward()
     return flat_grad(params)
 
 

@@ -24,16 +24,17 @@ import statistics
 import torch
 from tqdm.auto import tqdm
 
-from pathvqa import metrics
+from pathvqa import answers
 from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import load_data_split
-from pathvqa.generation import predict
-from pathvqa.grpo import sample_group, sampling_config
-from pathvqa.inference import load_trained
+from pathvqa.models.generation import predict
+from pathvqa.scoring import metrics
+from pathvqa.training.grpo import sample_group, sampling_config
+from pathvqa.training.restore import load_trained
 
 SCORES = {
-    "closed": {"correct": metrics.closed_correct},
-    "open": {"em": metrics.exact_match, "f1": metrics.token_f1},
+    "closed": {"correct": answers.closed_correct},
+    "open": {"em": answers.exact_match, "f1": metrics.token_f1},
 }
 
 

@@ -11,8 +11,8 @@ import shutil
 import time
 
 from pathvqa.config import load_config
-from pathvqa.grpo import GrpoTrainer
-from pathvqa.train import fit
+from pathvqa.training.grpo import GrpoTrainer
+from pathvqa.training.stages import fit
 
 OUT = "runs/grpo_step_split"
 
@@ -30,9 +30,9 @@ def timed(clock: dict[str, float], name: str, fn):
 
 def main() -> None:
     clock = {"sampling": 0.0, "rollout": 0.0, "update": 0.0}
-    GrpoTrainer._sample_group = timed(clock, "sampling", GrpoTrainer._sample_group)
-    GrpoTrainer._rollout = timed(clock, "rollout", GrpoTrainer._rollout)  # sampling + rewards + inputs
-    GrpoTrainer._update = timed(clock, "update", GrpoTrainer._update)  # forward, backward, optimizer
+    GrpoTrainer.sample_answers = timed(clock, "sampling", GrpoTrainer.sample_answers)
+    GrpoTrainer.rollout = timed(clock, "rollout", GrpoTrainer.rollout)  # sampling + rewards + inputs
+    GrpoTrainer.update = timed(clock, "update", GrpoTrainer.update)  # forward, backward, optimizer
     sets = ["data.dataset=runs/demo/data", "train.init_from=runs/demo/vlm_tiny", "train.max_steps=40"]
     sets += ["train.eval_every=1000", "train.threads=1"]
     shutil.rmtree(OUT, ignore_errors=True)

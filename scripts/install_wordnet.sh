@@ -15,5 +15,5 @@ if ! "$python" -c "import nltk; nltk.data.find('corpora/wordnet')" 2>/dev/null; 
       exit 1
     fi
   fi
-  "$python" -m pathvqa.wordnet
+  "$python" -m pathvqa.scoring.wordnet
 fi

@@ -46,9 +46,9 @@ def overrides(recipe: str, sets: list[str]) -> list[str]:
 
 
 def measure(seed: int, threads: int, root: Path, sets: list[str]) -> list[dict]:
-    from pathvqa.data import synthetic
-    from pathvqa.evaluate import run, run_baseline
-    from pathvqa.metrics import compare, find_predictions, read_predictions
+    from pathvqa.evaluation.evaluate import run, run_baseline
+    from pathvqa.scoring.metrics import compare, find_predictions, read_predictions
+    from pathvqa.synth import generator as synthetic
 
     data = root / f"data-{seed}"
     if not (data / "synth.json").is_file():

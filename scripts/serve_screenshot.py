@@ -18,7 +18,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from pathvqa.serve import demo_examples
+from pathvqa.apps.serve import demo_examples
 
 PORT = 7871
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from pathvqa import sweep
+from pathvqa.sweeps import study as sweep
 
 
 def write_spec(folder: Path, data: Path, trials: int, name: str) -> Path:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pathvqa.data import synthetic
+from pathvqa.synth import generator as synthetic
 
 SMALL = [
     "model.hidden_size=32",
@@ -66,7 +66,7 @@ def _run_in_process(argv: list[str]) -> subprocess.CompletedProcess:
 
     import torch
 
-    from pathvqa import cli
+    from pathvqa.apps import cli
 
     out, err = io.StringIO(), io.StringIO()
     environ, threads, saved_argv = dict(os.environ), torch.get_num_threads(), sys.argv
@@ -165,7 +165,7 @@ def pytest_collection_finish(session):
     from tests import test_recipes
 
     test_recipes.start_training()
-    import torch
+    from pathvqa.training.runtime import beside_trainings
 
     # The two trainings hold both cores of a 2-core machine and end the suite: they go first. The rest
     # of the suite (and every process it starts) runs beside them at a lower priority, in the CPU time
@@ -173,7 +173,7 @@ def pytest_collection_finish(session):
     # while they wait); ``pytest_runtest_setup`` gives the cores back once the trainings are done.
     # Measured: with equal priority the trainings finished last, ~80 s apart with a core idle between.
     os.nice(BESIDE_TRAININGS_NICENESS)
-    torch.set_num_threads(1)
+    beside_trainings()
 
 
 BESIDE_TRAININGS_NICENESS = 5

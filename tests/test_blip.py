@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from pathvqa import checkpoint
 from pathvqa.config import load_config
 from pathvqa.data.prepare import load_split
-from pathvqa.evaluate import predict
-from pathvqa.inference import load_trained
+from pathvqa.evaluation.evaluate import predict
 from pathvqa.models.registry import build
-from pathvqa.train import fit
+from pathvqa.training import checkpoint
+from pathvqa.training.restore import load_trained
+from pathvqa.training.stages import fit
 from tests.conftest import model_inputs, run_cli
 
 TINY = ["model.hidden_size=32", "model.num_layers=1", "model.image_size=32", "train.threads=2"]
@@ -166,7 +166,7 @@ def test_real_ids_fail_offline_with_a_clear_message(tmp_path, synth_dir):
 def test_merged_export_carries_a_processor_that_prepares_images(tmp_path, synth_dir):
     from transformers import AutoProcessor, BlipForQuestionAnswering
 
-    from pathvqa.export import export
+    from pathvqa.apps.export import export
     from tests.conftest import noise_image
 
     fit(tiny_cfg(synth_dir, "train.max_steps=2", "data.eval_samples=8"), tmp_path / "run", progress=False)

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pathvqa.cli import app
+from pathvqa.apps.cli import app
 from tests.conftest import QUICK, noise_image, run_cli
 
 COMMANDS = {c.name or c.callback.__name__ for c in app.registered_commands}

@@ -7,11 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from pathvqa.answers import answer_type
 from pathvqa.data import images
-from pathvqa.data.prepare import answer_type, clean_answer, load_split
+from pathvqa.data.prepare import clean_answer, load_split
 from pathvqa.data.spec import open_split
-from pathvqa.data.synthetic import _features
 from pathvqa.errors import DataError
+from pathvqa.synth.generator import _features
 from tests.conftest import noise_image, png_bytes, run_cli, write_jsonl
 
 
@@ -197,8 +198,8 @@ def test_lazy_images_hold_references_not_bytes(tmp_path, writer):
 @pytest.mark.slow
 def test_training_and_evaluation_read_images_lazily(tmp_path, synth_dir):
     from pathvqa.config import load_config
-    from pathvqa.evaluate import run
-    from pathvqa.train import fit
+    from pathvqa.evaluation.evaluate import run
+    from pathvqa.training.stages import fit
 
     sets = [
         f"data.dataset={synth_dir}",

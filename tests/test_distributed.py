@@ -9,10 +9,10 @@ import pytest
 from safetensors.torch import load_file
 
 from pathvqa.config import load_config
-from pathvqa.data import synthetic
-from pathvqa.evaluate import run
+from pathvqa.evaluation.evaluate import run
 from pathvqa.models.registry import build
-from pathvqa.train import fit
+from pathvqa.synth import generator as synthetic
+from pathvqa.training.stages import fit
 from tests.conftest import SMALL
 
 TINY = [

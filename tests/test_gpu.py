@@ -16,11 +16,11 @@ import yaml
 
 from pathvqa.config import load_config
 from pathvqa.data.prepare import load_split
-from pathvqa.evaluate import predict
-from pathvqa.inference import load_trained
+from pathvqa.evaluation.evaluate import predict
 from pathvqa.models import tiny
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
-from pathvqa.train import Trainer
+from pathvqa.training.restore import load_trained
+from pathvqa.training.stages import Trainer
 
 pytestmark = pytest.mark.gpu
 # No validation during training: scoring needs nltk + WordNet, which the GPU machine lacks (and this

@@ -8,9 +8,10 @@ from pathlib import Path
 import yaml
 from safetensors.torch import load_file
 
-from pathvqa import checkpoint, evaluate
 from pathvqa.config import load_config
-from pathvqa.train import fit
+from pathvqa.evaluation import evaluate
+from pathvqa.training import checkpoint
+from pathvqa.training.stages import fit
 from tests.conftest import run_cli
 
 TINY_LORA = [

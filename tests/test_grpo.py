@@ -16,11 +16,11 @@ from pathvqa.config import GrpoConfig, load_config
 from pathvqa.data.batches import Collator, ImagePipeline
 from pathvqa.data.prepare import load_split
 from pathvqa.errors import ConfigError, PathVQAError
-from pathvqa.grpo import GrpoTrainer, advantages, policy_loss
 from pathvqa.models.base import label_logprobs
 from pathvqa.models.registry import build
-from pathvqa.rewards import combine, load, table
-from pathvqa.train import fit
+from pathvqa.training.grpo import GrpoTrainer, advantages, policy_loss
+from pathvqa.training.rewards import combine, load, table
+from pathvqa.training.stages import fit
 from tests.test_distributed import launch
 
 LOGP = torch.tensor([[-1.0, -2.0, -0.7], [-0.5, -1.0, -3.0], [-0.2, -0.1, -0.4]])

@@ -8,16 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
+from pathvqa.apps.export import export
 from pathvqa.config import load_config
 from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import load_split
 from pathvqa.errors import ModelLoadError
-from pathvqa.evaluate import predict, run
-from pathvqa.export import export
-from pathvqa.inference import load_trained
+from pathvqa.evaluation.evaluate import predict, run
 from pathvqa.models.hf import render_prompt
 from pathvqa.models.registry import build
-from pathvqa.train import fit
+from pathvqa.training.restore import load_trained
+from pathvqa.training.stages import fit
 from tests.conftest import model_inputs, run_cli
 
 ARCHS = ["blip2", "llava", "qwen25vl", "paligemma", "smolvlm"]

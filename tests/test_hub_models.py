@@ -100,8 +100,8 @@ def test_train_eval_export_load_predict_with_the_real_processor(config, hub, tmp
 @pytest.mark.slow
 def test_plan_counts_each_architecture_as_it_counts_itself(hub):
     """Base totals (before adapters) equal the architectures' own counts; peft's trainable count."""
+    from pathvqa.analysis.plan import plan
     from pathvqa.config import load_config
-    from pathvqa.plan import plan
 
     expected = {QWEN_3B: 3_754_622_976, QWEN_7B: 8_292_166_656, LLAVA: 7_063_427_072}
     for name, total in expected.items():
@@ -120,9 +120,9 @@ def test_plans_trainable_count_is_peft_own(config, hub):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForImageTextToText
 
+    from pathvqa.analysis.plan import plan
     from pathvqa.config import load_config
     from pathvqa.models.hf_archs import ARCHITECTURES
-    from pathvqa.plan import plan
 
     cfg = load_config(f"configs/{config}.yaml")
     (stage,) = plan(cfg)["stages"]

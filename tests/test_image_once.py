@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from pathvqa.config import load_config
 from pathvqa.data.batches import Collator, ImagePipeline, image_batches, image_groups
 from pathvqa.data.prepare import load_split
-from pathvqa.evaluate import predict
+from pathvqa.evaluation.evaluate import predict
 from pathvqa.models.registry import build
-from pathvqa.train import fit
+from pathvqa.training.stages import fit
 
 TINY = ["model.image_size=32", "model.hidden_size=64", "eval.max_new_tokens=4", "eval.min_new_tokens=2"]
 CONFIGS = {
@@ -137,7 +137,7 @@ def test_grouped_training_shares_images_and_resumes_exactly(tmp_path, pathvqa_di
     cfg = load_config("configs/blip_tiny.yaml", sets)
     family, bundle = build(cfg)
     samples = load_split(str(pathvqa_dir), "train", progress=False).samples
-    from pathvqa.train import epoch_order
+    from pathvqa.training.stages import epoch_order
 
     order = image_groups(samples, epoch_order(len(samples), cfg.train.seed, 0))
     collate = Collator(samples, family, bundle, ImagePipeline(bundle.image_size), "vqa", train=True,
@@ -164,7 +164,7 @@ NO_AUGMENT = [f"train.augment.{k}" for k in ("hflip=false", "vflip=false", "rot9
 def test_a_frozen_encoders_features_are_cached_and_train_the_same_weights(tmp_path, cap_mb, caplog):
     """``model.cache_image_features`` over 6 epochs of 4 images: each image is encoded once, and the run
     ends with the weights of an uncached run, bit for bit (the same forward, computed once)."""
-    from pathvqa.data import synthetic
+    from pathvqa.synth import generator as synthetic
 
     synthetic.write(tmp_path / "data", {"train": 16}, size=32, seed=5, progress=False, style="simple")
     sets = [
@@ -172,7 +172,7 @@ def test_a_frozen_encoders_features_are_cached_and_train_the_same_weights(tmp_pa
         "model.train_projector=true", "model.train_vision=false", "data.eval_split=null", "train.batch_size=8",
         "train.max_steps=12", "train.threads=1", f"model.feature_cache_mb={cap_mb}", *NO_AUGMENT,
     ]  # fmt: skip
-    caplog.set_level("INFO", logger="pathvqa.loop")
+    caplog.set_level("INFO", logger="pathvqa.training.loop")
     for cached in (False, True):
         cfg = load_config("configs/vlm_tiny.yaml", [*sets, f"model.cache_image_features={cached}"])
         fit(cfg, tmp_path / str(cached), progress=False)
@@ -205,7 +205,7 @@ def test_the_cache_refuses_what_it_cannot_reproduce_and_keys_by_weights():
 def test_a_served_model_encodes_the_image_under_discussion_once(tmp_path, synth_dir, config):
     """``pathvqa serve`` / ``predict``: follow-up questions about the same image reuse its features
     (exact: the weights never change while serving); the answers are those of an uncached model."""
-    from pathvqa.inference import Answerer
+    from pathvqa.evaluation.answerer import Answerer
     from tests.conftest import noise_image, png_bytes
 
     sets = [f"data.dataset={synth_dir}", *TINY, "stages=[]", "train.max_steps=1", "data.eval_split=null"]

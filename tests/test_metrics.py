@@ -5,7 +5,8 @@ from nltk.tokenize import word_tokenize
 from nltk.translate.bleu_score import sentence_bleu
 from nltk.translate.meteor_score import single_meteor_score
 
-from pathvqa import metrics
+from pathvqa import answers
+from pathvqa.scoring import metrics
 from tests.conftest import run_cli
 
 
@@ -20,12 +21,12 @@ from tests.conftest import run_cli
     ],
 )
 def test_normalize(text, expected):
-    assert metrics.normalize(text) == expected
+    assert answers.normalize(text) == expected
 
 
 def test_exact_match_ignores_case_punctuation_articles():
-    assert metrics.exact_match("The Carcinoma.", "carcinoma") == 1.0
-    assert metrics.exact_match("carcinoma in situ", "carcinoma") == 0.0
+    assert answers.exact_match("The Carcinoma.", "carcinoma") == 1.0
+    assert answers.exact_match("carcinoma in situ", "carcinoma") == 0.0
 
 
 @pytest.mark.parametrize(
@@ -42,7 +43,7 @@ def test_exact_match_ignores_case_punctuation_articles():
     ],
 )
 def test_closed_correct(prediction, answer, expected):
-    assert metrics.closed_correct(prediction, answer) == expected
+    assert answers.closed_correct(prediction, answer) == expected
 
 
 def test_open_recall_counts_unique_answer_tokens():
@@ -70,7 +71,7 @@ def test_token_f1_matches_squad():
 )
 @pytest.mark.filterwarnings("ignore::UserWarning")  # nltk warns on zero higher-order n-grams
 def test_bleu1_equals_nltk_sentence_bleu(prediction, answer):
-    pred, truth = metrics.normalize(prediction).split(), metrics.normalize(answer).split()
+    pred, truth = answers.normalize(prediction).split(), answers.normalize(answer).split()
     expected = sentence_bleu([truth], pred, weights=(1, 0, 0, 0))
     assert metrics.bleu1(prediction, answer) == pytest.approx(expected, abs=1e-12)
 
@@ -117,7 +118,7 @@ def test_score_aggregates_all_keys():
         {"answer": "lung", "prediction": "liver"},
     ]
     result = metrics.score(rows)
-    assert list(result) == list(metrics.METRIC_KEYS)
+    assert list(result) == list(answers.METRIC_KEYS)
     assert result["n"] == 4 and result["n_closed"] == 2 and result["n_open"] == 2
     assert result["exact_match"] == pytest.approx(0.5)
     assert result["closed_accuracy"] == pytest.approx(0.5)

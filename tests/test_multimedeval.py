@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pathvqa.metrics import score
+from pathvqa.scoring.metrics import score
 from tests.conftest import run_cli
 
 STAND_INS = {  # imported by MultiMedEval modules, never run by VQA scoring

@@ -14,7 +14,6 @@ Each bar is the lowest value measured minus three times the standard deviation a
 
 import atexit
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from pathvqa.evaluate import run, run_baseline
-from pathvqa.metrics import compare, read_predictions
+from pathvqa.evaluation.evaluate import run, run_baseline
+from pathvqa.scoring.metrics import compare, read_predictions
+from pathvqa.training.runtime import all_cores
 
 RECIPES = ["blip_tiny", "vlm_tiny"]
 # (closed accuracy − prior, open exact match − prior, blind closed accuracy − prior): lower, lower, upper.
@@ -70,9 +70,7 @@ def start_training() -> None:
 def give_cores_back() -> None:
     """Every core for this process (the rest of the suite ran with one while the trainings held them)."""
     if not STARTED.get("cores_back"):
-        import torch
-
-        torch.set_num_threads(os.cpu_count() or 1)
+        all_cores()
         STARTED["cores_back"] = True
 
 

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file
 
-from pathvqa import checkpoint
 from pathvqa.config import load_config
 from pathvqa.data.prepare import load_split
-from pathvqa.evaluate import run
+from pathvqa.evaluation.evaluate import run
 from pathvqa.models.blip import BlipFamily
-from pathvqa.train import TrainingDiverged, fit
+from pathvqa.training import checkpoint
+from pathvqa.training.stages import TrainingDiverged, fit
 from tests.conftest import QUICK, noise_image, png_bytes, run_cli, write_jsonl
 
 RECORD: list[tuple[str, str, str]] = []  # (fault, what was done, what happened)

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
+from pathvqa.analysis.report import build
 from pathvqa.config import load_config
 from pathvqa.errors import PathVQAError
-from pathvqa.evaluate import run
-from pathvqa.report import build
-from pathvqa.train import fit
+from pathvqa.evaluation.evaluate import run
+from pathvqa.training.stages import fit
 from tests.conftest import run_cli
 
 QUICK = ["train.threads=2", "model.hidden_size=32", "model.num_layers=1", "eval.max_new_tokens=4"]

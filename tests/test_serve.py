@@ -14,7 +14,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from pathvqa.config import load_config
-from pathvqa.train import fit
+from pathvqa.training.stages import fit
 from tests.conftest import noise_image, run_cli
 
 QUICK = [
@@ -101,7 +101,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(runs, tmp_path_factory):
-    from pathvqa.serve import serve
+    from pathvqa.apps.serve import serve
 
     port = free_port()
     specs = [f"{label}={path}" for label, path in runs.items()]
@@ -263,7 +263,7 @@ def test_markdown_and_html_in_questions_show_as_text_and_fetch_nothing(server, i
 
 
 def test_a_non_loopback_bind_needs_credentials_or_an_explicit_open_flag(runs, tmp_path, monkeypatch):
-    from pathvqa.serve import access, is_loopback
+    from pathvqa.apps.serve import access, is_loopback
 
     monkeypatch.delenv("PATHVQA_AUTH", raising=False)
     assert is_loopback("127.0.0.1") and is_loopback("127.0.0.2") and is_loopback("::1")
@@ -282,7 +282,7 @@ def test_a_non_loopback_bind_needs_credentials_or_an_explicit_open_flag(runs, tm
 @pytest.mark.slow
 @needs_chromium
 def test_the_sign_in_page_appears_off_loopback_and_the_models_answer_after_it(runs, images, tmp_path):
-    from pathvqa.serve import serve
+    from pathvqa.apps.serve import serve
 
     (tmp_path / "users").write_text("ana:s3cret\n")
     port = free_port()

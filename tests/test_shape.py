@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from pathvqa.analysis.dataset import PATHVQA, shape_figures
 from pathvqa.data.prepare import Sample, load_split
-from pathvqa.evaluate import run_baseline
-from pathvqa.shape import PATHVQA, shape_figures
+from pathvqa.evaluation.evaluate import run_baseline
 from tests.conftest import run_cli
 
 

@@ -4,7 +4,28 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).parent.parent / "src"
-LOOP_MODULES = ("train.py", "loop.py", "grpo.py", "evaluate.py", "generation.py", "data/batches.py")
+LOOP_MODULES = (
+    "training/stages.py",
+    "training/loop.py",
+    "training/grpo.py",
+    "evaluation/evaluate.py",
+    "models/generation.py",
+    "data/batches.py",
+)
+LAYERS = {
+    "pathvqa": 0,  # the base: errors, config, runs, destinations, answers
+    "data": 1,
+    "models": 2,
+    "scoring": 2,
+    "synth": 2,
+    "training": 3,
+    "evaluation": 4,
+    "sweeps": 5,
+    "analysis": 6,
+    "apps": 7,
+}
+"""Each package's layer: a module imports from its own package or from a lower layer, never sideways or up."""
+TOP_LEVEL_MODULES_AT_MOST = 6
 MODEL_TENSORS = ("pixel_values", "input_ids", "attention_mask", "labels", "image_grid_thw", "token_type_ids")
 
 
@@ -57,7 +78,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_import_cycles_in_src():
     mods = modules()
     graph = {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
-    assert graph["pathvqa.train"], "the walk must see imports (sanity)"
+    assert graph["pathvqa.training.stages"], "the walk must see imports (sanity)"
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
 
@@ -96,3 +117,41 @@ def test_only_the_run_folder_module_names_the_files_inside_a_run():
         if f'"{name}"' in path.read_text() or f"'{name}'" in path.read_text()
     ]
     assert not named, named
+
+
+def package_of(module: str) -> str:
+    if module == "pathvqa.__main__":
+        return "apps"  # ``python -m pathvqa``: the command line's door
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else "pathvqa"
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [
+        f"{name} -> {target}"
+        for name, targets in graph.items()
+        for target in targets
+        if package_of(target) != package_of(name) and LAYERS[package_of(target)] >= LAYERS[package_of(name)]
+    ]
+
+
+def test_packages_import_only_their_own_or_lower_layers():
+    mods = modules()
+    assert {package_of(m) for m in mods} == set(LAYERS), (
+        "every package has a layer, and every layer a package"
+    )
+    graph = {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
+    assert not upward_imports(graph), upward_imports(graph)
+
+
+def test_the_layer_check_sees_an_import_upward_and_sideways():
+    assert upward_imports({"pathvqa.data.prepare": {"pathvqa.training.loop"}}) == [
+        "pathvqa.data.prepare -> pathvqa.training.loop"
+    ]
+    assert upward_imports({"pathvqa.models.base": {"pathvqa.scoring.metrics"}})
+    assert not upward_imports({"pathvqa.apps.cli": {"pathvqa.config", "pathvqa.apps.demo"}})
+
+
+def test_the_top_level_holds_the_base_and_packages():
+    top = [p.name for p in (SRC / "pathvqa").glob("*.py") if p.name != "__init__.py"]
+    assert len(top) <= TOP_LEVEL_MODULES_AT_MOST, top

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pathvqa import sweep
+from pathvqa.sweeps import study as sweep
+from pathvqa.sweeps.spec import load_spec
 from tests.conftest import QUICK, run_cli
 
 
@@ -133,7 +134,7 @@ class QuickWorker(sweep.Worker):
 
 
 def _quick_worker(spec_path: str, out: str, storage: str, start, results) -> None:
-    spec = sweep.load_spec(spec_path)
+    spec = load_spec(spec_path)
     worker = QuickWorker(spec, Path(out), storage, progress=False)
     start.wait()  # every worker claims its first trial at the same instant
     results.put(worker.run()["finished"])
@@ -175,7 +176,7 @@ def test_the_budget_is_exact_however_many_workers_start_together(tmp_path, synth
         out.mkdir()
         finished = run_quick_workers(spec, out, url, workers=4)
         assert all(n == 9 for n in finished), finished  # every worker saw the study end at 9
-        (out / sweep.SPEC_FILE).write_text(json.dumps({"storage": url, **sweep.load_spec(spec).to_json()}))
+        (out / sweep.SPEC_FILE).write_text(json.dumps({"storage": url, **load_spec(spec).to_json()}))
         check_budget(out, url, 9)
 
 
@@ -287,7 +288,7 @@ def test_each_validation_feeds_the_pruner_and_a_pruned_trial_stops(tmp_path, syn
     import optuna
 
     from pathvqa.config import load_config
-    from pathvqa.train import fit
+    from pathvqa.training.stages import fit
 
     pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
     study = optuna.create_study(direction="maximize", pruner=pruner)

@@ -4,9 +4,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pathvqa.baseline import prior_scores as prior_baseline
-from pathvqa.data import synthetic
 from pathvqa.data.prepare import load_split
+from pathvqa.models.tokenizers import tiny_vocab
+from pathvqa.scoring.baseline import prior_scores as prior_baseline
+from pathvqa.synth import generator as synthetic
+from pathvqa.synth import questions
 from tests.conftest import run_cli
 
 
@@ -120,7 +122,7 @@ def test_render_shapes(size):
 def pathvqa_shape(tmp_path_factory):
     """Shape figures of a set of the default style at half the default training size (32 px: the shape
     does not depend on the pixels' size)."""
-    from pathvqa.shape import shape_figures
+    from pathvqa.analysis.dataset import shape_figures
 
     out = tmp_path_factory.mktemp("pv")
     synthetic.write(out, {"train": 4000, "test": 1000}, size=32, seed=3, progress=False)
@@ -151,7 +153,7 @@ def test_every_answer_is_decided_by_the_tile():
     "no" what it has not, and the open answers name the same organ / lesion."""
     import numpy as np
 
-    from pathvqa.data import questions
+    from pathvqa.synth import questions
 
     rng = np.random.default_rng(0)
     for _ in range(300):
@@ -187,8 +189,8 @@ def test_yes_share_per_template_carries_a_language_prior(pathvqa_shape):
 
 
 def test_tiny_tokenizer_has_every_word_of_the_style_whole():
-    from pathvqa.data import questions
     from pathvqa.models.tokenizers import tiny_bert_tokenizer
+    from pathvqa.synth import questions
 
     tokenizer = tiny_bert_tokenizer()
     words = questions.vocabulary()
@@ -204,7 +206,7 @@ def test_unknown_style_is_one_line(tmp_path):
 def test_the_fast_ellipse_draws_skimages_pixels():
     from skimage.draw import ellipse as reference
 
-    from pathvqa.data.drawing import ellipse
+    from pathvqa.synth.drawing import ellipse
 
     rng = np.random.default_rng(7)
     for _ in range(3000):  # centres inside and outside the tile, any size and rotation
@@ -214,3 +216,18 @@ def test_the_fast_ellipse_draws_skimages_pixels():
         expected = reference(r, c, *radii, shape=shape, rotation=rotation)
         got = ellipse(r, c, *radii, shape, rotation)
         assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True)), (r, c, radii, rotation)
+
+
+def test_every_word_of_the_synthetic_set_is_a_whole_token_of_the_tiny_vocabulary():
+    """The tiny models' vocabulary is a committed file: a new synthetic word must be added there on purpose."""
+    texts = [
+        *synthetic.TISSUES,
+        *synthetic.STAINS,
+        *synthetic.NUMBERS,
+        *synthetic.TISSUE_QUESTIONS.values(),
+        *questions.vocabulary(),
+    ]
+    words = {w for text in texts for w in text.lower().replace("?", " ").replace(".", " ").split()}
+    vocab = set(tiny_vocab())
+    assert words and not words - vocab, sorted(words - vocab)
+    assert len(vocab) == len(tiny_vocab()), "no token twice"

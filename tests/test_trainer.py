@@ -9,12 +9,12 @@ from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin
 from safetensors.torch import load_file
 
-from pathvqa import checkpoint
 from pathvqa.config import load_config
 from pathvqa.errors import PathVQAError
 from pathvqa.models.registry import build
-from pathvqa.runtime import make_accelerator, upcast_trainable
-from pathvqa.train import Trainer, fit
+from pathvqa.training import checkpoint
+from pathvqa.training.runtime import make_accelerator, upcast_trainable
+from pathvqa.training.stages import Trainer, fit
 
 QUICK = [
     "model.hidden_size=32",
@@ -125,7 +125,7 @@ def test_trainable_weights_become_fp32_masters_and_frozen_ones_keep_their_dtype(
 
 
 def test_validation_under_sharded_weights_is_refused_with_a_clear_message(tmp_path, synth_dir, monkeypatch):
-    import pathvqa.loop as loop
+    import pathvqa.training.loop as loop
 
     monkeypatch.setattr(loop, "sharded", lambda accelerator: True)
     cfg = load_config("configs/blip_tiny.yaml", [f"data.dataset={synth_dir}", *QUICK[:-1]])

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pathvqa import llava_med, stats
-from pathvqa.metrics import compare, score_all
+from pathvqa.scoring import llava_med, stats
+from pathvqa.scoring.metrics import compare, score_all
 from tests.conftest import noise_image, run_cli, write_jsonl
 
 

@@ -9,18 +9,18 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
 
-from pathvqa import checkpoint
 from pathvqa.config import EvalConfig, load_config
 from pathvqa.data.prepare import load_split
-from pathvqa.evaluate import predict
-from pathvqa.inference import load_trained, start_from
+from pathvqa.evaluation.evaluate import predict
 from pathvqa.models import tiny
 from pathvqa.models.projector import build_projector
 from pathvqa.models.registry import build
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
 from pathvqa.models.vision import build_vision
 from pathvqa.models.vlm import IMAGE_TOKEN_INDEX, unwrap
-from pathvqa.train import fit
+from pathvqa.training import checkpoint
+from pathvqa.training.restore import load_trained, start_from
+from pathvqa.training.stages import fit
 from tests.conftest import model_inputs, run_cli
 
 TINY = ["model.hidden_size=32", "model.num_layers=1", "train.threads=2", "eval.max_new_tokens=4"]

@@ -1,3 +1,3 @@
-from pathvqa.cli import main
+from pathvqa.apps.cli import main
 
 main()

@@ -23,8 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from pathvqa.answers import REWARDS
+from pathvqa.answers import SCORES as BEST_METRICS
 from pathvqa.errors import ConfigError
-from pathvqa.metrics import SCORES as BEST_METRICS
 
 
 class _Section(BaseModel):
@@ -232,17 +233,6 @@ class AugmentConfig(_Section):
     rot90: bool = True
     stain_jitter: float = Field(default=0.05, ge=0, le=0.5)
     """Per-channel scale/shift in optical-density space (mild H&E stain variation)."""
-
-
-REWARDS = (
-    "closed_exact_match",
-    "closed_correct",
-    "open_exact_match",
-    "open_token_f1",
-    "llava_med_closed",
-    "llava_med_open_recall",
-)
-"""Built-in GRPO rewards (``pathvqa.rewards``); a user's own by import path, ``module:function``."""
 
 
 class GrpoConfig(_Section):

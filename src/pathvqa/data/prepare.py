@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from pathvqa.answers import answer_type, given_type
 from pathvqa.config import MAX_PIXELS, DataConfig
 from pathvqa.data.images import BadImage, decode
 from pathvqa.data.sources import REQUIRED_COLUMNS, RowTable
@@ -28,16 +29,6 @@ _TRAILING_PUNCT = re.compile(r"[\s.,;:!?]+$")
 def clean_answer(answer: str) -> str:
     """Training target: strip, lowercase, collapse whitespace, drop trailing punctuation."""
     return _TRAILING_PUNCT.sub("", " ".join(answer.strip().lower().split()))
-
-
-def given_type(value: Any) -> str | None:
-    """A dataset's own answer type (SLAKE's and VQA-RAD's ``CLOSED`` / ``OPEN``), or None."""
-    text = str(value).strip().lower() if value is not None else ""
-    return text if text in ("closed", "open") else None
-
-
-def answer_type(clean: str) -> str:
-    return "closed" if clean in ("yes", "no") else "open"
 
 
 @dataclass
@@ -62,6 +53,18 @@ class Sample:
         """Encoded image (decoded lazily by the model's data pipeline)."""
         source = self.image_source
         return source if isinstance(source, bytes) else source.load()
+
+    def prediction_row(self, prediction: str, reference: str | None = None) -> dict[str, Any]:
+        """This question's row in ``predictions.jsonl``: scored against ``reference`` (default: the answer);
+        the dataset's own answer type rides along where it gave one, and decides in the metrics."""
+        return {
+            "id": self.id,
+            "question": self.question,
+            "answer": self.answer if reference is None else reference,
+            "prediction": prediction,
+            "type": self.type,
+            **({"answer_type": self.type} if self.type_given else {}),
+        }
 
 
 @dataclass(frozen=True, eq=False)

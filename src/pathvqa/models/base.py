@@ -158,13 +158,19 @@ def take_rows(output: Any, index: torch.Tensor) -> Any:
     return output
 
 
+def undistributed(model: torch.nn.Module) -> torch.nn.Module:
+    """The model under accelerate's / DDP's wrapper (``module``); a peft wrapper stays."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
 def unwrap_to(model: torch.nn.Module, kind: type) -> Any:
     """The ``kind`` module under peft (``get_base_model``) and accelerate / DDP (``module``) wrappers."""
     while not isinstance(model, kind):
         if hasattr(model, "get_base_model"):
             model = model.get_base_model()
-        elif hasattr(model, "module"):
-            model = model.module
+        elif undistributed(model) is not model:
+            model = undistributed(model)
         else:
             raise TypeError(f"not a {kind.__name__}: {type(model).__name__}")
     return model

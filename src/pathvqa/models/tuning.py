@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pathvqa.config import ModelConfig
-from pathvqa.models.base import WHOLE_MODEL, Bundle
+from pathvqa.models.base import WHOLE_MODEL, Bundle, undistributed
 
 
 def apply_tuning(
@@ -86,7 +86,7 @@ def stored_names(bundle: Bundle, tuning: str) -> set[str] | None:
     weights an earlier stage changed; never a real part's frozen weights, which are on the hub."""
     if tuning == "full" or WHOLE_MODEL in bundle.random_parts:
         return None
-    model = bundle.model.module if hasattr(bundle.model, "module") else bundle.model  # DDP
+    model = undistributed(bundle.model)
     return {
         name
         for name, param in model.named_parameters()

@@ -1,0 +1,272 @@
+"""The report's pictures: a gallery of answers, training curves, results per question type.
+
+Each takes the report's runs (``report.Run``: ``label``, ``predictions`` by id, ``curves``) and writes a
+PNG, or returns None when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import textwrap
+from pathlib import Path
+
+from pathvqa.analysis.results import Run
+from pathvqa.answers import correct
+from pathvqa.runs import row_kind
+from pathvqa.scoring.metrics import strict_table
+from pathvqa.scoring.stats import by_question_type
+from pathvqa.sweeps.spec import Spec
+
+log = logging.getLogger(__name__)
+
+
+def plt_agg():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def gallery_ids(runs: list[Run], per_type: int = 4, seed: int = 0) -> list[str]:
+    """A seeded choice of questions every run answered: ``per_type`` closed, then ``per_type`` open."""
+    with_predictions = [r for r in runs if r.predictions]
+    if not with_predictions:
+        return []
+    common = set.intersection(*(set(r.predictions) for r in with_predictions))
+    reference = with_predictions[-1].predictions
+    rng = random.Random(seed)
+    chosen = []
+    for kind in ("closed", "open"):
+        ids = sorted(i for i in common if reference[i]["type"] == kind)
+        chosen += rng.sample(ids, min(per_type, len(ids)))
+    return chosen
+
+
+def gallery(runs: list[Run], path: Path, chosen: list[str]) -> Path | None:
+    """Test images with question, ground truth and each model's answer (✓ / ✗): half closed, half open."""
+    from PIL import Image
+
+    from pathvqa.data.prepare import load_split
+
+    with_predictions = [r for r in runs if r.predictions]
+    if not chosen:
+        return None
+    reference = with_predictions[-1]
+    dataset, split = reference.metrics.get("dataset"), reference.metrics.get("split", "test")
+    if isinstance(reference.metrics.get("dataset_spec"), dict):
+        from pathvqa.data.spec import DatasetSpec
+
+        dataset = DatasetSpec(**reference.metrics["dataset_spec"])
+    samples = {s.id: s for s in load_split(dataset, split, progress=False).samples} if dataset else {}
+    plt = plt_agg()
+    columns, lines = 4, len(with_predictions)
+    rows_n = (len(chosen) + columns - 1) // columns
+    image_in, text_in, title_in = 3.6, 0.3 + 0.22 * lines, 0.55  # inches per cell: image, answers, title
+    height = rows_n * (image_in + text_in + title_in)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4.0 * columns, height), squeeze=False)
+    fig.subplots_adjust(
+        left=0.01,
+        right=0.99,
+        top=1 - title_in / height,
+        bottom=text_in / height,
+        wspace=0.06,
+        hspace=(text_in + title_in) / image_in,
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, qid in zip(axes.flat, chosen, strict=False):
+        truth = reference.predictions[qid]
+        if qid in samples:
+            ax.imshow(Image.open(io.BytesIO(samples[qid].image)).convert("RGB"))
+        ax.set_title(
+            textwrap.shorten(f"Q: {truth['question']}", 46) + f"\nanswer: {truth['answer']}",
+            fontsize=9,
+            loc="left",
+        )
+        for line, run in enumerate(with_predictions):
+            row = run.predictions[qid]
+            ok = bool(correct(row["prediction"], row["answer"], row["type"]))
+            ax.text(
+                0.0,
+                -0.03 - 0.22 / image_in * line,
+                f"{'✓' if ok else '✗'} {run.label}: {textwrap.shorten(row['prediction'] or '(empty)', 30)}",
+                transform=ax.transAxes,
+                fontsize=8.5,
+                va="top",
+                color="#1a7f37" if ok else "#cf222e",
+            )
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def curves(runs: list[Run], path: Path) -> Path | None:
+    """Training loss and validation exact match against step, stages joined end to end; GRPO stages'
+    mean reward in a third panel (their loss is a signed policy-gradient objective, not a likelihood)."""
+    trained = [r for r in runs if r.curves]
+    if not trained:
+        return None
+    plt = plt_agg()
+    rewarded = any(
+        row_kind(row) == "grpo" for run in trained for _, _, logged in run.curves for row in logged
+    )
+    fig, axes = plt.subplots(1, 3 if rewarded else 2, figsize=(18 if rewarded else 12, 4.2))
+    loss_ax, val_ax = axes[0], axes[1]
+    for index, run in enumerate(trained):
+        color = f"C{index}"
+        offset = 0
+        for stage, task, logged in run.curves:
+            rows = list({(row_kind(r), r["step"]): r for r in logged}.values())
+            # ^ a resumed run logs some steps twice: the later rows (after the resume) are the real ones
+            train_rows = sorted((r for r in rows if row_kind(r) == "train"), key=lambda r: r["step"])
+            val_rows = sorted(
+                (r for r in rows if row_kind(r) == "validation" and "val_exact_match" in r and task == "vqa"),
+                key=lambda r: r["step"],
+            )
+            label = run.label if stage in ("", run.curves[-1][0]) else None
+            if rewarded:
+                _reward_curve(axes[2], rows, offset, color, label)
+            loss_ax.plot(
+                [offset + r["step"] for r in train_rows],
+                [r["loss"] for r in train_rows],
+                color=color,
+                label=label,
+            )
+            val_ax.plot(
+                [offset + r["step"] for r in val_rows],
+                [r["val_exact_match"] for r in val_rows],
+                "o-",
+                color=color,
+                label=label,
+            )
+            last = max((r["step"] for r in rows), default=0)
+            if stage and stage != run.curves[-1][0]:  # an earlier stage: shade it and name it
+                for ax in (loss_ax, val_ax):
+                    ax.axvspan(offset, offset + last, color=color, alpha=0.08)
+                    ax.text(
+                        offset + last / 2,
+                        0.02,
+                        f"{stage}\n({task})",
+                        transform=ax.get_xaxis_transform(),
+                        fontsize=7,
+                        ha="center",
+                        va="bottom",
+                        color=color,
+                    )
+            offset += last
+    loss_ax.set(xlabel="optimizer step", ylabel="training loss", title="training loss", yscale="log")
+    val_ax.set(
+        xlabel="optimizer step",
+        ylabel="exact match",
+        title="validation exact match (VQA stages)",
+        ylim=(0, 1),
+    )
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _reward_curve(ax, rows: list[dict], offset: int, color: str, label: str | None) -> None:
+    """A GRPO stage's mean reward of the sampled answers and the share of groups that taught nothing."""
+    rows = sorted((r for r in rows if row_kind(r) == "grpo"), key=lambda r: r["step"])
+    if rows:
+        steps = [offset + r["step"] for r in rows]
+        ax.plot(steps, [r["reward"] for r in rows], color=color, label=label)
+        ax.plot(steps, [r["same_reward_groups"] for r in rows], ":", color=color, alpha=0.6)
+    ax.set(xlabel="optimizer step", ylabel="reward", ylim=(0, None),
+           title="GRPO: mean reward (dotted: groups with one reward)")  # fmt: skip
+
+
+def types_of(run: Run) -> dict[str, dict]:
+    """{question type: {n, accuracy, ci}} of a run, from its predictions (see ``stats.by_question_type``)."""
+    rows = list(run.predictions.values())
+    return by_question_type([r["question"] for r in rows], strict_table(rows)["correct"])
+
+
+def type_bars(runs: list[Run], path: Path) -> Path | None:
+    """Per question type (first word, as PathVQA papers tabulate): closed accuracy on yes/no rows, exact
+    match on open ones, one bar per model with its 95% interval, n under each type."""
+    with_predictions = [r for r in runs if r.predictions]
+    if not with_predictions:
+        return None
+    per_run = [types_of(r) for r in with_predictions]
+    labels = list(per_run[-1])
+    plt = plt_agg()
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(min(20, max(8, 0.9 * len(labels) * (1 + len(per_run) / 3))), 4.8))
+    width = 0.8 / len(per_run)
+    for index, (run, types) in enumerate(zip(with_predictions, per_run, strict=True)):
+        values = [types.get(t, {}).get("accuracy", 0.0) for t in labels]
+        cis = [types.get(t, {}).get("ci") or [v, v] for t, v in zip(labels, values, strict=True)]
+        errors = np.array(
+            [
+                [v - lo for v, (lo, _) in zip(values, cis, strict=True)],
+                [hi - v for v, (_, hi) in zip(values, cis, strict=True)],
+            ]
+        )
+        ax.bar(
+            np.arange(len(labels)) + index * width,
+            values,
+            width,
+            yerr=errors.clip(min=0),
+            capsize=2,
+            label=run.label,
+        )
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"{t}\nn={per_run[-1][t]['n']}" for t in labels], fontsize=8)
+    ax.set(
+        ylabel="accuracy (yes/no) / exact match (open)",
+        ylim=(0, 1.1),
+        title="by question type (95% intervals)",
+    )
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(4, len(per_run)))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()  # the legend sits under the axes, clear of the bars
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def sweep_figures(spec: Spec, study, out: Path, prefix: str = "sweep") -> dict:
+    """Parameter importances and the objective against each parameter (Optuna's matplotlib plots)."""
+    import warnings
+
+    import optuna
+    from optuna.visualization import matplotlib as plots
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    plt = plt_agg()
+    files: dict[str, Path | None] = {f"{prefix}_importance": None, f"{prefix}_slices": None}
+    drawings = {f"{prefix}_importance": plots.plot_param_importances, f"{prefix}_slices": plots.plot_slice}
+    for name, draw in drawings.items():
+        if len(complete) < 2:
+            log.warning("sweep %s: %d completed trial(s): no %s picture", spec.name, len(complete), name)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            axes = draw(study)
+        first = axes.flat[0] if hasattr(axes, "flat") else axes
+        figure = first.figure
+        figure.suptitle(f"sweep {spec.name}: {spec.objective} (validation), completed trials")
+        # Optuna's colour bar sits right of the slice panels: room for it there, no tight_layout
+        if name.endswith("slices"):
+            figure.set_size_inches(4.5 * len(spec.space) + 1.5, 4.2)
+            figure.subplots_adjust(left=0.08, right=0.86, top=0.86, bottom=0.16, wspace=0.25)
+            for bar in figure.axes[len(spec.space) :]:  # the colour bar: right of the last panel
+                bar.set_position((0.89, 0.16, 0.015, 0.70))
+        else:
+            figure.set_size_inches(7.5, 1.5 + 0.6 * len(spec.space))
+            figure.tight_layout()
+        files[name] = out / f"{name}.png"
+        figure.savefig(files[name], dpi=110)
+        plt.close(figure)
+    return files

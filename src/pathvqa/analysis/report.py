@@ -1,0 +1,307 @@
+"""The results section of a paper, from run folders: tables, a gallery of answers, curves, one HTML page.
+
+``pathvqa report [LABEL=]RUN ... --out DIR`` reads each run's ``eval/metrics.json`` (or
+``metrics.json``), ``predictions.jsonl``, ``eval_blind/metrics.json``, ``logs/train.jsonl`` (per
+stage for staged runs) and ``config.yaml``, and writes ``results.md/csv/json``, ``gallery.png``,
+``curves.png``, ``types.png`` and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from pathvqa.analysis.figures import curves, gallery, gallery_ids, sweep_figures, type_bars, types_of
+from pathvqa.analysis.results import (
+    COLUMNS,
+    LLAVA_MED_COLUMNS,
+    MULTIMEDEVAL_COLUMNS,
+    SEEN_COLUMNS,
+    Run,
+    load_run,
+)
+from pathvqa.errors import PathVQAError
+from pathvqa.scoring.metrics import HEADLINE, compare
+from pathvqa.sweeps.study import SPEC_FILE, open_sweep, trial_folders
+
+# Published PathVQA test-split numbers, shown apart from ours (another dataset), each protocol in its own
+# table: a number is only ever set beside numbers scored the same way.
+PUBLISHED_OWN_SCORING = [
+    {"model": "BLIP zero-shot (earlier work)", "exact_match": 0.25, "meteor": 0.15},
+    {"model": "BLIP + LoRA, 8,000 pairs, 3 epochs (earlier work)", "exact_match": 0.46, "meteor": 0.23},
+    {
+        "model": "BiomedCLIP + Mistral-7B, captioning, no projector (earlier work)",
+        "exact_match": 0.0,
+        "meteor": 0.02,
+    },
+    {
+        "model": "question-only prior, text-only floor (pathvqa strict protocol, hub test split, 6,719 rows)",
+        "exact_match": 0.408,
+        "meteor": 0.218,
+        "closed_accuracy": 0.681,
+    },
+]
+PUBLISHED_LLAVA_MED = [
+    {
+        "model": "LLaVA-Med 7B, fine-tuned (Li et al., 2023)",
+        "closed_accuracy": "≈0.91",
+        "open_recall": "0.38–0.40",
+    },
+    {
+        "model": "question-only prior, text-only floor (hub test split, 6,719 rows)",
+        "closed_accuracy": 0.681,
+        "open_recall": 0.145,
+    },
+]
+
+
+def _number(value: Any, ci: list[float] | None = None) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    return "–" if value is None else str(value)
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    return _number(row.get(column), row.get(f"{column}_ci"))
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...], first: str = "model") -> str:
+    header = [first, *columns]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * len(columns) + "|"]
+    lines += ["| " + " | ".join([str(r[first]), *(_cell(r, c) for c in columns)]) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def comparisons(runs: list[Run]) -> list[dict[str, Any]]:
+    """Every pair of runs that answered the same questions: B − A with its 95% interval per metric and
+    McNemar's exact p for closed accuracy."""
+    with_predictions = [r for r in runs if r.predictions]
+    out = []
+    for i, a in enumerate(with_predictions):
+        for b in with_predictions[i + 1 :]:
+            try:
+                result = compare(list(a.predictions.values()), list(b.predictions.values()))
+            except PathVQAError:  # different questions: nothing to pair
+                continue
+            row: dict[str, Any] = {"pair": f"{b.label} − {a.label}", "n": result["n"]}
+            for key in HEADLINE:
+                entry = result["metrics"][key]
+                row[key] = (
+                    "–"
+                    if entry["difference"] is None
+                    else (f"{entry['difference']:+.3f} [{entry['ci'][0]:+.3f}, {entry['ci'][1]:+.3f}]")
+                )
+            row["mcnemar_p_closed"] = result["mcnemar_closed"]["p"]
+            out.append(row)
+    return out
+
+
+def _img(path: Path | None) -> str:
+    if path is None:
+        return "<p><em>(nothing to show)</em></p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{path.stem}">'
+
+
+def _html_table(rows: list[dict[str, Any]], columns: tuple[str, ...], first: str = "model") -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in (first, *columns))
+    body = "".join(
+        "<tr>"
+        + f"<td>{html.escape(str(r[first]))}</td>"
+        + "".join(f"<td>{_cell(r, c)}</td>" for c in columns)
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields = ["model", *COLUMNS, "n", *(f"{k}_ci_{end}" for k in COLUMNS for end in ("low", "high"))]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            flat = {k: row.get(k) for k in ("model", *COLUMNS, "n")}
+            for key in COLUMNS:
+                low, high = row.get(f"{key}_ci") or (None, None)
+                flat.update({f"{key}_ci_low": low, f"{key}_ci_high": high})
+            writer.writerow(flat)
+
+
+def _both(rows: list[dict], columns: tuple[str, ...]) -> tuple[str, str]:
+    return markdown_table(rows, columns), _html_table(rows, columns)
+
+
+def _sections(
+    rows: list[dict], protocols: dict[str, list[dict]], pairs: list[dict], note: str
+) -> dict[str, tuple[str, str]]:
+    """(markdown, html) of each table section; ``protocols``: our runs split by seen / unseen answers and
+    under the LLaVA-Med and MultiMedEval protocols."""
+    pair_cols = (*HEADLINE, "mcnemar_p_closed", "n")
+    med_rows = protocols["llava_med"] + PUBLISHED_LLAVA_MED
+    own_cols = ("exact_match", "meteor", "closed_accuracy")
+    return {
+        "ours": _both(rows, (*COLUMNS, "n")),
+        "seen": _both(protocols["seen"], SEEN_COLUMNS),
+        "multimedeval": _both(protocols["multimedeval"], (*MULTIMEDEVAL_COLUMNS, "n")),
+        "pairs": (
+            markdown_table(pairs, pair_cols, "pair") if pairs else "_(no two runs share their questions)_",
+            _html_table(pairs, pair_cols, "pair") if pairs else "<p><em>none</em></p>",
+        ),
+        "own": (
+            markdown_table(PUBLISHED_OWN_SCORING, own_cols),
+            _html_table(PUBLISHED_OWN_SCORING, own_cols),
+        ),
+        "llava_med": (
+            markdown_table(med_rows, (*LLAVA_MED_COLUMNS, "n")),
+            _html_table(med_rows, (*LLAVA_MED_COLUMNS, "n")),
+        ),
+        "note": (note, f'<p class="note">{html.escape(note)}</p>'),
+    }
+
+
+def expand_sweeps(specs: list[str | Path]) -> tuple[list[str], dict[Path, tuple]]:
+    """Run specs with each sweep folder replaced by its evaluated trials; each sweep's (spec, study)."""
+    runs: list[str] = []
+    sweeps: dict[Path, tuple] = {}
+    for spec in specs:
+        label, sep, path = str(spec).partition("=")
+        folder = Path(path if sep else label)
+        if (folder / SPEC_FILE).is_file():
+            sweeps[folder] = open_sweep(folder)
+            runs += [f"{Path(f).name}={f}" for f in trial_folders(sweeps[folder][1])]
+        else:
+            runs.append(str(spec))
+    return runs, sweeps
+
+
+def build(specs: list[str | Path], out: str | Path, title: str = "pathvqa results") -> dict[str, Path]:
+    """Write the report for runs ``specs`` (a sweep folder: its evaluated trials, and its pictures) into
+    ``out``; returns the written files by kind."""
+    specs, sweeps = expand_sweeps(specs)
+    runs = [load_run(s) for s in specs]
+    if not runs:
+        raise PathVQAError("report: give at least one run folder")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r.row() for r in runs]
+    dataset = runs[-1].metrics.get("dataset", "?")
+    files = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
+    chosen = gallery_ids(runs)
+    pairs = comparisons(runs)
+    protocols = {
+        "seen": [r.seen_row() for r in runs],
+        "llava_med": [
+            r.protocol_row("llava_med", LLAVA_MED_COLUMNS) for r in runs
+        ],  # may rescore: once a run
+        "multimedeval": [r.protocol_row("multimedeval", MULTIMEDEVAL_COLUMNS) for r in runs],
+    }
+    summary = {
+        "dataset": dataset,
+        "runs": rows,
+        **protocols,
+        "paired_comparisons": pairs,
+        "by_question_type": {r.label: types_of(r) for r in runs if r.predictions},
+        "published_pathvqa": {
+            "own_scoring": PUBLISHED_OWN_SCORING,
+            "llava_med_protocol": PUBLISHED_LLAVA_MED,
+        },
+        "gallery_ids": chosen,
+    }
+    files["json"].write_text(json.dumps(summary, indent=2))
+    _write_csv(files["csv"], rows)
+    images = {
+        "gallery": gallery(runs, out / "gallery.png", chosen),
+        "curves": curves(runs, out / "curves.png"),
+        "types": type_bars(runs, out / "types.png"),
+    }
+    for folder, (sweep_spec, study) in sweeps.items():
+        prefix = "sweep" if len(sweeps) == 1 else f"sweep_{folder.name}"
+        images.update(sweep_figures(sweep_spec, study, out, prefix=prefix))
+    note = (
+        "Published numbers on the real PathVQA test split, for context only: they come from a different "
+        f"dataset than the tables above (`{dataset}`). Each sits beside our models only under the protocol "
+        "it was scored with."
+    )
+    sections = _sections(rows, protocols, pairs, note)
+    files["md"].write_text(_markdown(title, dataset, runs, sections, images))
+    files["html"] = out / "report.html"
+    files["html"].write_text(_page(title, dataset, runs, sections, images))
+    return {**files, **{k: v for k, v in images.items() if v is not None}}
+
+
+INTRO = (
+    "Strict protocol (pathvqa's). Every value with its 95% bootstrap interval over questions (1,000 resamples); "
+    "`blind_closed_accuracy`: the same model with every image replaced by grey."
+)
+PAIRS_INTRO = (
+    "Paired differences on the same questions (B − A, 95% interval; McNemar's exact test on closed accuracy):"
+)
+SEEN_INTRO = (
+    "Open questions split by whether their answer occurs in the training split (seen) or never does (unseen): "
+    "a model that picks from the answers it was trained on can never get an unseen one."
+)
+MMEVAL_INTRO = (
+    'MultiMedEval\'s protocol (its VQA scoring: word-set recall, yes/no right at recall ≥ 0.4 with "not" '
+    'counted for "no", open right at recall ≥ 0.75; bleu1, f1 and recall over every question).'
+)
+MED_INTRO = (
+    "LLaVA-Med's protocol (its evaluation code's rules: substring matching for yes/no, word recall for open "
+    "questions): our models, rescored, above the published rows scored the same way."
+)
+
+
+def _markdown(title: str, dataset: str, runs: list[Run], sections: dict, images: dict) -> str:
+    md = {k: v[0] for k, v in sections.items()}
+    return "\n".join(
+        [
+            f"# {title}", "", f"Dataset: `{dataset}`, split `{runs[-1].metrics.get('split', 'test')}`. {INTRO}", "",
+            md["ours"], "", PAIRS_INTRO, "", md["pairs"], "", SEEN_INTRO, "", md["seen"], "",
+            "### MultiMedEval protocol", "", MMEVAL_INTRO, "", md["multimedeval"], "",
+            "## Published reference (PathVQA, not this dataset)", "", md["note"], "",
+            "### Scored by their authors (exact match, METEOR)", "", md["own"], "",
+            "### LLaVA-Med protocol", "", MED_INTRO, "", md["llava_med"], "",
+            *(f"![{k}]({p.name})" for k, p in images.items() if p is not None), "",
+        ]
+    )  # fmt: skip
+
+
+def _sweep_section(images: dict) -> str:
+    shown = [p for k, p in images.items() if k.startswith("sweep") and p is not None]
+    if not shown:
+        return ""
+    intro = "Each parameter's importance for the objective (Optuna's estimate), and the objective against it."
+    return f"<h2>Sweep</h2><p>{intro}</p>" + "".join(_img(p) for p in shown)
+
+
+def _page(title: str, dataset: str, runs: list[Run], sections: dict, images: dict) -> str:
+    page = {k: v[1] for k, v in sections.items()}
+    configs = "".join(
+        f"<details><summary>{html.escape(r.label)}</summary><pre>{html.escape(r.config)}</pre></details>"
+        for r in runs
+        if r.config
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}pre{{background:#f6f8fa;padding:1em;overflow:auto}}
+.note{{color:#555;font-size:0.95em}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Dataset <code>{html.escape(str(dataset))}</code>. {html.escape(INTRO)} Closed accuracy: yes/no questions; open
+exact match and recall: the rest.</p>
+<h2>Results</h2>{page["ours"]}<p>{html.escape(PAIRS_INTRO)}</p>{page["pairs"]}
+<p>{html.escape(SEEN_INTRO)}</p>{page["seen"]}
+<h3>MultiMedEval protocol</h3><p>{html.escape(MMEVAL_INTRO)}</p>{page["multimedeval"]}
+<h2>Published reference (PathVQA)</h2>{page["note"]}
+<h3>Scored by their authors</h3>{page["own"]}
+<h3>LLaVA-Med protocol</h3><p>{html.escape(MED_INTRO)}</p>{page["llava_med"]}
+<h2>Sample answers</h2>{_img(images["gallery"])}
+<h2>Training curves</h2>{_img(images["curves"])}
+<h2>By question type</h2>{_img(images["types"])}
+{_sweep_section(images)}<h2>Configs</h2>{configs or "<p><em>none</em></p>"}
+</body></html>
+"""

@@ -1,0 +1,114 @@
+"""A run as the report and its figures read it: its metrics, predictions, blind metrics, training curves
+and config, from ``[LABEL=]FOLDER`` (an evaluated training run, an eval folder, or a baseline folder)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pathvqa.answers import SCORES
+from pathvqa.errors import PathVQAError
+from pathvqa.runs import RunDir, metrics_file, predictions_file
+from pathvqa.scoring.metrics import read_predictions, score_all
+
+COLUMNS = (*SCORES, "blind_closed_accuracy")
+LLAVA_MED_COLUMNS = ("closed_accuracy", "open_recall", "open_precision", "open_f1", "open_bleu1")
+MULTIMEDEVAL_COLUMNS = ("closed_accuracy", "open_recall", "open_accuracy", "bleu1", "f1", "recall")
+SEEN_COLUMNS = (
+    "open_exact_match_seen", "open_exact_match_unseen", "open_recall_seen", "open_recall_unseen",
+    "n_open_seen", "n_open_unseen",
+)  # fmt: skip
+
+
+@dataclass
+class Run:
+    label: str
+    folder: Path
+    metrics: dict[str, Any]
+    predictions: dict[str, dict]
+    blind: dict[str, Any] | None = None
+    curves: list[tuple[str, str, list[dict]]] = field(default_factory=list)
+    """(stage name, task, train.jsonl rows) per training stage."""
+    config: str | None = None
+    _rescored: dict[str, Any] | None = None
+
+    def row(self) -> dict[str, Any]:
+        values = {k: self.metrics.get(k) for k in COLUMNS}
+        values["blind_closed_accuracy"] = (self.blind or {}).get("closed_accuracy")
+        intervals = {f"{k}_ci": self.metrics.get(f"{k}_ci") for k in COLUMNS}
+        intervals["blind_closed_accuracy_ci"] = (self.blind or {}).get("closed_accuracy_ci")
+        label = f"{self.label} (random weights)" if self.metrics.get("random_weights") else self.label
+        return {"model": label, **values, "n": self.metrics.get("n"), **intervals}
+
+    def protocol_row(self, protocol: str, columns: tuple[str, ...]) -> dict[str, Any]:
+        """This run under another protocol (``llava_med``, ``multimedeval``), rescored from its predictions
+        when metrics.json predates it."""
+        scores = self.metrics.get(protocol)
+        if scores is None and self.predictions:
+            if self._rescored is None:
+                self._rescored = score_all(list(self.predictions.values()))
+            scores = self._rescored[protocol]
+        scores = scores or {}
+        return {"model": self.label, **{k: scores.get(k) for k in columns}, "n": self.metrics.get("n"),
+                **{f"{k}_ci": scores.get(f"{k}_ci") for k in columns}}  # fmt: skip
+
+    def seen_row(self) -> dict[str, Any]:
+        """Open questions whose answer occurs in the training split, and those whose answer never does."""
+        return {"model": self.label, **{k: self.metrics.get(k) for k in SEEN_COLUMNS},
+                **{f"{k}_ci": self.metrics.get(f"{k}_ci") for k in SEEN_COLUMNS}}  # fmt: skip
+
+
+def load_run(spec: str | Path) -> Run:
+    """A run from ``[LABEL=]FOLDER``: an evaluated training run, an eval folder, or a baseline folder."""
+    label, sep, path = str(spec).partition("=")
+    if sep and not (label.strip() and path.strip()):
+        raise PathVQAError(f"{spec!r}: give LABEL=FOLDER with both parts (or the folder alone)")
+    folder = Path(path if sep else label)
+    label = label if sep else folder.name
+    found = next((p for p in (RunDir(folder).eval_dir(), folder) if metrics_file(p).is_file()), None)
+    if found is None:
+        raise PathVQAError(
+            f"{folder}: no metrics.json (evaluate it first: pathvqa eval --checkpoint {folder} --out {folder}/eval)"
+        )
+    metrics = _read_json(metrics_file(found))
+    predictions = {}
+    if predictions_file(found).is_file():
+        predictions = {r["id"]: r for r in read_predictions(predictions_file(found))}
+    blind_file = metrics_file(RunDir(folder).eval_dir(blind=True))
+    run = Run(
+        label,
+        folder,
+        metrics,
+        predictions,
+        _read_json(blind_file) if blind_file.is_file() else None,
+    )
+    config_file = RunDir(folder).config
+    source = found / str(metrics.get("source", ""))  # recorded relative to the eval folder (or absolute)
+    if not config_file.is_file() and source.suffix in (".yaml", ".yml") and source.is_file():
+        config_file = source  # a zero-shot evaluation of a config
+    if config_file.is_file():
+        run.config = config_file.read_text()
+        raw = yaml.safe_load(run.config) or {}
+        stages = raw.get("stages") or []
+        for stage in stages or [{"name": None, "task": raw.get("task", "vqa")}]:
+            log = RunDir(folder).stage(stage["name"] or "").train_log
+            if log.is_file():
+                rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+                run.curves.append((stage["name"] or "", stage.get("task") or raw.get("task", "vqa"), rows))
+    return run
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A result file as a mapping, or one line saying it is damaged."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
+        raise PathVQAError(f"{path}: damaged ({reason}): evaluate the run again to rewrite it") from None
+    if not isinstance(value, dict):
+        raise PathVQAError(f"{path}: damaged (not a JSON object): evaluate the run again to rewrite it")
+    return value

@@ -1,0 +1,539 @@
+"""The ``pathvqa`` command line: parse arguments, then call one library function per command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pathvqa.config import MAX_PIXELS
+from pathvqa.errors import Interrupted, PathVQAError, require_checkpoint_folder
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Fine-tune and evaluate vision-language models on pathology VQA (PathVQA).",
+)
+
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", help="Hub id, dataset folder, or JSONL + images folder.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def out_folder(path: Path) -> Path:
+    """An ``--out`` folder, checked before any work: writable, not a file and not under one (it is created
+    when missing; a file of that name is never overwritten)."""
+    from pathvqa.destinations import check_destination
+
+    return check_destination(path)
+
+
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace what --out already holds (refused otherwise).")
+]
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Output folder (hub layout: OUT/data/{split}-*.parquet).")],
+    train: Annotated[
+        int, typer.Option(min=0, help="Training pairs (the earlier work sampled 8,000).")
+    ] = 8000,
+    validation: Annotated[int, typer.Option(min=0, help="Validation pairs.")] = 500,
+    test: Annotated[int, typer.Option(min=0, help="Test pairs.")] = 1500,
+    style: Annotated[
+        str,
+        typer.Option(help="pathvqa (PathVQA's shape, the default) or simple (small, balanced: smoke tests)."),
+    ] = "pathvqa",
+    image_size: Annotated[int, typer.Option(min=16, max=1024, help="Tile size in pixels.")] = 96,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    preview: Annotated[Path | None, typer.Option(help="Also write a labelled grid of samples (PNG).")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Generate the synthetic pathology VQA set (the offline default dataset)."""
+    out_folder(out)
+    from pathvqa.synth import generator as synthetic
+
+    if style not in synthetic.STYLES:
+        raise PathVQAError(f"--style {style!r}: use {' or '.join(synthetic.STYLES)}")
+    if synthetic.holds_dataset(out) and not overwrite:
+        raise PathVQAError(
+            f"--out {out} already holds a dataset: give a new folder, or --overwrite to replace it"
+        )
+    if preview is not None:
+        out_folder(preview.parent)
+    summary = synthetic.write(
+        out, {"train": train, "validation": validation, "test": test}, image_size, seed, style=style
+    )
+    if preview is not None:
+        from pathvqa.data.preview import preview as write_preview
+
+        rows = synthetic.generate_split("test", 64, image_size, seed, progress=False, style=style)
+        write_preview(rows, preview, images=8)
+    parts = [f"{s} {v['pairs']} pairs/{v['images']} images" for s, v in summary["splits"].items()]
+    typer.echo(f"wrote {out} ({style} style): {', '.join(parts)}")
+    if train and test:
+        from pathvqa.analysis.dataset import shape_figures, shape_table
+        from pathvqa.data.prepare import load_split
+
+        splits = [load_split(str(out), s, progress=False, dedupe=False).samples for s in ("train", "test")]
+        typer.echo("shape (pathvqa data-stats prints it for any dataset):")
+        for line in shape_table(shape_figures(*splits), "pathvqa"):
+            typer.echo(line)
+
+
+@app.command("data-stats")
+def data_stats(
+    dataset: DatasetOpt,
+    split: Annotated[str, typer.Option(help="Split to read.")] = "train",
+    max_pixels: Annotated[int, typer.Option(help="Skip images larger than this many pixels.")] = MAX_PIXELS,
+    reference: Annotated[
+        str,
+        typer.Option(help="Shape figures to print beside the dataset's: pathvqa (the official set) or none."),
+    ] = "pathvqa",
+    as_json: JsonOpt = False,
+) -> None:
+    """A split's statistics (rows kept/skipped by reason, duplicates, yes/no share, answer vocabulary), across
+    the dataset's splits leakage, unseen test answers and the question-only prior, and the dataset's shape
+    figures (long tail, unseen answers, question wording, prior) beside the official PathVQA's."""
+    from pathvqa.analysis.dataset import REFERENCES, dataset_stats, shape_table
+
+    if reference not in (*REFERENCES, "none"):
+        raise PathVQAError(f"--reference {reference!r}: use {', '.join(REFERENCES)} or none")
+    stats = dataset_stats(dataset, split, max_pixels=max_pixels)
+    if as_json:
+        if reference != "none":
+            stats["reference"] = {"name": reference, "shape": REFERENCES[reference]}
+        typer.echo(json.dumps(stats))
+        return
+    for line in _stats_lines(dataset, split, stats):
+        typer.echo(line)
+    if "shape" in stats:
+        typer.echo("shape (train; test for the test figures):")
+        for line in shape_table(stats["shape"], None if reference == "none" else reference):
+            typer.echo(line)
+
+
+def _stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
+    lines = [
+        f"{dataset} [{split}]: {stats['rows_kept']}/{stats['rows_total']} rows kept "
+        f"({stats['closed']} closed, yes share {stats['yes_share_of_closed']}; {stats['open']} open; "
+        f"{stats['duplicates']} duplicate rows)",
+        f"  answers: {stats['unique_answers']} unique, {stats['answers_seen_once']} seen once, "
+        f"top 10 cover {stats['top10_answer_coverage']}",
+    ]
+    lines += [f"  skipped {count:>6}  {reason}" for reason, count in stats["skipped_reasons"].items()]
+    lines.append("  top answers: " + ", ".join(f"{a} ({n})" for a, n in stats["top_answers"]))
+    across = stats["across_splits"]
+    for pair, leak in across["leakage"].items():
+        lines.append(
+            f"  {pair}: {leak['shared_images']} shared images ({leak['rows_with_a_seen_image']} rows), "
+            f"{leak['shared_question_answer_pairs']} shared question-answer pairs "
+            f"({leak['rows_with_a_seen_question_answer_pair']} rows), {leak['rows_seen_exactly']} rows seen exactly"
+        )
+    if "question_prior" in across:
+        prior, unseen = across["question_prior"], across["unseen_test_answers"]
+        lines.append(
+            f"  question-only prior on test: EM {prior['exact_match']:.3f}, closed {prior['closed_accuracy']:.3f}, "
+            f"open EM {prior['open_exact_match']:.3f} (LLaVA-Med closed {prior['llava_med']['closed_accuracy']:.3f}, "
+            f"open recall {prior['llava_med']['open_recall']:.3f}); {unseen['unseen']} of {unseen['open_rows']} "
+            "open test answers never occur in train"
+        )
+    return lines
+
+
+@app.command()
+def score(
+    predictions: Annotated[Path, typer.Argument(help="predictions.jsonl (rows with answer and prediction).")],
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="strict (pathvqa's, the default), llava-med (LLaVA-Med's evaluation code) or multimedeval "
+            "(MultiMedEval's VQA scoring)."
+        ),
+    ] = "strict",
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a predictions file: the metric suite with 95% bootstrap intervals."""
+    from pathvqa.scoring.metrics import score_file
+
+    protocols = {"strict": None, "llava-med": "llava_med", "multimedeval": "multimedeval"}
+    if protocol not in protocols:
+        raise PathVQAError(f"--protocol {protocol!r}: use strict, llava-med or multimedeval")
+    result = score_file(predictions)
+    shown = result if protocol == "strict" else result[protocols[protocol]]
+    if as_json:
+        typer.echo(json.dumps(shown))
+        return
+    for key, value in shown.items():
+        if not key.endswith("_ci") and not isinstance(value, dict):
+            ci = shown.get(f"{key}_ci")
+            number = value if value is None or key.startswith("n") else f"{value:.4f}"
+            typer.echo(f"{key:>24}  {number}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Evaluated run, eval folder or predictions.jsonl (A).")],
+    run_b: Annotated[
+        Path, typer.Argument(help="The same for B: compared with A on the questions both answered.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """B against A on the same questions: paired differences with 95% intervals, McNemar's exact test."""
+    from pathvqa.scoring.metrics import compare as compare_runs
+    from pathvqa.scoring.metrics import describe_difference, find_predictions, read_predictions
+
+    result = compare_runs(*(read_predictions(find_predictions(p)) for p in (run_a, run_b)))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"A = {run_a}\nB = {run_b}\n{result['n']} questions in common")
+    if any(result["left_out"].values()):
+        out = result["left_out"]
+        typer.echo(f"  left out: {out['a']} rows of A and {out['b']} rows of B that the other did not answer")
+    for key, entry in result["metrics"].items():
+        p = result["mcnemar_closed"]["p"] if key == "closed_accuracy" else None
+        typer.echo("  " + describe_difference(key, entry, p))
+
+
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key: --set train.lr=1e-4 (repeatable).")
+]
+
+
+def _setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "datasets", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints/, logs/, config.yaml.")],
+    overrides: SetOpt = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the last complete checkpoint in --out.")
+    ] = False,
+) -> None:
+    """Fine-tune a model (one training loop for every family; stages run in order)."""
+    out_folder(out)
+    from pathvqa.config import load_config
+
+    cfg = load_config(config, overrides)  # every config error, before torch or a model loads
+    from pathvqa.training.trackers import check_installed
+
+    check_installed(cfg.train.report_to)
+    from pathvqa.models.base import require_cuda_for_4bit
+
+    for stage in cfg.stages or [None]:
+        require_cuda_for_4bit((cfg.stage_config(stage) if stage else cfg).model)
+    from pathvqa.data.prepare import check_splits
+
+    check_splits(cfg.data)
+    from pathvqa.training.stages import fit
+
+    _setup_logging()
+    try:
+        result = fit(cfg, out, resume=resume)
+    except Interrupted as err:  # typer turns Ctrl-C into a silent exit 130: say where it stopped
+        typer.echo(str(err), err=True)
+        raise typer.Exit(130) from None
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        typer.echo(json.dumps(result))
+
+
+@app.command("eval")
+def eval_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and metrics.json.")],
+    config: Annotated[
+        Path | None, typer.Option(help="Experiment YAML: evaluate the model as built (zero-shot).")
+    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Run folder or checkpoints/step-N folder.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset source (default: the config's).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split (default: the config's test split).")] = None,
+    blind: Annotated[
+        bool, typer.Option(help="Replace every image with a grey one (language-prior check).")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate a seeded sample of N questions.")] = None,
+    overrides: SetOpt = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="question-prior: the majority training answer per question (no model).")
+    ] = None,
+    dedupe: Annotated[
+        bool, typer.Option(help="Drop repeated (image, question, answer) rows of the split.")
+    ] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Generate answers for a split and score them (every readable row counts, as in published numbers;
+    rows that cannot be read are listed with their reasons)."""
+    out_folder(out)
+    if checkpoint is not None:  # argument mistakes are said before torch loads (seconds)
+        require_checkpoint_folder(checkpoint)
+    elif config is not None:
+        from pathvqa.config import load_config
+
+        load_config(config, overrides)
+    from pathvqa.evaluation.evaluate import run, run_baseline
+
+    if baseline is not None:
+        if config or checkpoint or not dataset:
+            raise PathVQAError("--baseline takes --dataset (and --split), not --config or --checkpoint")
+        typer.echo(
+            json.dumps(
+                run_baseline(
+                    out=out,
+                    dataset=dataset,
+                    split=split or "test",
+                    dedupe=dedupe,
+                    name=baseline,
+                    overwrite=overwrite,
+                )
+            )
+        )
+        return
+
+    _setup_logging()
+    result = run(
+        out=out,
+        dataset=dataset,
+        split=split,
+        config=str(config) if config else None,
+        checkpoint_dir=str(checkpoint) if checkpoint else None,
+        blind=blind,
+        limit=limit,
+        overrides=overrides,
+        dedupe=dedupe,
+        overwrite=overwrite,
+    )
+    if result:
+        typer.echo(json.dumps(result))
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option(help="Run folder or checkpoints/step-N folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder (save_pretrained layout + README.md model card).")],
+    merge: Annotated[bool, typer.Option(help="Merge LoRA adapters into the base weights.")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Export a checkpoint for plain transformers / peft (into a new or empty folder)."""
+    out_folder(out)
+    require_checkpoint_folder(checkpoint)
+    from pathvqa.apps.export import check_export_folder
+    from pathvqa.apps.export import export as run_export
+
+    check_export_folder(out, overwrite)  # before torch loads
+    typer.echo(f"exported to {run_export(checkpoint, out, merge, overwrite)}")
+
+
+@app.command("report")
+def report_cmd(
+    runs: Annotated[
+        list[str], typer.Argument(help="Evaluated run folders, optionally labelled: 'LABEL=FOLDER'.")
+    ],
+    out: Annotated[Path, typer.Option(help="Report folder.")],
+    title: Annotated[str, typer.Option(help="Report title.")] = "pathvqa results",
+) -> None:
+    """Tables (md/csv/json), gallery, curves and one self-contained HTML page from run folders."""
+    out_folder(out)
+    from pathvqa.analysis.report import build
+
+    files = build(runs, out, title=title)
+    typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+@app.command()
+def sweep(
+    target: Annotated[
+        Path, typer.Argument(help="Sweep spec YAML (configs/sweeps/), or a sweep folder with --status.")
+    ],
+    out: Annotated[Path | None, typer.Option(help="Sweep folder: trial-NNN run folders, sweep.db.")] = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Finished trials the study should hold (default: the spec's).")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage URL shared by workers (default sqlite:///OUT/sweep.db)."),
+    ] = None,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show the trials and the best; run nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --status: one JSON object.")] = False,
+) -> None:
+    """Search hyper-parameters with Optuna; every machine runs the same command to add a worker."""
+    from pathvqa.sweeps import study as sweeps
+
+    if status:
+        result = sweeps.status(target, out, storage)
+        typer.echo(json.dumps(result, indent=1) if as_json else sweeps.status_table(result))
+        return
+    if out is None:
+        raise PathVQAError("sweep: give --out DIR (the sweep folder; every worker names the same one)")
+    out_folder(out)
+    _setup_logging()
+    result = sweeps.run_sweep(target, out, trials=trials, storage=storage)
+    typer.echo(sweeps.status_table(sweeps.status(out, storage=storage)))
+    typer.echo(json.dumps(result))
+
+
+@app.command()
+def plan(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).")],
+    overrides: SetOpt = None,
+    gpu_gb: Annotated[float, typer.Option(min=1, help="GPU memory to plan for, in GB.")] = 16.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parameters per part and estimated GPU memory per stage, from the hub config (no weights)."""
+    from pathvqa.config import load_config
+
+    cfg = load_config(config, overrides)
+    from pathvqa.analysis.plan import plan as make_plan
+    from pathvqa.analysis.plan import plan_table
+
+    result = make_plan(cfg, gpu_gb)
+    typer.echo(json.dumps(result, indent=1) if as_json else "\n".join(plan_table(result)))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Demo folder (data, runs, results).")] = Path("runs/demo"),
+    fresh: Annotated[bool, typer.Option(help="Start over instead of reusing finished stages.")] = False,
+    overrides: SetOpt = None,
+    with_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--with",
+            help="Also fine-tune and compare a shipped config (llava_tiny, …; repeatable); grpo: a "
+            "150-step vlm-tiny fine-tune and a GRPO stage from it.",
+        ),
+    ] = None,
+) -> None:
+    """The offline study end to end on the synthetic set: baselines, blip-tiny, vlm-tiny, report."""
+    out_folder(out)
+    from pathvqa.apps.demo import run_demo
+
+    _setup_logging()
+    run_demo(out, fresh=fresh, overrides=overrides, extra=with_config)
+
+
+def image_questions(argv: list[str]) -> list[tuple[Path, list[str]]]:
+    """``--image A --question q1 --question q2 --image B --question q3`` → [(A, [q1, q2]), (B, [q3])]:
+    each ``--question`` belongs to the ``--image`` before it; one before any ``--image`` is refused."""
+    pairs: list[tuple[Path, list[str]]] = []
+    loose: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name not in ("--image", "--question"):
+            continue
+        value = value if eq else next(args, "")
+        if name == "--image":
+            pairs.append((Path(value), []))
+        elif pairs:
+            pairs[-1][1].append(value)
+        else:
+            loose.append(value)
+    if loose:
+        raise PathVQAError("give each --question after the --image it is about (--image A --question q)")
+    return pairs
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Option(help="Run folder, checkpoint folder or merged export.")],
+    image: Annotated[list[Path], typer.Option(help="An image file (repeatable; its questions follow it).")],
+    question: Annotated[list[str], typer.Option(help="A question about the image before it (repeatable).")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer.")] = False,
+) -> None:
+    """Answer questions about images with a trained model (questions about one image: one batch)."""
+    pairs = image_questions(sys.argv[1:]) if image and question else []
+    if not pairs or any(not qs for _, qs in pairs):
+        raise PathVQAError("give at least one --question for every --image")
+    if any(not q.strip() for _, qs in pairs for q in qs):
+        raise PathVQAError("the question is empty: ask something about the image")
+    for path, _ in pairs:
+        if not path.is_file():
+            raise PathVQAError(f"image not found: {path}" if not path.exists() else f"{path} is not a file")
+    require_checkpoint_folder(checkpoint)
+    from pathvqa.evaluation.answerer import Answerer
+
+    answerer = Answerer(checkpoint)
+    from pathvqa.config import RANDOM_WEIGHTS, random_weights
+
+    if random_weights(answerer.cfg):
+        typer.echo(f"note: {answerer.label} has {RANDOM_WEIGHTS}", err=True)
+    for path, questions in pairs:
+        for answer in answerer.answer(path.read_bytes(), questions):
+            if as_json:
+                typer.echo(json.dumps({"image": str(path), **asdict(answer)}))
+            else:
+                typer.echo(
+                    answer.answer
+                    if len(questions) == 1 and len(pairs) == 1
+                    else f"{answer.question} → {answer.answer}"
+                )
+
+
+@app.command()
+def serve(
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="[LABEL=]run, checkpoint or merged export (repeatable; default: the demo's models)."
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind (0.0.0.0 accepts other machines: then sign-in is required).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    demo_dir: Annotated[Path, typer.Option(help="Demo folder: default models and example images.")] = Path(
+        "runs/demo"
+    ),
+    auth_file: Annotated[
+        Path | None,
+        typer.Option(help="File of user:password lines for sign-in (or set PATHVQA_AUTH=user:password)."),
+    ] = None,
+    allow_open: Annotated[
+        bool,
+        typer.Option(help="Serve a non-loopback --host without sign-in (anyone who reaches it may ask)."),
+    ] = False,
+) -> None:
+    """A web app where every loaded model answers questions about an image, side by side."""
+    from pathvqa.apps.serve import serve as run_serve
+
+    _setup_logging()
+    app_ = run_serve(
+        checkpoint or [],
+        host=host,
+        port=port,
+        demo_dir=demo_dir,
+        block=False,
+        auth_file=auth_file,
+        allow_open=allow_open,
+    )
+    typer.echo(f"pathvqa serve: http://{host}:{port} (Ctrl-C stops)")
+    app_.block_thread()
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line on stderr and exit with status 2."""
+    try:
+        app()
+    except PathVQAError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,88 @@
+"""Export a checkpoint with ``save_pretrained`` so plain transformers / peft load it, plus a model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights, save_config
+from pathvqa.destinations import replace_folder
+from pathvqa.errors import PathVQAError
+from pathvqa.evaluation.answerer import EXPORT_CONFIG
+from pathvqa.runs import RunDir, metrics_file, step_config, step_state
+from pathvqa.training.checkpoint import resolve
+from pathvqa.training.restore import load_trained
+
+
+def model_card(cfg, folder: Path, merged: bool) -> str:
+    state = json.loads(step_state(folder).read_text()) if step_state(folder).is_file() else {}
+    metrics = {}
+    # the whole run's evaluation (a staged run's is beside its stages), or one beside the checkpoint
+    for candidate in (metrics_file(RunDir.of_checkpoint(folder).top().eval_dir()), metrics_file(folder)):
+        if candidate.is_file():
+            metrics = json.loads(candidate.read_text())
+            break
+    lines = [
+        "---",
+        "library_name: transformers",
+        *(["pipeline_tag: image-text-to-text"] if cfg.model.family == "hf" else []),
+        "tags: [pathology, vqa, pathvqa]",
+        "---",
+        "",
+        f"# {cfg.name}",
+        "",
+        f"Exported by pathvqa from `{folder}` (step {state.get('step', '?')}); "
+        f"{'LoRA merged into the base weights' if merged else 'weights as trained'}.",
+        "",
+        f"- family: `{cfg.model.family}`, model: `{cfg.model.name}`, tuning: `{cfg.model.tuning}`",
+        f"- dataset: `{cfg.data.dataset}`",
+    ]
+    if random_weights(cfg):
+        lines += ["", f"> **Warning: {RANDOM_WEIGHTS}.** Its answers mean nothing."]
+    if state.get("best_step") is not None:
+        lines.append(
+            f"- best validation {cfg.train.best_metric}: {state['best_value']:.4f} (step {state['best_step']})"
+        )
+    if metrics:
+        lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float)]
+    lines += [
+        "",
+        "## Config",
+        "",
+        "```yaml",
+        yaml.safe_dump(cfg.model_dump(), sort_keys=False).strip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _unquantized(checkpoint_dir: str | Path, merge: bool) -> list[str]:
+    """A QLoRA run merges into its base reloaded unquantized (bf16 on a GPU): the export is the plain
+    model that vLLM / TGI serve, with no ``quantization_config`` and no 4-bit rounding in its weights."""
+    cfg = load_config(step_config(resolve(checkpoint_dir)))
+    return (
+        ["model.quantization=none"] if merge and getattr(cfg.model, "quantization", "none") == "4bit" else []
+    )
+
+
+def check_export_folder(out: Path, overwrite: bool) -> None:
+    """An export goes into an empty (or new) folder: files of another export are never mixed with its own."""
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise PathVQAError(f"--out {out} is not empty: give a new folder, or --overwrite to replace it")
+
+
+def export(checkpoint_dir: str | Path, out: str | Path, merge: bool = False, overwrite: bool = False) -> Path:
+    """The checkpoint as a ``save_pretrained`` folder with a model card, written whole into ``out``."""
+    out = Path(out)
+    check_export_folder(out, overwrite)
+    cfg, family, bundle, folder = load_trained(checkpoint_dir, _unquantized(checkpoint_dir, merge))
+    with replace_folder(out) as work:  # the folder appears complete, replacing an old one only then
+        family.export(bundle, cfg, str(work), merge)
+        if merge or not hasattr(bundle.model, "peft_config"):  # a whole model: predict / serve can load it
+            save_config(cfg, work / EXPORT_CONFIG)
+        (work / "README.md").write_text(model_card(cfg, folder, merge))
+    return out

@@ -1,0 +1,198 @@
+"""Evaluation: batched generation over a split (``generation.predict``) → predictions.jsonl +
+metrics.json. Under ``accelerate launch`` each process takes a share of the batches and the main
+process writes them: every question appears exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights
+from pathvqa.data.prepare import load_data_split, load_split, mark_seen, spec_of, split_answers
+from pathvqa.destinations import write_text_atomic
+from pathvqa.errors import PathVQAError
+from pathvqa.models.generation import predict
+from pathvqa.models.registry import build
+from pathvqa.runs import METRICS, PREDICTIONS, step_config
+from pathvqa.scoring.baseline import QuestionPrior
+from pathvqa.scoring.metrics import score_all
+from pathvqa.training.checkpoint import resolve
+from pathvqa.training.restore import load_trained
+from pathvqa.training.runtime import cpu_processes, mixed_precision
+from pathvqa.training.trackers import log_test_metrics
+
+log = logging.getLogger(__name__)
+
+
+SAME_EVALUATION = ("source", "dataset", "split", "blind", "limit", "deduplicated")
+"""What makes two evaluations the same (``metrics.json`` keys): another one in ``--out`` is not replaced."""
+
+
+def write_predictions(rows: list[dict], path: Path) -> None:
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _where(source: str | Path, out: Path) -> str:
+    """``source`` as ``metrics.json`` records it: relative to the eval folder when it is a path (a copied
+    run's evaluation names the copy's checkpoint), as given otherwise (a config, a baseline)."""
+    path = Path(source)
+    return os.path.relpath(path.resolve(), out.resolve()) if path.exists() else str(source)
+
+
+def check_eval_folder(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    """Refuse (before any work) an ``--out`` that holds another evaluation, unless ``overwrite``."""
+    if overwrite or not ((out / METRICS).is_file() or (out / PREDICTIONS).is_file()):
+        return
+    try:
+        before = json.loads((out / METRICS).read_text())
+    except (OSError, ValueError):
+        before = {}
+    before = before if isinstance(before, dict) else {}
+
+    def same(key: str) -> bool:
+        old, new = before.get(key), identity.get(key)
+        if key == "source" and isinstance(old, str) and isinstance(new, str):
+            return (out / old).resolve() == (out / new).resolve()
+        return old == new
+
+    differ = [key for key in SAME_EVALUATION if key in before and not same(key)]  # older files: fewer keys
+    if differ:
+        shown = ", ".join(f"{k} {before.get(k)!r} → {identity.get(k)!r}" for k in differ)
+        raise PathVQAError(
+            f"--out {out} holds another evaluation ({shown}): give another --out, or --overwrite to replace it"
+        )
+
+
+def eval_identity(
+    out: Path, source: str | Path, dataset: str, split: str, blind: bool, limit: int | None, dedupe: bool
+) -> dict[str, Any]:
+    return {
+        "source": _where(source, out), "dataset": dataset, "split": split, "blind": blind, "limit": limit,
+        "deduplicated": dedupe,
+    }  # fmt: skip
+
+
+def run(
+    *,
+    out: str | Path,
+    dataset: str | None = None,
+    split: str | None = None,
+    config: str | None = None,
+    checkpoint_dir: str | None = None,
+    blind: bool = False,
+    limit: int | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    dedupe: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a config (zero-shot) or a checkpoint on a split; write predictions.jsonl and metrics.json.
+
+    Every readable row of the split counts, as in published numbers (``dedupe``: drop repeated rows); rows
+    that cannot be read are reported with their reasons. ``out`` holding another evaluation is refused
+    unless ``overwrite``."""
+    if (config is None) == (checkpoint_dir is None):
+        raise PathVQAError("pass exactly one of --config (zero-shot) or --checkpoint")
+    out, overrides = Path(out), list(overrides or [])
+    if dataset:
+        overrides.append(f"data.dataset={dataset}")
+    source = resolve(checkpoint_dir) if checkpoint_dir is not None else Path(config)
+    cfg = load_config(step_config(source) if checkpoint_dir is not None else config, overrides)
+    split = split or cfg.data.test_split
+    identity = eval_identity(out, source, cfg.data.dataset, split, blind, limit, dedupe)
+    check_eval_folder(out, identity, overwrite)  # before the model is built
+    accelerator = Accelerator(cpu=cpu_processes(), mixed_precision=mixed_precision(cfg))
+    if checkpoint_dir is not None:  # the process state first: a 4-bit model is placed on this rank's GPU
+        cfg, family, bundle, source = load_trained(checkpoint_dir, overrides)
+    else:
+        family, bundle = build(cfg)
+    if not getattr(bundle.model, "hf_device_map", None):  # quantized models are already placed
+        bundle.model.to(accelerator.device)
+    if random_weights(cfg):
+        log.warning("%s: %s", cfg.name, RANDOM_WEIGHTS)
+    data = load_data_split(cfg.data, split, limit, progress and accelerator.is_main_process, dedupe=dedupe)
+    rows = predict(family, bundle, data.samples, cfg, accelerator=accelerator, blind=blind, progress=progress)
+    result: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        _report_skipped(data.skipped, len(rows), split)
+        mark_seen(rows, split_answers(spec_of(cfg.data), cfg.data.train_split))
+        write_predictions(rows, out / PREDICTIONS)
+        result = score_all(rows)
+        skipped = sum(data.skipped.values())
+        result.update(
+            {
+                "model": cfg.name,
+                **identity,
+                **({"random_weights": True} if random_weights(cfg) else {}),
+                "dataset_spec": spec_of(cfg.data).to_json(),  # how the rows were read (report's gallery)
+                "rows": f"{len(rows)} of {len(rows) + skipped} rows",
+                "skipped_rows": skipped,
+                "skipped_reasons": dict(data.skipped),
+                "duplicate_rows": data.duplicates,
+                "processes": accelerator.num_processes,
+            }
+        )
+        write_text_atomic(out / METRICS, json.dumps(result, indent=2))
+        if checkpoint_dir is not None:  # ``source``: the checkpoint folder it resolved to
+            _to_trackers(source, result, split, blind)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _report_skipped(skipped: dict[str, int], kept: int, split: str) -> None:
+    """Rows that could not be read are left out of the score: said, with their reasons, not only counted."""
+    if not skipped:
+        return
+    total = kept + sum(skipped.values())
+    reasons = "; ".join(f"{n} {reason}" for reason, n in skipped.items())
+    log.warning("%s: scored %d of %d rows; %d skipped (%s)", split, kept, total, total - kept, reasons)
+
+
+def _to_trackers(checkpoint: Path, metrics: dict[str, Any], split: str, blind: bool) -> None:
+    """The scores, also in the tracker runs the training opened (a tracker's failure loses nothing)."""
+    try:
+        used = log_test_metrics(checkpoint, metrics, split, blind)
+    except Exception as err:  # metrics.json is written: a tracker that cannot take them only warns
+        log.warning("could not add the scores to the trackers: %s: %s", err.__class__.__name__, err)
+        return
+    if used:
+        log.info("scores added to the training's tracker runs: %s", ", ".join(used))
+
+
+BASELINES = ("question-prior",)
+
+
+def run_baseline(
+    *,
+    out: str | Path,
+    dataset: str,
+    split: str = "test",
+    dedupe: bool = False,
+    name: str = "question-prior",
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """The question-only prior (majority training answer per question, images never seen) on ``split``:
+    predictions.jsonl and metrics.json, as for a model."""
+    if name not in BASELINES:
+        raise PathVQAError(f"unknown baseline {name!r} (have {', '.join(BASELINES)})")
+    out = Path(out)
+    identity = eval_identity(out, name, dataset, split, False, None, dedupe)
+    check_eval_folder(out, identity, overwrite)
+    train = load_split(dataset, "train", progress=False).samples  # deduplicated, as training is
+    test = load_split(dataset, split, progress=False, dedupe=dedupe)
+    rows = mark_seen(QuestionPrior(train).predictions(test.samples), split_answers(dataset, "train"))
+    write_predictions(rows, out / PREDICTIONS)
+    metrics = {
+        **score_all(rows),
+        "model": "question-only prior",
+        **identity,
+        "duplicate_rows": test.duplicates,
+    }
+    write_text_atomic(out / METRICS, json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,1 @@
+"""Hyper-parameter sweeps on Optuna: the sweep spec and the study its workers share."""

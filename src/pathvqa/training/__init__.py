@@ -1,0 +1,1 @@
+"""Training: processes and precision, atomic checkpoints, trackers, the recipe (supervised and GRPO), and stages."""

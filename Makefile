@@ -6,13 +6,15 @@ STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup test test-fast lint format demo bench clean gpu-check gpu-wheels
+.PHONY: setup setup-test test test-fast lint format docs docs-serve demo bench clean gpu-check gpu-wheels
 
+# What `make demo` needs, without root: the venv, the pinned packages, WordNet (Debian's when installed or
+# installable as root, else nltk's downloader, else one line saying what to install).
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh scripts/install_chromium.sh \
-		scripts/install_postgresql.sh
+$(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
@@ -20,9 +22,17 @@ $(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh scripts/in
 	# tasks' dependencies — spaCy, scikit-learn, BERTScore… — are not needed for that: none installed)
 	$(BIN)/pip install -q --no-deps multimedeval==1.0.0
 	bash scripts/install_wordnet.sh $(BIN)/python
+	touch $(STAMP)
+
+# What only some tests need: Debian's Chromium (the browser test) and PostgreSQL (the sweep test), installed
+# when root; without them those tests are skipped or fail naming what to install.
+TEST_STAMP := $(VENV)/.installed-test
+setup-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP) scripts/install_chromium.sh scripts/install_postgresql.sh
 	bash scripts/install_chromium.sh
 	bash scripts/install_postgresql.sh
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts
@@ -32,12 +42,22 @@ format: setup
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 	$(BIN)/ruff format src tests benchmarks scripts
 
-test: setup lint
+test: setup setup-test lint docs
 	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
 # The tests that take seconds, not minutes (no learning bars, multi-process runs, browsers): the edit loop.
-test-fast: setup lint
+test-fast: setup setup-test lint
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+
+# The documentation site (MkDocs Material), built with --strict: a broken link or a stale generated page
+# (config, command, reward and protocol references; tables from docs/results/) fails.
+docs: setup
+	$(BIN)/python scripts/docs.py --check
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
+
+docs-serve: setup
+	$(BIN)/python scripts/docs.py
+	$(BIN)/mkdocs serve
 
 demo: setup
 	$(BIN)/pathvqa demo $(DEMO_ARGS)
@@ -47,13 +67,13 @@ bench: setup
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache
 
 # GPU machine (not part of `make test`): its own torch, plus the wheels it lacks from .whl/.
 gpu-check:
 	bash scripts/gpu_check.sh
 
-# Wheels the GPU machine lacks (Python 3.12, x86-64), fetched here into the ignored .whl/ (about 60 MB).
+# Wheels the GPU machine lacks (Python 3.12, x86-64), fetched here into the ignored .whl/
 GPU_WHEELS := bitsandbytes==0.50.2 transformers==5.24.0 pydantic==2.14.4 pydantic_core==2.50.5 \
 	annotated-types==0.8.0 typing-inspection==0.4.5
 gpu-wheels:

@@ -8,7 +8,7 @@ batch size; and how data loading grows with the dataset. Prints a table, then on
    (model and data already built on both sides).
 2. Evaluation: ``generation.predict`` (what ``pathvqa eval`` runs: length-sorted batches) vs a loop that
    calls ``generate`` once per question, on the same checkpoint and 400 questions; answers must be
-   identical.
+   identical; `eval_answers_sha1` fingerprints the answers, so two versions of the code can be compared.
 3. Growth: loading and validating 1k / 8k / 32k rows of 256 px images, eager and lazy, each in a fresh
    process: seconds and peak RSS.
 4. Each image encoded once (``benchmarks/image_once.py``): evaluation per question vs per image, grouped
@@ -20,6 +20,7 @@ batch size; and how data loading grows with the dataset. Prints a table, then on
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -169,7 +170,8 @@ def evaluate_both(run: Path, data: Path, questions: int) -> dict:
             answers[sample.id] = tokenizer.decode(out[0], skip_special_tokens=True).strip()
     looped = time.perf_counter() - started
     same = sum(answers[r["id"]] == r["prediction"] for r in rows)
-    return {"batched_s": batched, "looped_s": looped, "identical": same, "n": len(rows)}
+    digest = hashlib.sha1(json.dumps(sorted((r["id"], r["prediction"]) for r in rows)).encode()).hexdigest()
+    return {"batched_s": batched, "looped_s": looped, "identical": same, "n": len(rows), "answers_sha1": digest}
 
 
 # ---- 3. growth -----------------------------------------------------------------------------------------
@@ -293,6 +295,7 @@ def main() -> None:
         "per_sample_generate_samples_per_s": round(evaluation["n"] / evaluation["looped_s"], 1),
         "eval_speedup_vs_per_sample_generate": round(evaluation["looped_s"] / evaluation["batched_s"], 2),
         "eval_identical_answers": f"{evaluation['identical']}/{evaluation['n']}",
+        "eval_answers_sha1": evaluation["answers_sha1"],
         "load_rows_per_s": round(rows[-2]["rows"] / rows[-2]["seconds"], 1) if rows else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "growth": rows,

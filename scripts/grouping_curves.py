@@ -2,7 +2,7 @@
 
 python scripts/learning_spread.py --seeds 0 --threads 1 --out runs/spread3
 python scripts/learning_spread.py --seeds 0 --threads 1 --out runs/spread-grouped --set data.group_by_image=true
-python scripts/grouping_curves.py   # → docs/grouping_curves.png
+python scripts/grouping_curves.py   # → docs/images/grouping_curves.png
 """
 
 import json
@@ -41,4 +41,4 @@ fig.suptitle(
     fontsize=9,
 )
 fig.tight_layout(rect=(0, 0.08, 1, 1))
-fig.savefig("docs/grouping_curves.png", dpi=110)
+fig.savefig("docs/images/grouping_curves.png", dpi=110)

@@ -9,6 +9,7 @@ does), each scored with images and blind, and compared with the prior on the sam
     python scripts/learning_spread.py --seeds 0 1 2 --threads 1 2 --out runs/spread
     python scripts/learning_spread.py --set data.group_by_image=false --out runs/spread-ungrouped
     python scripts/learning_spread.py --set blip_tiny:train.epochs=8 --out runs/spread-short
+    python scripts/learning_spread.py --recipes llava_tiny --seeds 5 6 --threads 2 --out runs/spread-llava
 
 ``--set RECIPE:KEY=VALUE`` overrides one recipe's config only; ``--set KEY=VALUE`` both.
 
@@ -25,7 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-RECIPES = ("blip_tiny", "vlm_tiny")
+RECIPES = ["blip_tiny", "vlm_tiny"]
+"""The recipes measured (``--recipes``: e.g. ``llava_tiny``)."""
 
 
 def pathvqa(*args: str, log: Path | None = None) -> subprocess.Popen:
@@ -116,22 +118,30 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/spread"))
+    parser.add_argument("--recipes", nargs="+", default=RECIPES, help="shipped configs to measure")
     parser.add_argument(
         "--set", dest="sets", action="append", default=[], help="config override (repeatable)"
     )
     args = parser.parse_args()
+    RECIPES[:] = args.recipes
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "spread.jsonl"
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     for seed in args.seeds:
         for threads in args.threads:
-            if any(r["seed"] == seed and r["threads"] == threads for r in done):
+            if any(r["seed"] == seed and r["threads"] == threads and r["recipe"] in RECIPES for r in done):
                 continue
             rows = measure(seed, threads, args.out, args.sets)
             with log.open("a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             done += rows
-    table([r for r in done if r["seed"] in args.seeds and r["threads"] in args.threads])
+    table(
+        [
+            r
+            for r in done
+            if r["seed"] in args.seeds and r["threads"] in args.threads and r["recipe"] in RECIPES
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""Screenshot of `pathvqa serve` on the models `make demo` trained, for the README (docs/serve.png).
+"""Screenshot of `pathvqa serve` on the models `make demo` trained, for the README (docs/images/serve.png).
 
 Starts the app, picks a demo test image in a headless system Chromium (Playwright), asks two
 questions and saves the page.
 
-    python scripts/serve_screenshot.py [--demo runs/demo] [--out docs/serve.png]
+    python scripts/serve_screenshot.py [--demo runs/demo] [--out docs/images/serve.png]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def ask(page, question: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--demo", default="runs/demo")
-    parser.add_argument("--out", default="docs/serve.png")
+    parser.add_argument("--out", default="docs/images/serve.png")
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

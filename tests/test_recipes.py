@@ -7,7 +7,7 @@ scratch side by side, one CPU thread each. Each test then scores its run on the 
 images and blind (grey images), against the question-only prior on the same questions.
 
 The bars sit well inside what the recipes reach: measured over seeds 0–2 with 1 thread (as here and in
-``make demo``) and this test's configuration with 2 threads, ``scripts/learning_spread.py``; the README
+``make demo``) and this test's configuration with 2 threads, ``scripts/learning_spread.py``; docs/study/learning-bars.md
 has the table.
 Each bar is the lowest value measured minus three times the standard deviation across those runs.
 """
@@ -28,7 +28,7 @@ from pathvqa.training.runtime import all_cores
 
 RECIPES = ["blip_tiny", "vlm_tiny"]
 # (closed accuracy − prior, open exact match − prior, blind closed accuracy − prior): lower, lower, upper.
-# Measured on the set with the mitoses fix, 1 thread (README): data seeds 0–2 (train seed = data seed)
+# Measured with 1 thread (docs/study/learning-bars.md): data seeds 0–2 (train seed = data seed)
 # and this test's own run (data seed 0, train seed 42, = make demo). Closed − prior blip +0.033..+0.075
 # (sd 0.018), vlm +0.028..+0.055 (sd 0.013); open EM − prior blip +0.205..+0.255 (sd 0.024), vlm
 # +0.261..+0.321 (sd 0.026); blind − prior −0.161..+0.013. With 2 threads (this test's seeds): +0.036 / +0.040

@@ -1,6 +1,6 @@
 """Faults and bad input lose nothing: kill and resume, broken checkpoints, NaN loss, fuzzed rows,
-untrusted files. Each test records what it tried and what happened; ``docs/reliability.md`` is that
-record (regenerate it with ``PATHVQA_RELIABILITY_DOC=docs/reliability.md pytest tests/test_reliability.py``).
+untrusted files. Each test records what it tried and what happened; ``docs/faults.md`` is that
+record (regenerate it with ``PATHVQA_RELIABILITY_DOC=docs/faults.md pytest tests/test_reliability.py``).
 """
 
 import logging
@@ -28,7 +28,7 @@ from pathvqa.training.stages import TrainingDiverged, fit
 from tests.conftest import QUICK, noise_image, png_bytes, run_cli, write_jsonl
 
 RECORD: list[tuple[str, str, str]] = []  # (fault, what was done, what happened)
-DOC = Path(__file__).parent.parent / "docs" / "reliability.md"
+DOC = Path(__file__).parent.parent / "docs" / "faults.md"
 
 
 def record(fault: str, action: str, outcome: str) -> None:

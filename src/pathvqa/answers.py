@@ -70,6 +70,7 @@ def row_type(row: dict[str, Any]) -> str:
 
 
 def exact_match(prediction: str, answer: str) -> float:
+    """1 when the normalized prediction equals the normalized answer, else 0."""
     return float(normalize(prediction) == normalize(answer))
 
 

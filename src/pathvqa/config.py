@@ -29,7 +29,7 @@ from pathvqa.errors import ConfigError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 MAX_PIXELS = 40_000_000
@@ -40,15 +40,19 @@ class DataConfig(_Section):
     dataset: str = "runs/data/synthetic"
     """Hub id, a folder (hub layout, ``{split}.parquet``, ``save_to_disk``), or a JSONL + images folder."""
     train_split: str = "train"
+    """The split trained on."""
     eval_split: str | None = "validation"
     """Scored during training (``null``: no validation; checkpoints are still saved)."""
     test_split: str = "test"
+    """The split ``pathvqa eval`` scores by default."""
     train_samples: int | None = Field(default=None, gt=0)
     """Seeded subsample of the training split (the earlier experiments used 8,000)."""
     eval_samples: int | None = Field(default=200, gt=0)
     """Validation questions scored during training (``null``: all)."""
     seed: int = 0
+    """Seed of the training subsample (``train_samples``) and of a carved validation split."""
     max_pixels: int = Field(default=MAX_PIXELS, gt=0)
+    """Images larger than this many pixels are skipped as bad rows (decompression bombs)."""
     cache_images: bool = True
     """Keep resized images in memory after the first epoch (small sets, tiny models)."""
     group_by_image: bool = False
@@ -84,8 +88,11 @@ class DataConfig(_Section):
 
 class LoraSettings(_Section):
     r: int = Field(default=16, gt=0)
+    """LoRA rank."""
     alpha: int = Field(default=32, gt=0)
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
     dropout: float = Field(default=0.05, ge=0, lt=1)
+    """Dropout on the LoRA path."""
     target_modules: list[str] | str = Field(default_factory=lambda: ["qkv", "query", "value"])
     """Module-name suffixes, or one regex matched against the full module name."""
     modules_to_save: list[str] = Field(default_factory=list)
@@ -98,8 +105,11 @@ class _ModelBase(_Section):
 
     name: str
     tuning: Literal["frozen", "lora", "full"] = "lora"
+    """``lora`` (adapters on the base), ``full`` (every weight trains) or ``frozen`` (only the parts named trainable train)."""
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    """LoRA settings (``model.lora.*``), used when ``tuning: lora``."""
     trust_remote_code: bool = False
+    """Allow a hub model's own Python code to run (only for ids you trust)."""
     image_size: int | None = Field(default=None, gt=0)
     """Override the processor's input size (tiny models)."""
     hidden_size: int = Field(default=64, gt=0)
@@ -130,7 +140,9 @@ class BlipModelConfig(_ModelBase):
     """``model.family: blip``: ``Salesforce/blip-vqa-base`` (or a folder), or the named size ``blip-tiny``."""
 
     family: Literal["blip"] = "blip"
+    """``blip``: BLIP for VQA (``BlipForQuestionAnswering``)."""
     name: str = "blip-tiny"
+    """A hub id or folder of a BLIP VQA checkpoint, or ``blip-tiny`` (random weights, offline)."""
 
 
 class _QuantizedModel(_ModelBase):
@@ -161,6 +173,7 @@ class VlmModelConfig(_QuantizedModel):
     """``model.family: vlm``: image encoder → projector → causal LM (the LLaVA recipe)."""
 
     family: Literal["vlm"] = "vlm"
+    """``vlm``: an image encoder → projector → causal language model (the LLaVA recipe)."""
     name: str = "vlm"
     """A label; the parts are ``vision`` and ``language``."""
     vision: str | None = None
@@ -174,6 +187,7 @@ class VlmModelConfig(_QuantizedModel):
     use_cls: bool = False
     """Keep the CLS token in front of the patch tokens."""
     train_projector: bool = True
+    """Train the projector (always, for a fresh projector)."""
 
     @model_validator(mode="after")
     def _needs_both_parts(self):
@@ -191,6 +205,7 @@ class HfModelConfig(_QuantizedModel):
     (BLIP-2, LLaVA-1.5, Qwen2.5-VL, PaliGemma, SmolVLM…), or a tiny offline size of one."""
 
     family: Literal["hf"] = "hf"
+    """``hf``: a Hugging Face image-text-to-text model (BLIP-2, LLaVA-1.5, Qwen2.5-VL, PaliGemma 2, SmolVLM)."""
     name: str = "tiny-llava"
     """Hub id or folder, or ``tiny-blip2`` / ``tiny-llava`` / ``tiny-qwen25vl`` / ``tiny-paligemma`` /
     ``tiny-smolvlm``."""
@@ -229,8 +244,11 @@ class AugmentConfig(_Section):
     """Label-preserving augmentations for pathology tiles (training only, never at eval)."""
 
     hflip: bool = True
+    """Random horizontal flips."""
     vflip: bool = True
+    """Random vertical flips."""
     rot90: bool = True
+    """Random rotations by multiples of 90°."""
     stain_jitter: float = Field(default=0.05, ge=0, le=0.5)
     """Per-channel scale/shift in optical-density space (mild H&E stain variation)."""
 
@@ -241,16 +259,21 @@ class GrpoConfig(_Section):
     num_generations: int = Field(default=8, ge=2)
     """Answers sampled per question (G): each question's group is scored against itself."""
     temperature: float = Field(default=1.0, gt=0)
+    """Sampling temperature of the group's answers (log-probabilities are taken at it, as TRL does)."""
     top_p: float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling of the group's answers."""
     max_new_tokens: int | None = Field(default=None, gt=0)
     """Longest sampled answer (``null``: ``eval.max_new_tokens``); dr_grpo divides by it."""
     beta: float = Field(default=0.0, ge=0)
     """KL coefficient to the starting policy (0: no reference model is computed)."""
     epsilon: float = Field(default=0.2, gt=0, lt=1)
+    """Lower clipping bound of the probability ratio (TRL's ``epsilon``)."""
     epsilon_high: float | None = Field(default=None, gt=0)
     """Upper clip (DAPO's clip-higher); ``null``: ``epsilon``."""
     loss_type: Literal["grpo", "dr_grpo", "dapo"] = "dapo"
+    """How token losses are averaged (TRL's ``loss_type``): per answer (``grpo``), per batch token budget (``dr_grpo``) or per token (``dapo``)."""
     scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Advantages divided by the reward std of the group, of the batch, or not at all (TRL's ``scale_rewards``)."""
     num_iterations: int = Field(default=1, ge=1)
     """Optimizer updates per sampled batch (μ); above 1 the ratio to the sampling policy is clipped."""
     rewards: dict[str, float] = Field(
@@ -273,35 +296,46 @@ class TrainConfig(_Section):
     method: Literal["sft", "grpo"] = "sft"
     """``sft``: next-token loss on the reference answers; ``grpo``: sampled answers, rewarded (``grpo``)."""
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    """GRPO settings (``train.grpo.*``), used when ``method: grpo``."""
     init_from: str | None = None
     """Start from this run folder (its best checkpoint) or checkpoint: an SFT run before a GRPO stage.
     With ``stages``, the first stage starts there."""
     epochs: float = Field(default=3, gt=0)
+    """Passes over the training split (fractions allowed); ``max_steps`` wins when set."""
     max_steps: int | None = Field(default=None, gt=0)
     """Optimizer steps; overrides ``epochs`` when set."""
     batch_size: int = Field(default=16, gt=0)
     """Global micro-batch (split across processes); with ``method: grpo`` questions, each sampled G times."""
     grad_accum: int = Field(default=1, gt=0)
+    """Micro-batches per optimizer step (the effective batch is ``batch_size × grad_accum × processes``)."""
     lr: float = Field(default=1e-4, gt=0)
+    """Peak learning rate (AdamW)."""
     weight_decay: float = Field(default=0.01, ge=0)
+    """AdamW weight decay."""
     fused_adamw: bool | None = None
     """AdamW's fused kernel (one per step instead of one per tensor, HF Trainer's default); ``null``: on
     CUDA only. Faster on CPU too, but it rounds differently from the per-tensor kernel the tiny
     recipes' learning bars were measured with."""
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    """Share of the steps spent warming the learning rate up from 0."""
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate schedule after warm-up."""
     max_grad_norm: float | None = Field(default=1.0, gt=0)
+    """Gradients are clipped to this norm (``null``: no clipping)."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """``auto``: bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU."""
     seed: int = 42
+    """Seed of initialisation, data order, augmentation and sampling."""
     eval_every: int | None = Field(default=None, gt=0)
     """Validate every N optimizer steps (``null``: at the end of each epoch)."""
     save_every: int | None = Field(default=None, gt=0)
     """Checkpoint every N optimizer steps (``null``: when validating)."""
     keep_last: int = Field(default=2, gt=0)
+    """Step checkpoints kept besides the best."""
     best_metric: str = "exact_match"
     """The validation metric that picks the best checkpoint (higher is better)."""
     log_every: int = Field(default=10, gt=0)
+    """Steps between training-log rows."""
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "trackio"]] = Field(
         default_factory=lambda: ["tensorboard"]
     )
@@ -313,7 +347,9 @@ class TrainConfig(_Section):
     mlflow_uri: str | None = None
     """MLflow's tracking store (``null``: ``MLFLOW_TRACKING_URI``, else ``sqlite:///<run>/mlflow.db``)."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    """Image augmentation while training (``train.augment.*``)."""
     num_workers: int = Field(default=0, ge=0)
+    """Data-loader worker processes (0: batches are built in the training process)."""
     threads: int | None = Field(default=None, gt=0)
     """CPU threads for torch (``null``: torch's default)."""
 
@@ -327,39 +363,56 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     batch_size: int = Field(default=32, gt=0)
+    """Questions per generation batch."""
     image_once: bool = True
     """Batches hold whole images' questions and each distinct image goes through the vision tower once
     (families that cannot share image features encode it per question, as with ``false``)."""
     max_new_tokens: int = Field(default=12, gt=0)
+    """Longest answer generated, in tokens."""
     min_new_tokens: int = Field(default=0, ge=0)
     """Generate at least this many tokens (a random-weight model would otherwise stop at once)."""
     num_beams: int = Field(default=1, gt=0)
+    """Beam search width (1: greedy)."""
     do_sample: bool = False
     """Sample answers instead of greedy/beam search (GRPO sets it for its groups)."""
     temperature: float = Field(default=1.0, gt=0)
+    """Sampling temperature (with ``do_sample``)."""
     top_p: float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling (with ``do_sample``)."""
 
 
 class StageConfig(_Section):
     """One training stage: a name plus overrides of ``task``, ``model``, ``train`` and ``eval`` keys."""
 
     name: str
+    """The stage's name: its folder inside the run (``RUN/<name>/``) and its key for ``--set stages.<name>.…``."""
     task: Literal["vqa", "caption"] | None = None
+    """This stage's task (default: the config's)."""
     method: Literal["sft", "grpo"] | None = None
     """Shorthand for ``train.method`` in this stage."""
     model: dict[str, Any] = Field(default_factory=dict)
+    """``model.*`` keys that differ in this stage."""
     train: dict[str, Any] = Field(default_factory=dict)
+    """``train.*`` keys that differ in this stage."""
     eval: dict[str, Any] = Field(default_factory=dict)
+    """``eval.*`` keys that differ in this stage."""
 
 
 class ExperimentConfig(_Section):
     name: str = "experiment"
+    """The experiment's name: the run's label in logs, trackers and reports."""
     task: Literal["vqa", "caption"] = "vqa"
+    """``vqa`` (question → answer) or ``caption`` (image → description; a VLM's alignment stage)."""
     data: DataConfig = Field(default_factory=DataConfig)
+    """Which dataset and splits, and how rows are read (``data.*``)."""
     model: ModelConfig = Field(default_factory=BlipModelConfig)
+    """The model family and its parts (``model.*``; the keys depend on ``model.family``)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
+    """The training loop (``train.*``)."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Generation when scoring (``eval.*``)."""
     stages: list[StageConfig] = Field(default_factory=list)
+    """Named stages run in order, each a run folder of its own (LLaVA's align → instruct); each overrides ``task``, ``method``, ``model``, ``train`` and ``eval`` keys."""
 
     @field_validator("name")
     @classmethod

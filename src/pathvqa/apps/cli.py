@@ -161,13 +161,11 @@ def score(
     as_json: JsonOpt = False,
 ) -> None:
     """Score a predictions file: the metric suite with 95% bootstrap intervals."""
-    from pathvqa.scoring.metrics import score_file
+    from pathvqa.scoring.metrics import PROTOCOLS, protocol_scores, score_file
 
-    protocols = {"strict": None, "llava-med": "llava_med", "multimedeval": "multimedeval"}
-    if protocol not in protocols:
-        raise PathVQAError(f"--protocol {protocol!r}: use strict, llava-med or multimedeval")
-    result = score_file(predictions)
-    shown = result if protocol == "strict" else result[protocols[protocol]]
+    if protocol not in PROTOCOLS:
+        protocol_scores({}, protocol)  # the one-line error naming the protocols
+    shown = protocol_scores(score_file(predictions), protocol)
     if as_json:
         typer.echo(json.dumps(shown))
         return

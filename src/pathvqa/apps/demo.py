@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from tqdm.auto import tqdm
 
 from pathvqa.analysis import report
@@ -42,7 +41,7 @@ GRPO = ("vlm-tiny 150 SFT steps + GRPO", "vlm_tiny_grpo")
 SHORT_SFT = ("vlm-tiny, 150 SFT steps", "vlm_tiny_short")
 """``--with grpo``: a short vlm-tiny fine-tune (150 instruction steps instead of 10 epochs: yes/no answers
 well below what the model reaches) and a GRPO stage started from it, compared with it. From the full
-fine-tune GRPO adds nothing measurable (README, Reinforcement learning)."""
+fine-tune GRPO adds nothing measurable (docs/study/grpo.md)."""
 SHORT_SETS = ["stages.instruct.train.max_steps=150", "stages.instruct.train.eval_every=150"]
 CONFIG_OF = {SHORT_SFT[1]: "vlm_tiny"}
 """Run folders trained from another folder's shipped config."""
@@ -121,7 +120,7 @@ def _drop_if_started_elsewhere(run_dir: Path, start: Path) -> None:
     """A GRPO run left by an earlier demo that started it from another checkpoint (the full fine-tune,
     before the short one) is not this demo's: it is trained again."""
     saved = RunDir(run_dir).config
-    if saved.is_file() and yaml.safe_load(saved.read_text())["train"].get("init_from") != str(start):
+    if saved.is_file() and load_config(saved).train.init_from != str(start):
         _stage(f"{run_dir} started from another checkpoint: training it again")
         shutil.rmtree(run_dir)
 

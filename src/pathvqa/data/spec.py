@@ -60,7 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "image_root": "imgs",
     },
 }
-"""Known sets: where they are and how their rows read (sizes and protocols: the README's table)."""
+"""Known sets: where they are and how their rows read (sizes and protocols: docs/datasets.md)."""
 
 
 def preset(name: str, source: str | None = None, **settings: Any) -> DatasetSpec:

@@ -99,6 +99,7 @@ def normalize_word(text: str) -> str:
 
 
 def closed_hit(prediction: str, answer: str) -> float:
+    """LLaVA-Med's closed rule: the normalized answer is a substring of the normalized prediction."""
     return float(normalize_word(answer) in normalize_word(prediction))
 
 

@@ -1,6 +1,6 @@
 """The PathVQA metric suite: predictions.jsonl → one JSON object.
 
-Definitions (also in the README, with the same names):
+Definitions (also in docs/evaluation.md, with the same names):
 
 - ``normalize(s)``: lowercase → delete ASCII punctuation → drop the words a/an/the → collapse
   whitespace (the SQuAD normalisation).
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def open_recall(prediction: str, answer: str) -> float:
 
 
 def token_f1(prediction: str, answer: str) -> float:
+    """SQuAD token F1 between the normalized prediction and answer."""
     pred, truth = normalize(prediction).split(), normalize(answer).split()
     if not pred or not truth:
         return float(pred == truth)
@@ -175,6 +177,46 @@ def _split_summary(split: dict[str, np.ndarray], with_intervals: bool) -> dict[s
     if with_intervals:
         out.update({f"{k}_ci": ci for k, ci in stats.intervals(split).items()})
     return out
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A scoring protocol: its name on the command line, where ``metrics.json`` keeps it, what it
+    reports, and whose rules it follows (each module's docstring has them in full)."""
+
+    name: str
+    key: str | None
+    """Its section in ``metrics.json`` (None: the top level)."""
+    keys: tuple[str, ...]
+    rules: str
+
+
+PROTOCOLS = {
+    "strict": Protocol(
+        "strict", None, METRIC_KEYS,
+        "pathvqa's own (``pathvqa.scoring.metrics``): SQuAD normalisation, exact match, METEOR with WordNet, "
+        "BLEU-1, token F1; closed accuracy by the first word",
+    ),
+    "llava-med": Protocol(
+        "llava-med", "llava_med", LLAVA_MED_KEYS,
+        "LLaVA-Med's evaluation code (``pathvqa.scoring.llava_med``): VQA-v2 normalisation, closed rows by "
+        "substring, open recall over answer words: the numbers in most PathVQA papers",
+    ),
+    "multimedeval": Protocol(
+        "multimedeval", "multimedeval", multimedeval.KEYS,
+        "MultiMedEval's VQA scoring (``pathvqa.scoring.multimedeval``): word sets, closed rows by recall "
+        "≥ 0.4, open rows accurate at recall ≥ 0.75",
+    ),
+}  # fmt: skip
+"""The scoring protocols every evaluation writes to ``metrics.json`` (``pathvqa score --protocol NAME``)."""
+
+
+def protocol_scores(result: dict[str, Any], name: str) -> dict[str, Any]:
+    """The part of a :func:`score_all` result that protocol ``name`` reports."""
+    if name not in PROTOCOLS:
+        raise PathVQAError(f"--protocol {name!r}: use {', '.join(PROTOCOLS)}")
+    key = PROTOCOLS[name].key
+    return result if key is None else result[key]
 
 
 def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bool = False) -> dict[str, Any]:

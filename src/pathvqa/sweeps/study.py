@@ -48,7 +48,7 @@ def open_study(spec: Spec, storage_url: str, create: bool = True):
     import sqlalchemy.exc
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # heartbeats and retries are marked experimental (since 2.8/2.9): said once in the README, not per call
+    # heartbeats and retries are marked experimental (since 2.8/2.9): said once in the docs, not per call
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         storage = _storage(spec, storage_url)

@@ -36,12 +36,17 @@ def _per_row(score: Callable[[str, str], float], kind: str) -> Reward:
     return reward
 
 
+def _llava_med_recall(prediction: str, answer: str) -> float:
+    """LLaVA-Med's open recall: the share of the answer's words found in the prediction."""
+    return llava_med.open_scores(prediction, answer)["recall"]
+
+
 SCORES: dict[str, Callable[[str, str], float]] = {
     "exact_match": answers.exact_match,
     "correct": answers.closed_correct,
     "token_f1": metrics.token_f1,
     "llava_med_closed": llava_med.closed_hit,
-    "llava_med_recall": lambda c, a: llava_med.open_scores(c, a)["recall"],
+    "llava_med_recall": _llava_med_recall,
 }
 """The per-row scores that ``answers.REWARDS`` names."""
 BUILT_IN: dict[str, Reward] = {

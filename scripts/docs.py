@@ -278,9 +278,16 @@ def bench_table(result: dict) -> str:
         f"| evaluation questions/s (vs one `generate` per question) | {b['eval_samples_per_s']} | "
         f"{b['per_sample_generate_samples_per_s']} | {b['eval_speedup_vs_per_sample_generate']}× |",
     ]
-    return (
-        "\n".join(lines) + f"\n\nIdentical answers: {b['eval_identical_answers']}.\n\n" + _provenance(result)
-    )
+    growth = {(g["rows"], g["mode"]): g for g in b.get("growth") or []}
+    largest = max((rows for rows, _ in growth), default=None)
+    if largest and (largest, "lazy") in growth and (largest, "eager") in growth:
+        eager, lazy = growth[(largest, "eager")], growth[(largest, "lazy")]
+        lines.append(
+            f"| peak memory loading and validating {largest:,} rows (MB): lazy vs eager | "
+            f"{lazy['peak_anon_mb']:.0f} | {eager['peak_anon_mb']:.0f} | |"
+        )
+    same = f"Identical answers: {b['eval_identical_answers']} (fingerprint `{b.get('eval_answers_sha1', '–')[:12]}`)."
+    return "\n".join(lines) + f"\n\n{same}\n\n" + _provenance(result)
 
 
 BLOCKS = {

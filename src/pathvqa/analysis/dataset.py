@@ -194,6 +194,35 @@ def _test_figures(
     }
 
 
+def stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
+    """``pathvqa data-stats``'s text: a split's rows, answers, skipped rows, leakage and the prior."""
+    lines = [
+        f"{dataset} [{split}]: {stats['rows_kept']}/{stats['rows_total']} rows kept "
+        f"({stats['closed']} closed, yes share {stats['yes_share_of_closed']}; {stats['open']} open; "
+        f"{stats['duplicates']} duplicate rows)",
+        f"  answers: {stats['unique_answers']} unique, {stats['answers_seen_once']} seen once, "
+        f"top 10 cover {stats['top10_answer_coverage']}",
+    ]
+    lines += [f"  skipped {count:>6}  {reason}" for reason, count in stats["skipped_reasons"].items()]
+    lines.append("  top answers: " + ", ".join(f"{a} ({n})" for a, n in stats["top_answers"]))
+    across = stats["across_splits"]
+    for pair, leak in across["leakage"].items():
+        lines.append(
+            f"  {pair}: {leak['shared_images']} shared images ({leak['rows_with_a_seen_image']} rows), "
+            f"{leak['shared_question_answer_pairs']} shared question-answer pairs "
+            f"({leak['rows_with_a_seen_question_answer_pair']} rows), {leak['rows_seen_exactly']} rows seen exactly"
+        )
+    if "question_prior" in across:
+        prior, unseen = across["question_prior"], across["unseen_test_answers"]
+        lines.append(
+            f"  question-only prior on test: EM {prior['exact_match']:.3f}, closed {prior['closed_accuracy']:.3f}, "
+            f"open EM {prior['open_exact_match']:.3f} (LLaVA-Med closed {prior['llava_med']['closed_accuracy']:.3f}, "
+            f"open recall {prior['llava_med']['open_recall']:.3f}); {unseen['unseen']} of {unseen['open_rows']} "
+            "open test answers never occur in train"
+        )
+    return lines
+
+
 def shape_table(figures: dict[str, Any], reference: str | None = None) -> list[str]:
     """Aligned lines: figure, this dataset's value (and the reference dataset's)."""
     ref = REFERENCES.get(reference or "", {})

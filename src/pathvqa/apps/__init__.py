@@ -1,1 +1,1 @@
-"""What a user runs: the command line, the Gradio app, export, and the offline demo study."""
+"""What a user runs: the command line, the Python API, the Gradio app, export, and the offline demo study."""

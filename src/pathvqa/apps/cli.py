@@ -102,7 +102,7 @@ def data_stats(
     """A split's statistics (rows kept/skipped by reason, duplicates, yes/no share, answer vocabulary), across
     the dataset's splits leakage, unseen test answers and the question-only prior, and the dataset's shape
     figures (long tail, unseen answers, question wording, prior) beside the official PathVQA's."""
-    from pathvqa.analysis.dataset import REFERENCES, dataset_stats, shape_table
+    from pathvqa.analysis.dataset import REFERENCES, dataset_stats, shape_table, stats_lines
 
     if reference not in (*REFERENCES, "none"):
         raise PathVQAError(f"--reference {reference!r}: use {', '.join(REFERENCES)} or none")
@@ -112,40 +112,12 @@ def data_stats(
             stats["reference"] = {"name": reference, "shape": REFERENCES[reference]}
         typer.echo(json.dumps(stats))
         return
-    for line in _stats_lines(dataset, split, stats):
+    for line in stats_lines(dataset, split, stats):
         typer.echo(line)
     if "shape" in stats:
         typer.echo("shape (train; test for the test figures):")
         for line in shape_table(stats["shape"], None if reference == "none" else reference):
             typer.echo(line)
-
-
-def _stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
-    lines = [
-        f"{dataset} [{split}]: {stats['rows_kept']}/{stats['rows_total']} rows kept "
-        f"({stats['closed']} closed, yes share {stats['yes_share_of_closed']}; {stats['open']} open; "
-        f"{stats['duplicates']} duplicate rows)",
-        f"  answers: {stats['unique_answers']} unique, {stats['answers_seen_once']} seen once, "
-        f"top 10 cover {stats['top10_answer_coverage']}",
-    ]
-    lines += [f"  skipped {count:>6}  {reason}" for reason, count in stats["skipped_reasons"].items()]
-    lines.append("  top answers: " + ", ".join(f"{a} ({n})" for a, n in stats["top_answers"]))
-    across = stats["across_splits"]
-    for pair, leak in across["leakage"].items():
-        lines.append(
-            f"  {pair}: {leak['shared_images']} shared images ({leak['rows_with_a_seen_image']} rows), "
-            f"{leak['shared_question_answer_pairs']} shared question-answer pairs "
-            f"({leak['rows_with_a_seen_question_answer_pair']} rows), {leak['rows_seen_exactly']} rows seen exactly"
-        )
-    if "question_prior" in across:
-        prior, unseen = across["question_prior"], across["unseen_test_answers"]
-        lines.append(
-            f"  question-only prior on test: EM {prior['exact_match']:.3f}, closed {prior['closed_accuracy']:.3f}, "
-            f"open EM {prior['open_exact_match']:.3f} (LLaVA-Med closed {prior['llava_med']['closed_accuracy']:.3f}, "
-            f"open recall {prior['llava_med']['open_recall']:.3f}); {unseen['unseen']} of {unseen['open_rows']} "
-            "open test answers never occur in train"
-        )
-    return lines
 
 
 @app.command()
@@ -161,7 +133,7 @@ def score(
     as_json: JsonOpt = False,
 ) -> None:
     """Score a predictions file: the metric suite with 95% bootstrap intervals."""
-    from pathvqa.scoring.metrics import PROTOCOLS, protocol_scores, score_file
+    from pathvqa.scoring.metrics import PROTOCOLS, protocol_scores, score_file, score_lines
 
     if protocol not in PROTOCOLS:
         protocol_scores({}, protocol)  # the one-line error naming the protocols
@@ -169,11 +141,8 @@ def score(
     if as_json:
         typer.echo(json.dumps(shown))
         return
-    for key, value in shown.items():
-        if not key.endswith("_ci") and not isinstance(value, dict):
-            ci = shown.get(f"{key}_ci")
-            number = value if value is None or key.startswith("n") else f"{value:.4f}"
-            typer.echo(f"{key:>24}  {number}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+    for line in score_lines(shown):
+        typer.echo(line)
 
 
 @app.command()

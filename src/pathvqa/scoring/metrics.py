@@ -219,6 +219,17 @@ def protocol_scores(result: dict[str, Any], name: str) -> dict[str, Any]:
     return result if key is None else result[key]
 
 
+def score_lines(scores: dict[str, Any]) -> list[str]:
+    """``pathvqa score``'s text: one aligned line per score, with its 95% interval."""
+    lines = []
+    for key, value in scores.items():
+        if not key.endswith("_ci") and not isinstance(value, dict):
+            ci = scores.get(f"{key}_ci")
+            number = value if value is None or key.startswith("n") else f"{value:.4f}"
+            lines.append(f"{key:>24}  {number}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+    return lines
+
+
 def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bool = False) -> dict[str, Any]:
     """The strict metric suite over rows with ``answer`` and ``prediction`` (what validation during
     training logs); with ``intervals`` each metric's ``<metric>_ci`` bootstrap interval, with

@@ -4,10 +4,11 @@
 # apt-get); else nltk's downloader where the network allows; else one line saying what to install.
 set -euo pipefail
 python=${1:-.venv/bin/python}
+system=${PATHVQA_SYSTEM_WORDNET:-/usr/share/wordnet}   # where Debian puts WordNet
 if "$python" -c "import nltk; nltk.data.find('corpora/wordnet')" 2>/dev/null; then
   exit 0
 fi
-if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sense ]; then
+if [ ! -f "$system/data.noun" ] || [ ! -f "$system/index.sense" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "installing Debian's wordnet-base and wordnet-sense-index"
     apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null 2>&1 \
@@ -15,12 +16,12 @@ if [ ! -f /usr/share/wordnet/data.noun ] || [ ! -f /usr/share/wordnet/index.sens
       || true
   fi
 fi
-if [ -f /usr/share/wordnet/data.noun ] && [ -f /usr/share/wordnet/index.sense ]; then
+if [ -f "$system/data.noun" ] && [ -f "$system/index.sense" ]; then
   "$python" -m pathvqa.scoring.wordnet
   exit 0
 fi
 data_dir=$("$python" -c "import sys, os; print(os.path.join(sys.prefix, 'nltk_data'))")
-echo "no system WordNet and no root: trying nltk's downloader into $data_dir"
+echo "no system WordNet: trying nltk's downloader into $data_dir"
 if "$python" -c "import nltk, sys; sys.exit(0 if nltk.download('wordnet', download_dir='$data_dir', quiet=True) else 1)" \
    && "$python" -c "import nltk; nltk.data.find('corpora/wordnet')" 2>/dev/null; then
   exit 0

@@ -99,6 +99,18 @@ def test_slake_reads_english_rows_with_its_own_answer_types(tmp_path):
     assert all(s.type_given for s in data.samples)
 
 
+def test_the_question_prior_is_scored_by_the_datasets_own_answer_types(tmp_path):
+    """The prior's rows carry the dataset's answer type, as a model's do: a CLOSED answer that is not yes/no
+    counts as closed for the prior too (one prediction-row contract: ``Sample.prediction_row``)."""
+    from pathvqa.scoring.baseline import QuestionPrior, prior_scores
+
+    data = load_split(f"slake:{slake(tmp_path / 'Slake1.0')}", "train", progress=False)
+    rows = QuestionPrior(data.samples).predictions(data.samples)
+    assert {r["answer_type"] for r in rows} == {"closed", "open"}
+    closed = sum(s.type == "closed" for s in data.samples)
+    assert prior_scores(data.samples, data.samples)["n_closed"] == closed
+
+
 def test_a_csv_with_its_own_image_column(tmp_path):
     folder = csv_set(tmp_path / "csv")
     spec = DatasetSpec(str(folder), columns={"image": "image_name"})

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from pathvqa.errors import PathVQAError
 
-SYSTEM_WORDNET = Path("/usr/share/wordnet")
+SYSTEM_WORDNET = Path(os.environ.get("PATHVQA_SYSTEM_WORDNET", "/usr/share/wordnet"))
+"""Debian's WordNet (``wordnet-base``, ``wordnet-sense-index``); ``PATHVQA_SYSTEM_WORDNET`` names another copy."""
 DATABASE_FILES = [
     *(f"{kind}.{pos}" for kind in ("data", "index") for pos in ("noun", "verb", "adj", "adv")),
     *(f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")),

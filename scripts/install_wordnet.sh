@@ -22,7 +22,7 @@ if [ -f "$system/data.noun" ] && [ -f "$system/index.sense" ]; then
 fi
 data_dir=$("$python" -c "import sys, os; print(os.path.join(sys.prefix, 'nltk_data'))")
 echo "no system WordNet: trying nltk's downloader into $data_dir"
-if "$python" -c "import nltk, sys; sys.exit(0 if nltk.download('wordnet', download_dir='$data_dir', quiet=True) else 1)" \
+if "$python" -c "import nltk, sys; sys.exit(0 if nltk.download('wordnet', download_dir='$data_dir', quiet=True) else 1)" >/dev/null 2>&1 \
    && "$python" -c "import nltk; nltk.data.find('corpora/wordnet')" 2>/dev/null; then
   exit 0
 fi

@@ -171,7 +171,13 @@ def evaluate_both(run: Path, data: Path, questions: int) -> dict:
     looped = time.perf_counter() - started
     same = sum(answers[r["id"]] == r["prediction"] for r in rows)
     digest = hashlib.sha1(json.dumps(sorted((r["id"], r["prediction"]) for r in rows)).encode()).hexdigest()
-    return {"batched_s": batched, "looped_s": looped, "identical": same, "n": len(rows), "answers_sha1": digest}
+    return {
+        "batched_s": batched,
+        "looped_s": looped,
+        "identical": same,
+        "n": len(rows),
+        "answers_sha1": digest,
+    }
 
 
 # ---- 3. growth -----------------------------------------------------------------------------------------

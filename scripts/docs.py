@@ -13,6 +13,7 @@
     python scripts/docs.py --check    # exit 1, naming the files, when any differs (make docs, make test)
     python scripts/docs.py --record-demo runs/demo                                  # after make demo
     python scripts/docs.py --record-bench bench.log --command "make bench BENCH_ARGS=…"  # after make bench
+    python scripts/docs.py --record-shape runs/demo/data --command "pathvqa data-stats --dataset runs/demo/data"
 """
 
 from __future__ import annotations
@@ -268,6 +269,14 @@ def demo_vs_prior(result: dict) -> str:
     return "\n".join(lines) + "\n\n" + _provenance(result)
 
 
+def shape_table(result: dict) -> str:
+    lines = ["| shape figure | official PathVQA | this set |", "|---|---:|---:|"]
+    for key, label in result["labels"].items():
+        ours, theirs = result["shape"].get(key), result["reference"].get(key)
+        lines.append(f"| {label} | {_number(theirs) if theirs is not None else '–'} | {_number(ours)} |")
+    return "\n".join(lines) + "\n\n" + _provenance(result)
+
+
 def bench_table(result: dict) -> str:
     b = result["bench"]
     lines = [
@@ -295,6 +304,7 @@ BLOCKS = {
     "demo-seen": ("demo.json", demo_seen),
     "demo-vs-prior": ("demo.json", demo_vs_prior),
     "bench": ("bench.json", bench_table),
+    "shape": ("shape.json", shape_table),
 }
 
 
@@ -351,6 +361,20 @@ def record_demo(folder: Path, command: str) -> None:
     (RESULTS / "demo.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
+def record_shape(folder: Path, command: str) -> None:
+    """``docs/results/shape.json``: a dataset's shape figures beside the official PathVQA's."""
+    from pathvqa.analysis.dataset import LABELS, PATHVQA, dataset_stats
+
+    shape = dataset_stats(str(folder))["shape"]
+    result = {
+        "produced_by": _produced_by(command, "shape.json"),
+        "shape": shape,
+        "reference": PATHVQA,
+        "labels": LABELS,
+    }
+    (RESULTS / "shape.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 def record_bench(log: Path, command: str) -> None:
     """``docs/results/bench.json`` from the output of ``benchmarks/bench.py`` (its last line is JSON)."""
     line = [x for x in log.read_text().splitlines() if x.startswith("{")][-1]
@@ -363,13 +387,16 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything differs")
     parser.add_argument("--record-demo", type=Path, help="record a finished demo folder in docs/results/")
     parser.add_argument("--record-bench", type=Path, help="record bench.py's output in docs/results/")
+    parser.add_argument("--record-shape", type=Path, help="record a dataset's shape figures in docs/results/")
     parser.add_argument("--command", default="make demo", help="the command that produced what is recorded")
     args = parser.parse_args()
     if args.record_demo:
         record_demo(args.record_demo, args.command)
     if args.record_bench:
         record_bench(args.record_bench, args.command)
-    if args.record_demo or args.record_bench:
+    if args.record_shape:
+        record_shape(args.record_shape, args.command)
+    if args.record_demo or args.record_bench or args.record_shape:
         return  # recorded; `python scripts/docs.py` then fills the tables from it
     stale = []
     for path, text in expected().items():

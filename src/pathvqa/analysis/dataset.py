@@ -21,7 +21,8 @@ from typing import Any
 from pathvqa.config import MAX_PIXELS
 from pathvqa.data.prepare import Sample, SplitData, load_split
 from pathvqa.errors import DataError
-from pathvqa.scoring.baseline import prior_scores
+from pathvqa.scoring.baseline import QuestionPrior, prior_scores
+from pathvqa.scoring.metrics import score
 
 SPLITS = ("train", "validation", "test")
 
@@ -177,7 +178,8 @@ def shape_figures(
         "prior_open_exact_match": None,
     }
     if test:
-        out.update(_test_figures(train, test, set(questions), prior or prior_scores(train, test)))
+        prior = prior or score(QuestionPrior(train).predictions(test))  # the two figures need no intervals
+        out.update(_test_figures(train, test, set(questions), prior))
     return out
 
 

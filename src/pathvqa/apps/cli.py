@@ -133,15 +133,14 @@ def score(
     as_json: JsonOpt = False,
 ) -> None:
     """Score a predictions file: the metric suite with 95% bootstrap intervals."""
-    from pathvqa.scoring.metrics import PROTOCOLS, protocol_scores, score_file, score_lines
+    from pathvqa.scoring import metrics
 
-    if protocol not in PROTOCOLS:
-        protocol_scores({}, protocol)  # the one-line error naming the protocols
-    shown = protocol_scores(score_file(predictions), protocol)
+    metrics.protocol(protocol)  # an unknown protocol stops before any scoring
+    shown = metrics.protocol_scores(metrics.score_file(predictions), protocol)
     if as_json:
         typer.echo(json.dumps(shown))
         return
-    for line in score_lines(shown):
+    for line in metrics.score_lines(shown):
         typer.echo(line)
 
 

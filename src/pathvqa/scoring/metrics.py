@@ -211,11 +211,16 @@ PROTOCOLS = {
 """The scoring protocols every evaluation writes to ``metrics.json`` (``pathvqa score --protocol NAME``)."""
 
 
-def protocol_scores(result: dict[str, Any], name: str) -> dict[str, Any]:
-    """The part of a :func:`score_all` result that protocol ``name`` reports."""
+def protocol(name: str) -> Protocol:
+    """The protocol called ``name``; an unknown name is a one-line error naming the protocols."""
     if name not in PROTOCOLS:
         raise PathVQAError(f"--protocol {name!r}: use {', '.join(PROTOCOLS)}")
-    key = PROTOCOLS[name].key
+    return PROTOCOLS[name]
+
+
+def protocol_scores(result: dict[str, Any], name: str) -> dict[str, Any]:
+    """The part of a :func:`score_all` result that protocol ``name`` reports."""
+    key = protocol(name).key
     return result if key is None else result[key]
 
 

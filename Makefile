@@ -15,6 +15,7 @@ export NO_MKDOCS_2_WARNING := 1
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock scripts/install_wordnet.sh
+	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"pathvqa needs Python 3.11+; $(PYTHON) is {v.major}.{v.minor}: run make setup PYTHON=python3.11 (or newer)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .

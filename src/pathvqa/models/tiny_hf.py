@@ -6,7 +6,7 @@ byte-level BPE tokenizer trained here in a fraction of a second. Nothing is down
 name               model class                                   image tokens per image
 =================  ============================================  =====================================
 ``tiny-blip2``     ``Blip2ForConditionalGeneration`` (OPT)       ``num_query_tokens`` = 8
-``tiny-llava``     ``LlavaForConditionalGeneration`` (Llama)     (size / 8)² patches, CLS dropped
+``tiny-llava``     ``LlavaForConditionalGeneration`` (Llama)     8 × 8 = 64 patches of size / 8, CLS dropped
 ``tiny-qwen25vl``  ``Qwen2_5_VLForConditionalGeneration``        (size / 8 / 2)² merged patches
 ``tiny-paligemma`` ``PaliGemmaForConditionalGeneration`` (Gemma) (size / 8)²
 ``tiny-smolvlm``   ``SmolVLMForConditionalGeneration`` (Llama)   (size / 8)² / 2², no image splitting
@@ -78,12 +78,12 @@ def _copy(tok: hf.PreTrainedTokenizerFast) -> hf.PreTrainedTokenizerFast:
     )  # fmt: skip
 
 
-def _text(tok, hidden: int, layers: int, **extra) -> dict:
+def _text(tok, hidden: int, layers: int, mlp: int = 2, **extra) -> dict:
     heads = max(2, hidden // 32)
     return dict(
         vocab_size=len(tok),
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
+        intermediate_size=hidden * mlp,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=max(1, heads // 2),
@@ -95,16 +95,29 @@ def _text(tok, hidden: int, layers: int, **extra) -> dict:
     )
 
 
-def _vision(hidden: int, layers: int, size: int, **extra) -> dict:
+def _vision(hidden: int, layers: int, size: int, mlp: int = 2, patch: int = PATCH, **extra) -> dict:
     return dict(
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
+        intermediate_size=hidden * mlp,
         num_hidden_layers=layers,
         num_attention_heads=max(2, hidden // 32),
         image_size=size,
-        patch_size=PATCH,
+        patch_size=patch,
         **extra,
     )
+
+
+def vit_init(tower: torch.nn.Module) -> None:
+    """Re-initialise a random ViT the way timm does (linear layers truncated-normal 0.02 with zero biases,
+    the patch embedding PyTorch's default). Hugging Face's CLIP initialisation is scaled for wide towers:
+    at width 64 its random attention starts by averaging the patches together, and a tiny tower trained
+    from there on this set hardly learns the image (docs/study/demo.md, LLaVA at tiny size)."""
+    for module in tower.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.trunc_normal_(module.weight, std=0.02)
+            torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, torch.nn.Conv2d):
+            module.reset_parameters()
 
 
 def blip2(hidden: int, layers: int, size: int):
@@ -132,20 +145,26 @@ def llava(hidden: int, layers: int, size: int):
     image_processor = hf.CLIPImageProcessor(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
+    patch = max(1, size // 8)  # 64 image tokens at any size: a larger image gives each patch more pixels
     processor = hf.LlavaProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=PATCH,
+        image_processor=image_processor, tokenizer=tok, patch_size=patch,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
     )  # fmt: skip
-    # LLaVA reads the penultimate vision layer by default; a tower this small needs all of its layers
-    vision = _vision(hidden, layers + 1, size, model_type="clip_vision_model")
+    # LLaVA reads the penultimate vision layer by default; a tower this small needs all of its layers.
+    # MLPs 4× the width (as vlm-tiny's) and GELU, as a timm ViT has
+    vision = _vision(
+        hidden, layers + 1, size, mlp=4, patch=patch, model_type="clip_vision_model", hidden_act="gelu"
+    )
     config = hf.LlavaConfig(
         vision_config=vision,
-        text_config=_text(tok, hidden, layers, model_type="llama"),
+        text_config=_text(tok, hidden, layers, mlp=4, model_type="llama"),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
-        image_seq_length=(size // PATCH) ** 2,
+        image_seq_length=(size // patch) ** 2,
         vision_feature_layer=-1,
     )
-    return processor, hf.LlavaForConditionalGeneration(config)
+    model = hf.LlavaForConditionalGeneration(config)
+    vit_init(model.model.vision_tower)
+    return processor, model
 
 
 def qwen25vl(hidden: int, layers: int, size: int):

@@ -14,6 +14,7 @@
     python scripts/docs.py --record-demo runs/demo                                  # after make demo
     python scripts/docs.py --record-bench bench.log --command "make bench BENCH_ARGS=…"  # after make bench
     python scripts/docs.py --record-shape runs/demo/data --command "pathvqa data-stats --dataset runs/demo/data"
+    python scripts/docs.py --record-spread runs/spread-llava/spread.jsonl --command "python scripts/learning_spread.py …"
 """
 
 from __future__ import annotations
@@ -299,12 +300,31 @@ def bench_table(result: dict) -> str:
     return "\n".join(lines) + f"\n\n{same}\n\n" + _provenance(result)
 
 
+def spread_table(result: dict) -> str:
+    """One row per trained model of ``scripts/learning_spread.py``: each against the prior, and blind."""
+    lines = [
+        "| recipe | data seed | threads | closed acc. | prior | closed − prior [95%] | open EM | prior "
+        "| open EM − prior [95%] | blind closed | closed − blind |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['recipe'].replace('_', '-')} | {r['seed']} | {r['threads']} | {r['closed_accuracy']:.3f} "
+            f"| {r['prior_closed_accuracy']:.3f} | {_signed(r['closed_minus_prior'])} "
+            f"| {r['open_exact_match']:.3f} | {r['prior_open_exact_match']:.3f} "
+            f"| {_signed(r['open_em_minus_prior'])} | {r['blind_closed_accuracy']:.3f} "
+            f"| {r['closed_accuracy'] - r['blind_closed_accuracy']:+.3f} |"
+        )
+    return "\n".join(lines) + "\n\n" + _provenance(result)
+
+
 BLOCKS = {
     "demo-results": ("demo.json", demo_results),
     "demo-seen": ("demo.json", demo_seen),
     "demo-vs-prior": ("demo.json", demo_vs_prior),
     "bench": ("bench.json", bench_table),
     "shape": ("shape.json", shape_table),
+    "llava-spread": ("llava_spread.json", spread_table),
 }
 
 
@@ -382,12 +402,24 @@ def record_bench(log: Path, command: str) -> None:
     (RESULTS / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
+def record_spread(logs: list[Path], command: str, file: str) -> None:
+    """``docs/results/FILE`` from ``scripts/learning_spread.py``'s ``spread.jsonl`` files (rows by seed)."""
+    rows = [json.loads(line) for log in logs for line in log.read_text().splitlines() if line.strip()]
+    rows.sort(key=lambda r: (r["recipe"], r["seed"], r["threads"]))
+    result = {"produced_by": _produced_by(command, file), "rows": rows}
+    (RESULTS / file).write_text(json.dumps(result, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything differs")
     parser.add_argument("--record-demo", type=Path, help="record a finished demo folder in docs/results/")
     parser.add_argument("--record-bench", type=Path, help="record bench.py's output in docs/results/")
     parser.add_argument("--record-shape", type=Path, help="record a dataset's shape figures in docs/results/")
+    parser.add_argument(
+        "--record-spread", type=Path, nargs="+", help="record learning_spread.py's spread.jsonl file(s)"
+    )
+    parser.add_argument("--as", dest="file", default="llava_spread.json", help="--record-spread: result file")
     parser.add_argument("--command", default="make demo", help="the command that produced what is recorded")
     args = parser.parse_args()
     if args.record_demo:
@@ -396,7 +428,9 @@ def main() -> None:
         record_bench(args.record_bench, args.command)
     if args.record_shape:
         record_shape(args.record_shape, args.command)
-    if args.record_demo or args.record_bench or args.record_shape:
+    if args.record_spread:
+        record_spread(args.record_spread, args.command, args.file)
+    if args.record_demo or args.record_bench or args.record_shape or args.record_spread:
         return  # recorded; `python scripts/docs.py` then fills the tables from it
     stale = []
     for path, text in expected().items():

@@ -14,6 +14,7 @@ from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import load_split
 from pathvqa.errors import ModelLoadError
 from pathvqa.evaluation.evaluate import predict, run
+from pathvqa.models import tiny_hf
 from pathvqa.models.hf import render_prompt
 from pathvqa.models.registry import build
 from pathvqa.training.restore import load_trained
@@ -186,3 +187,16 @@ def test_train_connector_trains_what_joins_vision_to_language_only(synth_dir):
         _, bundle = build(hf_cfg(synth_dir, arch, *sets))
         trainable = [n for n, p in bundle.model.named_parameters() if p.requires_grad]
         assert trainable and all(n.startswith(prefix) for n in trainable), (arch, trainable[:3])
+
+
+def test_tiny_llava_starts_from_a_timm_like_vision_tower():
+    """Hugging Face's CLIP initialisation, scaled for wide towers, keeps a width-64 tower from learning the
+    image on this set (docs/study/demo.md): the tiny LLaVA's tower starts as timm initialises a ViT, and at
+    96 px its patches are 12 px, so the language model still gets 64 image tokens."""
+    processor, model = tiny_hf.llava(64, 3, 96)
+    tower = model.model.vision_tower
+    linears = [m for m in tower.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.bias.abs().max() == 0 for m in linears)
+    assert max(abs(m.weight.std().item() - 0.02) for m in linears) < 0.004
+    assert tower.config.patch_size == processor.patch_size == 12
+    assert model.config.image_seq_length == 64

@@ -6,7 +6,7 @@ byte-level BPE tokenizer trained here in a fraction of a second. Nothing is down
 name               model class                                   image tokens per image
 =================  ============================================  =====================================
 ``tiny-blip2``     ``Blip2ForConditionalGeneration`` (OPT)       ``num_query_tokens`` = 8
-``tiny-llava``     ``LlavaForConditionalGeneration`` (Llama)     8 × 8 = 64 patches of size / 8, CLS dropped
+``tiny-llava``     ``LlavaForConditionalGeneration`` (Llama)     (size / patch)², patch max(8, size / 8)
 ``tiny-qwen25vl``  ``Qwen2_5_VLForConditionalGeneration``        (size / 8 / 2)² merged patches
 ``tiny-paligemma`` ``PaliGemmaForConditionalGeneration`` (Gemma) (size / 8)²
 ``tiny-smolvlm``   ``SmolVLMForConditionalGeneration`` (Llama)   (size / 8)² / 2², no image splitting
@@ -145,7 +145,9 @@ def llava(hidden: int, layers: int, size: int):
     image_processor = hf.CLIPImageProcessor(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
-    patch = max(1, size // 8)  # 64 image tokens at any size: a larger image gives each patch more pixels
+    patch = max(
+        PATCH, size // 8
+    )  # from 64 px up, 64 image tokens: a larger image gives each patch more pixels
     processor = hf.LlavaProcessor(
         image_processor=image_processor, tokenizer=tok, patch_size=patch,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,

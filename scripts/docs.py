@@ -14,6 +14,7 @@
     python scripts/docs.py --record-demo runs/demo                                  # after make demo
     python scripts/docs.py --record-bench bench.log --command "make bench BENCH_ARGS=…"  # after make bench
     python scripts/docs.py --record-shape runs/demo/data --command "pathvqa data-stats --dataset runs/demo/data"
+    python scripts/docs.py --record-demo runs/demo --as demo_llava.json --command "pathvqa demo --with llava_tiny"
     python scripts/docs.py --record-spread runs/spread-llava/spread.jsonl --command "python scripts/learning_spread.py …"
 """
 
@@ -270,6 +271,26 @@ def demo_vs_prior(result: dict) -> str:
     return "\n".join(lines) + "\n\n" + _provenance(result)
 
 
+def demo_extra(result: dict) -> str:
+    """The models a ``pathvqa demo --with …`` run adds to the default ones, each against the prior."""
+    from pathvqa.apps.demo import TRAINED
+
+    lines = [
+        "| model | closed accuracy | blind closed | open exact match | closed − prior | open EM − prior |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for r in result["results"]["main"]:
+        pair = result["vs_prior"].get(r["model"])
+        if pair is None or r["model"] in TRAINED:
+            continue
+        m = pair["metrics"]
+        lines.append(
+            f"| {r['model']} | {_number(r['closed_accuracy'])} | {_number(r['blind_closed_accuracy'])} "
+            f"| {_number(r['open_exact_match'])} | {_signed(m['closed_accuracy'])} | {_signed(m['open_exact_match'])} |"
+        )
+    return "\n".join(lines) + "\n\n" + _provenance(result)
+
+
 def shape_table(result: dict) -> str:
     lines = ["| shape figure | official PathVQA | this set |", "|---|---:|---:|"]
     for key, label in result["labels"].items():
@@ -325,6 +346,7 @@ BLOCKS = {
     "bench": ("bench.json", bench_table),
     "shape": ("shape.json", shape_table),
     "llava-spread": ("llava_spread.json", spread_table),
+    "llava-demo": ("demo_llava.json", demo_extra),
 }
 
 
@@ -361,8 +383,8 @@ def _produced_by(command: str, file: str) -> dict[str, str]:
     return {"command": command, "date": datetime.date.today().isoformat(), "machine": machine, "file": file}
 
 
-def record_demo(folder: Path, command: str) -> None:
-    """``docs/results/demo.json`` from a finished demo folder: the report's tables and each model against
+def record_demo(folder: Path, command: str, file: str = "demo.json") -> None:
+    """``docs/results/FILE`` from a finished demo folder: the report's tables and each model against
     the prior (``<model>/vs_prior.json``)."""
     from pathvqa.apps.demo import TRAINED
 
@@ -374,11 +396,11 @@ def record_demo(folder: Path, command: str) -> None:
         label = labels.get(path.parent.name, path.parent.name.replace("_", "-"))
         vs_prior[label] = {"metrics": {k: metrics[k] for k in ("closed_accuracy", "open_exact_match")}}
     result = {
-        "produced_by": _produced_by(command, "demo.json"),
+        "produced_by": _produced_by(command, file),
         "results": {"main": report["runs"], "seen": report["seen"]},
         "vs_prior": vs_prior,
     }
-    (RESULTS / "demo.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / file).write_text(json.dumps(result, indent=1) + "\n")
 
 
 def record_shape(folder: Path, command: str) -> None:
@@ -419,17 +441,19 @@ def main() -> None:
     parser.add_argument(
         "--record-spread", type=Path, nargs="+", help="record learning_spread.py's spread.jsonl file(s)"
     )
-    parser.add_argument("--as", dest="file", default="llava_spread.json", help="--record-spread: result file")
+    parser.add_argument(
+        "--as", dest="file", help="the result file to record in (default: demo.json, llava_spread.json)"
+    )
     parser.add_argument("--command", default="make demo", help="the command that produced what is recorded")
     args = parser.parse_args()
     if args.record_demo:
-        record_demo(args.record_demo, args.command)
+        record_demo(args.record_demo, args.command, args.file or "demo.json")
     if args.record_bench:
         record_bench(args.record_bench, args.command)
     if args.record_shape:
         record_shape(args.record_shape, args.command)
     if args.record_spread:
-        record_spread(args.record_spread, args.command, args.file)
+        record_spread(args.record_spread, args.command, args.file or "llava_spread.json")
     if args.record_demo or args.record_bench or args.record_shape or args.record_spread:
         return  # recorded; `python scripts/docs.py` then fills the tables from it
     stale = []

@@ -190,9 +190,9 @@ def test_train_connector_trains_what_joins_vision_to_language_only(synth_dir):
 
 
 def test_tiny_llava_starts_from_a_timm_like_vision_tower():
-    """Hugging Face's CLIP initialisation, scaled for wide towers, keeps a width-64 tower from learning the
-    image on this set (docs/study/demo.md): the tiny LLaVA's tower starts as timm initialises a ViT, and at
-    96 px its patches are 12 px, so the language model still gets 64 image tokens."""
+    """From Hugging Face's CLIP initialisation (scaled for the real widths) a width-64 tower hardly learns the
+    image on the embedded set (docs/study/demo.md): the tiny LLaVA's tower starts as timm initialises a ViT,
+    and at 96 px its patches are 12 px, so the language model still gets 64 image tokens."""
     processor, model = tiny_hf.llava(64, 3, 96)
     tower = model.model.vision_tower
     linears = [m for m in tower.modules() if isinstance(m, torch.nn.Linear)]

@@ -111,17 +111,40 @@ def config_reference() -> str:
         "`eval` keys for that stage only. Unknown keys and bad values are all reported at once.\n",
     ]
     for prefix, model in config_sections():
-        title = prefix.rstrip(".") or "top level"
-        lines.append(f"\n## `{title}`\n\n")
-        if model.__doc__ and model.__doc__.strip() and not model.__doc__.startswith("!!!"):
-            lines.append(" ".join(model.__doc__.split()) + "\n\n")
-        lines.append("| key | type | default | meaning |\n|---|---|---|---|\n")
-        base = prefix.split(" ")[0]
-        for name, field in model.model_fields.items():
+        lines.append(_model_table(prefix, model))
+    return "".join(lines)
+
+
+def _model_table(prefix: str, model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
+    """A section: the model's doc string, then one row per field (key, type, default, meaning)."""
+    title = prefix.rstrip(".") or "top level"
+    lines = [f"\n## `{title}`\n\n"]
+    if model.__doc__ and model.__doc__.strip() and not model.__doc__.startswith("!!!"):
+        lines.append(" ".join(model.__doc__.split()) + "\n\n")
+    lines.append("| key | type | default | meaning |\n|---|---|---|---|\n")
+    base = prefix.split(" ")[0]
+    for name, field in model.model_fields.items():
+        if name not in skip:
             lines.append(
                 f"| `{base}{name}` | {_type(field.annotation)} | {default_text(field)} | {_doc(field)} |\n"
             )
     return "".join(lines)
+
+
+def sweep_reference() -> str:
+    from pathvqa.sweeps.spec import Param, Spec
+
+    return "".join(
+        [
+            "# Sweep spec reference\n\n",
+            GENERATED_NOTE,
+            "Every key of a sweep spec (`pathvqa sweep SPEC.yaml`; [Sweeps](../sweeps.md)). Unknown keys and "
+            "bad values are all reported at once, and the base config is built at every corner of the space "
+            "before anything trains.\n",
+            _model_table("", Spec),
+            _model_table("space.KEY.", Param, skip=("key",)),
+        ]
+    )
 
 
 # ---- the command line ------------------------------------------------------------------------------------
@@ -205,6 +228,7 @@ PAGES = {
     "reference/cli.md": cli_reference,
     "reference/rewards.md": rewards_reference,
     "reference/protocols.md": protocols_reference,
+    "reference/sweep.md": sweep_reference,
 }
 
 

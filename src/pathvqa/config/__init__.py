@@ -27,6 +27,7 @@ from pathvqa.config.schema import (
     StageConfig,
     TrainConfig,
     VlmModelConfig,
+    format_errors,
     random_weights,
     validate,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "TrainConfig",
     "VlmModelConfig",
     "find_config",
+    "format_errors",
     "load_config",
     "packaged_config",
     "parse_overrides",

@@ -480,7 +480,8 @@ def _merge_named(items: list[Any], extra: dict[str, Any], where: str) -> list[An
     return items
 
 
-def _format_errors(err: ValidationError) -> list[str]:
+def format_errors(err: ValidationError) -> list[str]:
+    """A pydantic validation error as one line per problem: `where: what` (every problem, not the first)."""
     problems = []
     for e in err.errors():
         loc = list(e["loc"])
@@ -509,4 +510,4 @@ def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err), source) from None
+        raise ConfigError(format_errors(err), source) from None

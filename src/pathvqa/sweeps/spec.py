@@ -5,27 +5,56 @@ trial budget. Every problem is reported at once, with the configs at every corne
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pathvqa.answers import SCORES
-from pathvqa.config import ExperimentConfig, find_config, load_config
+from pathvqa.config import ExperimentConfig, find_config, format_errors, load_config
 from pathvqa.errors import ConfigError
 
 KINDS = ("log_uniform", "uniform", "int", "log_int", "choice")
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "none")
 CAPTION_SCORES = ("exact_match", "meteor", "bleu1", "f1")
 
 
-@dataclass
-class Param:
-    key: str
-    kind: str
-    values: list[Any]
+class Param(BaseModel):
+    """One key of the search space: ``[a, b, c]`` or ``{choice: [...]}`` (categorical), or
+    ``{log_uniform|uniform|int|log_int: [low, high]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["log_uniform", "uniform", "int", "log_int", "choice"]
+    """How Optuna draws the value: from a range (log-scaled or not, whole numbers or not) or a list."""
+    values: list[Any] = Field(min_length=1)
+    """``[low, high]`` for a range (low > 0 on a log scale), else the values to choose from."""
+    key: str = ""
+    """The dotted config key (the space's own key)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _written_as(cls, raw: Any) -> Any:
+        if isinstance(raw, list):
+            return {"kind": "choice", "values": raw}
+        if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in KINDS:
+            kind, values = next(iter(raw.items()))
+            return {"kind": kind, "values": values}
+        if isinstance(raw, dict) and {"kind", "values"} <= set(raw):  # as to_json writes it
+            return raw
+        raise ValueError(f"give a list of values or one of {{{', '.join(KINDS)}: [...]}}")
+
+    @model_validator(mode="after")
+    def _a_range(self) -> Param:
+        if self.kind == "choice":
+            return self
+        try:  # YAML reads 1e-5 as a string: numbers are numbers here
+            low, high = (float(v) for v in self.values)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.kind}: give [low, high] as numbers (got {self.values!r})") from None
+        if not low < high or (self.kind.startswith("log") and low <= 0):
+            raise ValueError(f"{self.kind}: need [low, high] with low < high (and low > 0 for log)")
+        self.values = [low, high]
+        return self
 
     def extremes(self) -> list[Any]:
         """Values that reach every corner of the range (what the spec check builds configs with)."""
@@ -40,19 +69,58 @@ class Param:
         return trial.suggest_float(self.key, float(low), float(high), log=self.kind == "log_uniform")
 
 
-@dataclass
-class Spec:
-    base: str
-    space: list[Param]
-    objective: str
-    overrides: list[str] = field(default_factory=list)
-    sampler: str = "tpe"
-    pruner: str = "median"
-    seed: int = 0
-    trials: int = 10
-    heartbeat_s: int = 30
+class Spec(BaseModel):
+    """A sweep spec file; unknown keys are errors, and every problem is reported at once."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    base: str = Field("", validate_default=True)
+    """The config to sweep: a path or a shipped config's name."""
+    space: dict[str, Param] = {}
+    """Dotted config keys and their ranges or values."""
+    objective: str = ""
+    """The validation metric to maximise; empty: the base config's ``train.best_metric``."""
+    overrides: list[str] = []
+    """``key=value`` overrides applied to every trial's config."""
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    """Optuna's sampler; ``grid`` needs every space key as a list of values."""
+    pruner: Literal["median", "none"] = "median"
+    """``median`` stops a trial whose in-training validation is below earlier trials' median at the same step."""
+    seed: int = Field(0, ge=0, strict=True)
+    """The sampler's seed (each worker mixes in its host and process, so workers draw apart)."""
+    trials: int = Field(10, ge=1, strict=True)
+    """Trials to finish, over all workers together (``pathvqa sweep --trials`` overrides)."""
+    heartbeat_s: int = Field(30, ge=1, strict=True)
+    """How often a worker marks its trial alive; a trial silent for 3 of these is retried elsewhere."""
     evaluate: bool = True
+    """Score each finished trial on the test split."""
     name: str = "sweep"
+    """The study's name in its storage; default: the spec file's name."""
+
+    @field_validator("space")
+    @classmethod
+    def _keys(cls, space: dict[str, Param]) -> dict[str, Param]:
+        if not space:
+            raise ValueError("empty search space (give at least one key: {log_uniform: [low, high]} …)")
+        for key, param in space.items():
+            param.key = key
+        return space
+
+    @field_validator("base")
+    @classmethod
+    def _named(cls, base: str) -> str:
+        if not base:
+            raise ValueError("name the config to sweep (configs/blip_tiny.yaml, …)")
+        return base
+
+    @model_validator(mode="after")
+    def _grid(self) -> Spec:
+        if self.sampler == "grid" and any(p.kind != "choice" for p in self.params):
+            raise ValueError("sampler: grid needs every space key as a list of values")
+        return self
+
+    @property
+    def params(self) -> list[Param]:
+        return list(self.space.values())
 
     def config(
         self, values: dict[str, Any] | None = None, extra: list[str] | None = None
@@ -63,37 +131,11 @@ class Spec:
         return load_config(self.base, sets, values=values)
 
     def to_json(self) -> dict[str, Any]:
-        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "space"}
-        return {**plain, "space": {p.key: {p.kind: p.values} for p in self.space}}
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_json(cls, saved: dict[str, Any]) -> Spec:
-        plain = {f.name: saved[f.name] for f in fields(cls) if f.name != "space"}
-        return cls(**plain, space=[Param(k, *next(iter(v.items()))) for k, v in saved["space"].items()])
-
-
-def _param(key: str, raw: Any, problems: list[str]) -> Param | None:
-    """``[a, b, c]`` or ``{choice: [...]}``: categorical; ``{log_uniform|uniform|int|log_int: [low, high]}``."""
-    if isinstance(raw, list):
-        raw = {"choice": raw}
-    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in KINDS:
-        problems.append(f"space.{key}: give a list of values or one of {{{', '.join(KINDS)}: [...]}}")
-        return None
-    kind, values = next(iter(raw.items()))
-    if not isinstance(values, list) or not values:
-        problems.append(f"space.{key}.{kind}: give a non-empty list")
-        return None
-    if kind == "choice":
-        return Param(key, kind, values)
-    try:  # YAML reads 1e-5 as a string: numbers are numbers here
-        low, high = (float(v) for v in values)
-    except (TypeError, ValueError):
-        problems.append(f"space.{key}.{kind}: give [low, high] as numbers (got {values!r})")
-        return None
-    if len(values) != 2 or not low < high or (kind.startswith("log") and low <= 0):
-        problems.append(f"space.{key}.{kind}: need [low, high] with low < high (and low > 0 for log)")
-        return None
-    return Param(key, kind, [low, high])
+        return cls.model_validate({k: v for k, v in saved.items() if k in cls.model_fields})
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -107,42 +149,14 @@ def load_spec(path: str | Path) -> Spec:
         raise ConfigError([f"not a YAML spec ({err.__class__.__name__})"], str(path)) from None
     if not isinstance(raw, dict):
         raise ConfigError(["top level must be a mapping (base, space, objective, …)"], str(path))
-    problems: list[str] = []
-    known = {"base", "space", "objective", "overrides", "sampler", "pruner", "seed", "trials", "heartbeat_s"}
-    problems += [f"{key}: unknown key" for key in raw if key not in known | {"evaluate", "name"}]
-    space = raw.get("space") or {}
-    if not isinstance(space, dict) or not space:
-        problems.append("space: empty search space (give at least one key: {log_uniform: [low, high]} …)")
-        space = {}
-    params = [p for key, value in space.items() if (p := _param(str(key), value, problems))]
-    spec = Spec(
-        base=str(find_config(raw.get("base") or "")) if raw.get("base") else "",
-        space=params,
-        objective=str(raw.get("objective") or ""),
-        overrides=[str(s) for s in raw.get("overrides") or []],
-        name=str(raw.get("name") or path.stem),
-        **{k: raw[k] for k in ("sampler", "pruner", "seed", "trials", "heartbeat_s", "evaluate") if k in raw},
-    )
-    _check_values(spec, problems)
-    if not spec.base:
-        problems.append("base: name the config to sweep (configs/blip_tiny.yaml, …)")
-    if problems:
-        raise ConfigError(problems, str(path))
+    raw = {"name": path.stem, **raw}
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err), str(path)) from None
+    spec.base = str(find_config(spec.base))
     _check_configs(spec, str(path))
     return spec
-
-
-def _check_values(spec: Spec, problems: list[str]) -> None:
-    if spec.sampler not in SAMPLERS:
-        problems.append(f"sampler: {spec.sampler!r} is not one of {', '.join(SAMPLERS)}")
-    if spec.sampler == "grid" and any(p.kind != "choice" for p in spec.space):
-        problems.append("sampler: grid needs every space key as a list of values")
-    if spec.pruner not in PRUNERS:
-        problems.append(f"pruner: {spec.pruner!r} is not one of {', '.join(PRUNERS)}")
-    for key in ("seed", "trials", "heartbeat_s"):
-        value = getattr(spec, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
-            problems.append(f"{key}: must be a whole number{'' if key == 'seed' else ' ≥ 1'} (got {value!r})")
 
 
 def _check_configs(spec: Spec, source: str) -> None:
@@ -157,7 +171,7 @@ def _check_configs(spec: Spec, source: str) -> None:
     problems: list[str] = []
     if spec.objective not in SCORES or not _logs(base, spec.objective):
         problems.append(_not_logged(spec.objective, base))
-    for param in spec.space:
+    for param in spec.params:
         for value in param.extremes():
             try:
                 spec.config({param.key: value})

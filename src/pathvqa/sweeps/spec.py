@@ -6,7 +6,7 @@ trial budget. Every problem is reported at once, with the configs at every corne
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,7 +15,8 @@ from pathvqa.answers import SCORES
 from pathvqa.config import ExperimentConfig, find_config, format_errors, load_config
 from pathvqa.errors import ConfigError
 
-KINDS = ("log_uniform", "uniform", "int", "log_int", "choice")
+Kind = Literal["log_uniform", "uniform", "int", "log_int", "choice"]
+KINDS: tuple[str, ...] = get_args(Kind)
 CAPTION_SCORES = ("exact_match", "meteor", "bleu1", "f1")
 
 
@@ -23,8 +24,8 @@ class Param(BaseModel):
     """One key of the search space: ``[a, b, c]`` or ``{choice: [...]}`` (categorical), or
     ``{log_uniform|uniform|int|log_int: [low, high]}``."""
 
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["log_uniform", "uniform", "int", "log_int", "choice"]
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    kind: Kind
     """How Optuna draws the value: from a range (log-scaled or not, whole numbers or not) or a list."""
     values: list[Any] = Field(min_length=1)
     """``[low, high]`` for a range (low > 0 on a log scale), else the values to choose from."""

@@ -2,15 +2,15 @@
 architecture class and the real processor class, built from a small config with random weights and a
 byte-level BPE tokenizer trained here in a fraction of a second. Nothing is downloaded.
 
-=================  ============================================  =====================================
+=================  ============================================  ==============================================
 name               model class                                   image tokens per image
-=================  ============================================  =====================================
+=================  ============================================  ==============================================
 ``tiny-blip2``     ``Blip2ForConditionalGeneration`` (OPT)       ``num_query_tokens`` = 8
-``tiny-llava``     ``LlavaForConditionalGeneration`` (Llama)     (size / patch)², patch max(8, size / 8)
+``tiny-llava``     ``LlavaForConditionalGeneration`` (Llama)     (size / p)², CLS dropped; p = max(8, size / 8)
 ``tiny-qwen25vl``  ``Qwen2_5_VLForConditionalGeneration``        (size / 8 / 2)² merged patches
 ``tiny-paligemma`` ``PaliGemmaForConditionalGeneration`` (Gemma) (size / 8)²
 ``tiny-smolvlm``   ``SmolVLMForConditionalGeneration`` (Llama)   (size / 8)² / 2², no image splitting
-=================  ============================================  =====================================
+=================  ============================================  ==============================================
 
 Processor first, model second: BLIP-2's processor adds ``<image>``, PaliGemma's 1,152 location and
 segmentation tokens, so the text config's vocabulary is ``len(tokenizer)`` after the processor exists.

@@ -115,7 +115,7 @@ def config_reference() -> str:
     return "".join(lines)
 
 
-def _model_table(prefix: str, model: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
+def _model_table(prefix: str, model: type[BaseModel]) -> str:
     """A section: the model's doc string, then one row per field (key, type, default, meaning)."""
     title = prefix.rstrip(".") or "top level"
     lines = [f"\n## `{title}`\n\n"]
@@ -124,10 +124,9 @@ def _model_table(prefix: str, model: type[BaseModel], skip: tuple[str, ...] = ()
     lines.append("| key | type | default | meaning |\n|---|---|---|---|\n")
     base = prefix.split(" ")[0]
     for name, field in model.model_fields.items():
-        if name not in skip:
-            lines.append(
-                f"| `{base}{name}` | {_type(field.annotation)} | {default_text(field)} | {_doc(field)} |\n"
-            )
+        lines.append(
+            f"| `{base}{name}` | {_type(field.annotation)} | {default_text(field)} | {_doc(field)} |\n"
+        )
     return "".join(lines)
 
 
@@ -142,7 +141,7 @@ def sweep_reference() -> str:
             "bad values are all reported at once, and the base config is built at every corner of the space "
             "before anything trains.\n",
             _model_table("", Spec),
-            _model_table("space.KEY.", Param, skip=("key",)),
+            _model_table("space.KEY.", Param),
         ]
     )
 

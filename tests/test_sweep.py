@@ -128,7 +128,7 @@ class QuickWorker(sweep.Worker):
     """A worker whose trials take milliseconds: claims collide as often as a test can make them."""
 
     def objective(self, trial) -> float:
-        values = [p.suggest(trial) for p in self.spec.params]
+        values = [p.suggest(trial, key) for key, p in self.spec.space.items()]
         time.sleep(0.01 * (trial.number % 3))
         return float(values[0])
 

@@ -145,9 +145,8 @@ def llava(hidden: int, layers: int, size: int):
     image_processor = hf.CLIPImageProcessor(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
-    patch = max(
-        PATCH, size // 8
-    )  # from 64 px up, 64 image tokens: a larger image gives each patch more pixels
+    # from 64 px up, 64 image tokens: a larger image gives each patch more pixels
+    patch = max(PATCH, size // 8)
     processor = hf.LlavaProcessor(
         image_processor=image_processor, tokenizer=tok, patch_size=patch,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,

@@ -29,8 +29,6 @@ class Param(BaseModel):
     """How Optuna draws the value: from a range (log-scaled or not, whole numbers or not) or a list."""
     values: list[Any] = Field(min_length=1)
     """``[low, high]`` for a range (low > 0 on a log scale), else the values to choose from."""
-    key: str = ""
-    """The dotted config key (the space's own key)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -57,17 +55,14 @@ class Param(BaseModel):
         self.values = [low, high]
         return self
 
-    def extremes(self) -> list[Any]:
-        """Values that reach every corner of the range (what the spec check builds configs with)."""
-        return self.values if self.kind == "choice" else [self.values[0], self.values[1]]
-
-    def suggest(self, trial) -> Any:
+    def suggest(self, trial, key: str) -> Any:
+        """Optuna's draw for config key ``key``."""
         if self.kind == "choice":
-            return trial.suggest_categorical(self.key, self.values)
+            return trial.suggest_categorical(key, self.values)
         low, high = self.values
         if self.kind in ("int", "log_int"):
-            return trial.suggest_int(self.key, int(low), int(high), log=self.kind == "log_int")
-        return trial.suggest_float(self.key, float(low), float(high), log=self.kind == "log_uniform")
+            return trial.suggest_int(key, int(low), int(high), log=self.kind == "log_int")
+        return trial.suggest_float(key, float(low), float(high), log=self.kind == "log_uniform")
 
 
 class Spec(BaseModel):
@@ -102,8 +97,6 @@ class Spec(BaseModel):
     def _keys(cls, space: dict[str, Param]) -> dict[str, Param]:
         if not space:
             raise ValueError("empty search space (give at least one key: {log_uniform: [low, high]} …)")
-        for key, param in space.items():
-            param.key = key
         return space
 
     @field_validator("base")
@@ -115,13 +108,9 @@ class Spec(BaseModel):
 
     @model_validator(mode="after")
     def _grid(self) -> Spec:
-        if self.sampler == "grid" and any(p.kind != "choice" for p in self.params):
+        if self.sampler == "grid" and any(p.kind != "choice" for p in self.space.values()):
             raise ValueError("sampler: grid needs every space key as a list of values")
         return self
-
-    @property
-    def params(self) -> list[Param]:
-        return list(self.space.values())
 
     def config(
         self, values: dict[str, Any] | None = None, extra: list[str] | None = None
@@ -172,12 +161,12 @@ def _check_configs(spec: Spec, source: str) -> None:
     problems: list[str] = []
     if spec.objective not in SCORES or not _logs(base, spec.objective):
         problems.append(_not_logged(spec.objective, base))
-    for param in spec.params:
-        for value in param.extremes():
+    for key, param in spec.space.items():
+        for value in param.values:  # a range's ends, or every choice
             try:
-                spec.config({param.key: value})
+                spec.config({key: value})
             except ConfigError as err:
-                problems += [f"space.{param.key}={value!r}: {p}" for p in err.problems]
+                problems += [f"space.{key}={value!r}: {p}" for p in err.problems]
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source)
 

@@ -119,7 +119,7 @@ def _sampler(spec: Spec):
 
     seed = (spec.seed * 1_000_003 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**31
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({p.key: p.values for p in spec.params}, seed=seed)
+        return optuna.samplers.GridSampler({key: p.values for key, p in spec.space.items()}, seed=seed)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, spec.trials))
@@ -231,7 +231,7 @@ class Worker:
         frozen = self.study._storage.get_trial(trial._trial_id)
         number = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         number = trial.number if number is None else number  # a retry continues its original's folder
-        values = {p.key: p.suggest(trial) for p in self.spec.params}
+        values = {key: p.suggest(trial, key) for key, p in self.spec.space.items()}
         run_dir = self.out / f"trial-{number:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", self.name)

@@ -11,10 +11,12 @@ from safetensors.torch import load_file
 
 from pathvqa.config import load_config
 from pathvqa.errors import PathVQAError
+from pathvqa.models.base import ModelInputs
 from pathvqa.models.registry import build
 from pathvqa.training import checkpoint
 from pathvqa.training.runtime import make_accelerator, upcast_trainable
 from pathvqa.training.stages import Trainer, fit
+from tests.conftest import model_inputs
 
 QUICK = [
     "model.hidden_size=32",
@@ -34,12 +36,16 @@ def final_weights(run_dir):
     return load_file(str(checkpoint.latest_valid(run_dir) / "weights.safetensors"))
 
 
-@pytest.mark.parametrize("config", ["blip_tiny", "vlm_tiny"])
-def test_batch_16_times_accumulation_2_takes_the_steps_of_batch_32(tmp_path, synth_dir, config):
+@pytest.mark.parametrize(
+    "config, average", [("blip_tiny", "tokens"), ("vlm_tiny", "tokens"), ("vlm_tiny", "answers")]
+)
+def test_batch_16_times_accumulation_2_takes_the_steps_of_batch_32(tmp_path, synth_dir, config, average):
     # vlm_tiny in one stage, encoder frozen: Adam's first step turns float noise in the patch-embedding
     # gradient (32 images summed in one or two convolutions) into ~9e-7, too close to the bar to be a
-    # test of the loop; BLIP trains its vision tower here
+    # test of the loop; BLIP trains its vision tower here. The two halves hold different numbers of
+    # target tokens, so each average must be divided over the whole window
     stage = ["stages=[]", "model.tuning=full"] if config == "vlm_tiny" else []
+    stage.append(f"train.loss_average={average}")
     runs = {}
     for name, batch, accum in (("b32", 32, 1), ("b16x2", 16, 2)):
         sets = [*stage, f"train.batch_size={batch}", f"train.grad_accum={accum}", "train.max_steps=2"]
@@ -131,3 +137,32 @@ def test_validation_under_sharded_weights_is_refused_with_a_clear_message(tmp_pa
     cfg = load_config("configs/blip_tiny.yaml", [f"data.dataset={synth_dir}", *QUICK[:-1]])
     with pytest.raises(PathVQAError, match=r"data\.eval_split=null"):
         Trainer(cfg, tmp_path / "run", progress=False).run()
+
+
+def test_averaged_over_answers_each_answer_weighs_the_same_whatever_its_length(tmp_path, synth_dir):
+    """``train.loss_average: answers`` against torch's own per-answer cross-entropy means."""
+    cfg = cfg_for(synth_dir, "train.loss_average=answers", "stages=[]", config="llava_tiny")
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.setup()
+    try:
+        inputs = ModelInputs.with_labels(
+            model_inputs(trainer.family, trainer.bundle, trainer.samples[:8], True)
+        )
+        with torch.no_grad():
+            summed = trainer._summed_loss(inputs)
+            tensors = {k: v for k, v in inputs.tensors.items() if k != "labels"}
+            logits = trainer.bundle.model(**tensors).logits
+        trainer.cfg = cfg.model_copy(
+            update={"train": cfg.train.model_copy(update={"loss_average": "tokens"})}
+        )
+        with torch.no_grad():
+            tokens = trainer._summed_loss(inputs)
+    finally:
+        trainer.close()
+    labels = inputs.tensors["labels"]
+    lengths = (labels != -100).sum(-1)
+    assert inputs.answers == 8 and len(set(lengths.tolist())) > 1  # short and long answers
+    per_answer = [torch.nn.functional.cross_entropy(logits[i, :-1], labels[i, 1:]) for i in range(8)]
+    assert summed.item() == pytest.approx(sum(per_answer).item(), rel=1e-5)
+    every_token = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
+    assert tokens.item() == pytest.approx(every_token.item() * inputs.targets, rel=1e-5)

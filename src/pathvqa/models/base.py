@@ -52,11 +52,19 @@ class Bundle:
 
 @dataclass
 class ModelInputs:
-    """A batch as the model takes it, built by the family; ``targets`` counts the target tokens (0 when
-    generating), so the loop can normalise the loss over an accumulation window before any forward."""
+    """A batch as the model takes it, built by the family; ``targets`` counts the target tokens and
+    ``answers`` the rows that have any (0 when generating), so the loop can normalise the loss over an
+    accumulation window before any forward (:meth:`with_labels`)."""
 
     tensors: dict[str, torch.Tensor]
     targets: int = 0
+    answers: int = 0
+
+    @classmethod
+    def with_labels(cls, tensors: dict[str, torch.Tensor]) -> ModelInputs:
+        """A training batch, counted from its next-token ``labels`` (B, T): position 0 is never predicted."""
+        predicted = tensors["labels"][:, 1:] != -100
+        return cls(tensors, int(predicted.sum()), int(predicted.any(-1).sum()))
 
     def to(self, device: torch.device | str) -> dict[str, torch.Tensor]:
         return {k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}
@@ -212,11 +220,6 @@ def decoding(cfg: EvalConfig) -> dict[str, Any]:
     if not cfg.do_sample:
         return {"num_beams": cfg.num_beams, "do_sample": False}
     return {"num_beams": 1, "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0}
-
-
-def shifted_targets(labels: torch.Tensor) -> int:
-    """Target tokens of next-token labels (B, T): position 0 is never predicted."""
-    return int((labels[:, 1:] != -100).sum())
 
 
 @functools.lru_cache(maxsize=200_000)

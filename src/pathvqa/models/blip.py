@@ -31,7 +31,6 @@ from pathvqa.models.base import (
     label_logprobs,
     load_error,
     prompt_and_target,
-    shifted_targets,
     tokenize_padded,
     unwrap_to,
 )
@@ -114,7 +113,7 @@ class BlipFamily(Family):
         batch["decoder_input_ids"] = decoder_ids
         batch["decoder_attention_mask"] = a["attention_mask"]
         batch["labels"] = decoder_ids.masked_fill(a["attention_mask"] == 0, -100)  # (B, Ta)
-        return ModelInputs(batch, targets=shifted_targets(batch["labels"]))
+        return ModelInputs.with_labels(batch)
 
     def loss(self, bundle: BlipBundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         mean = self._forward(bundle, batch).loss  # mean over target tokens (label-smoothed)

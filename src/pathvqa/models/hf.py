@@ -35,7 +35,6 @@ from pathvqa.models.base import (
     load_error,
     prompt_and_target,
     require_cuda_for_4bit,
-    shifted_targets,
     token_loss,
     unwrap_to,
 )
@@ -139,7 +138,7 @@ class HfFamily(Family):
         if bundle.image_token_id is not None:
             labels = labels.masked_fill(tensors["input_ids"] == bundle.image_token_id, -100)
         tensors["labels"] = labels
-        return ModelInputs(tensors, targets=shifted_targets(labels))
+        return ModelInputs.with_labels(tensors)
 
     def loss(self, bundle: HfBundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return token_loss(self._logits(bundle, batch), batch["labels"])

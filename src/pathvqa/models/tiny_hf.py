@@ -78,15 +78,15 @@ def _copy(tok: hf.PreTrainedTokenizerFast) -> hf.PreTrainedTokenizerFast:
     )  # fmt: skip
 
 
-def _text(tok, hidden: int, layers: int, mlp: int = 2, **extra) -> dict:
-    heads = max(2, hidden // 32)
+def _text(tok, hidden: int, layers: int, mlp: int = 2, heads: int = 0, **extra) -> dict:
+    """A decoder config: ``heads`` of full key/value heads, else max(2, hidden / 32) sharing half as many."""
     return dict(
         vocab_size=len(tok),
         hidden_size=hidden,
         intermediate_size=hidden * mlp,
         num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
+        num_attention_heads=heads or max(2, hidden // 32),
+        num_key_value_heads=heads or max(1, hidden // 64),
         max_position_embeddings=512,
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
@@ -95,12 +95,14 @@ def _text(tok, hidden: int, layers: int, mlp: int = 2, **extra) -> dict:
     )
 
 
-def _vision(hidden: int, layers: int, size: int, mlp: int = 2, patch: int = PATCH, **extra) -> dict:
+def _vision(
+    hidden: int, layers: int, size: int, mlp: int = 2, patch: int = PATCH, heads: int = 0, **extra
+) -> dict:
     return dict(
         hidden_size=hidden,
         intermediate_size=hidden * mlp,
         num_hidden_layers=layers,
-        num_attention_heads=max(2, hidden // 32),
+        num_attention_heads=heads or max(2, hidden // 32),
         image_size=size,
         patch_size=patch,
         **extra,
@@ -152,16 +154,23 @@ def llava(hidden: int, layers: int, size: int):
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
     )  # fmt: skip
     # LLaVA reads the penultimate vision layer by default; a tower this small needs all of its layers.
-    # MLPs 4× the width (as vlm-tiny's) and GELU, as a timm ViT has
+    # MLPs 4× the width (as vlm-tiny's) and GELU, as a timm ViT has; heads of 16 dimensions, each with its
+    # own keys and values. The LM's input and output embeddings are one matrix, as small LMs have them
+    # (SmolLM2, Qwen2.5-0.5B): a yes/no question names an organ with the vector the model says it with.
+    heads = max(2, hidden // 16)
     vision = _vision(
-        hidden, layers + 1, size, mlp=4, patch=patch, model_type="clip_vision_model", hidden_act="gelu"
-    )
+        hidden, layers + 1, size, mlp=4, patch=patch, heads=heads, model_type="clip_vision_model",
+        hidden_act="gelu",
+    )  # fmt: skip
     config = hf.LlavaConfig(
         vision_config=vision,
-        text_config=_text(tok, hidden, layers, mlp=4, model_type="llama"),
+        text_config=_text(
+            tok, hidden, layers, mlp=4, heads=heads, model_type="llama", tie_word_embeddings=True
+        ),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=(size // patch) ** 2,
         vision_feature_layer=-1,
+        tie_word_embeddings=True,
     )
     model = hf.LlavaForConditionalGeneration(config)
     vit_init(model.model.vision_tower)

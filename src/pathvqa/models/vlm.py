@@ -40,7 +40,6 @@ from pathvqa.models.base import (
     load_error,
     prompt_and_target,
     require_cuda_for_4bit,
-    shifted_targets,
     token_loss,
     unwrap_to,
 )
@@ -271,7 +270,7 @@ class VlmFamily(Family):
             "labels": _pad(labels, -100, left=False),
             **shared,
         }
-        return ModelInputs(batch, targets=shifted_targets(batch["labels"]))
+        return ModelInputs.with_labels(batch)
 
     def loss(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return token_loss(*self._logits(bundle, batch))

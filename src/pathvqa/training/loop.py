@@ -32,6 +32,7 @@ from pathvqa.config import ExperimentConfig, save_config
 from pathvqa.data.batches import Collator, ImagePipeline, image_groups
 from pathvqa.data.prepare import load_data_split
 from pathvqa.errors import Interrupted, PathVQAError
+from pathvqa.models.base import ModelInputs
 from pathvqa.models.feature_cache import FeatureCache, why_not_cached
 from pathvqa.models.generation import predict
 from pathvqa.models.registry import build
@@ -250,23 +251,31 @@ class Trainer:
 
     def train_step(self, micro_batches: list) -> dict[str, Any]:
         """The method's own work in one step over an accumulation window (forward, backward, optimizer
-        update); returns what :meth:`log_step` logs. Supervised: every micro-batch's summed token loss is
-        divided by the target tokens of the whole window on all processes (one reduction)."""
+        update); returns what :meth:`log_step` logs. Supervised: every micro-batch's summed loss is divided
+        by the target tokens (or answers, ``train.loss_average``) of the whole window on all processes (one
+        reduction)."""
         acc = self.accelerator
-        local = float(sum(inputs.targets for inputs in micro_batches))
-        tokens = acc.reduce(torch.tensor(local, device=acc.device), "sum")
-        # accelerate divides by grad_accum and DDP averages over processes: undo both, divide by tokens
-        scale = acc.num_processes * self.accum / tokens.clamp(min=1)
-        loss_sum = self._backward_window(
-            micro_batches, lambda inputs: self.family.loss(self.bundle, inputs.to(acc.device))[0], scale
-        )
-        loss_sum, tokens = torch.stack([acc.reduce(loss_sum, "sum"), tokens]).tolist()  # the step's host sync
-        self._optimizer_step(loss_sum / max(tokens, 1.0))
+        per_answer = self.cfg.train.loss_average == "answers"
+        local = float(sum(inputs.answers if per_answer else inputs.targets for inputs in micro_batches))
+        count = acc.reduce(torch.tensor(local, device=acc.device), "sum")
+        # accelerate divides by grad_accum and DDP averages over processes: undo both, divide by the count
+        scale = acc.num_processes * self.accum / count.clamp(min=1)
+        loss_sum = self._backward_window(micro_batches, self._summed_loss, scale)
+        loss_sum, count = torch.stack([acc.reduce(loss_sum, "sum"), count]).tolist()  # the step's host sync
+        self._optimizer_step(loss_sum / max(count, 1.0))
         return {
             "loss_sum": loss_sum,
-            "tokens": tokens,
+            "count": count,
             "samples": self.cfg.train.batch_size * len(micro_batches),
         }
+
+    def _summed_loss(self, inputs: ModelInputs) -> torch.Tensor:
+        """A micro-batch's loss summed over its target tokens, or over its answers' token means."""
+        batch = inputs.to(self.accelerator.device)
+        if self.cfg.train.loss_average == "tokens":
+            return self.family.loss(self.bundle, batch)[0]
+        logp, mask = self.family.token_logprobs(self.bundle, batch)  # (B, T) each
+        return -((logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum()
 
     def _open_logs(self) -> None:
         cfg, acc = self.cfg, self.accelerator
@@ -302,7 +311,7 @@ class Trainer:
         save_every = cfg.save_every or eval_every
         self.bundle.model.train()
         self.started = time.perf_counter()
-        self.window = {"loss": 0.0, "tokens": 0.0, "samples": 0, "t": time.perf_counter()}
+        self.window = {"loss": 0.0, "count": 0.0, "samples": 0, "t": time.perf_counter()}
         while self.pos.step < self.total_steps:
             for micro_batches in self._windows(self._loader()):
                 self.step(micro_batches)
@@ -388,10 +397,10 @@ class Trainer:
             self.scheduler.step()
 
     def log_step(self, logged: dict[str, Any]) -> None:
-        """Log what :meth:`train_step` returned: the window's mean token loss every ``log_every`` steps."""
+        """Log what :meth:`train_step` returned: the window's mean loss every ``log_every`` steps."""
         window = self.window
         window["loss"] += logged["loss_sum"]
-        window["tokens"] += logged["tokens"]
+        window["count"] += logged["count"]
         window["samples"] += logged["samples"]
         if self.pos.step % self.cfg.train.log_every and self.pos.step != self.total_steps:
             return
@@ -399,7 +408,7 @@ class Trainer:
         row = {
             "step": self.pos.step,
             "epoch": self.pos.epoch,
-            "loss": window["loss"] / max(window["tokens"], 1.0),
+            "loss": window["loss"] / max(window["count"], 1.0),
             "lr": self.scheduler.get_last_lr()[0],
             "samples_per_s": window["samples"] / max(elapsed, 1e-9),
             "time_s": round(time.perf_counter() - self.started, 2),
@@ -409,7 +418,7 @@ class Trainer:
         self.bar.set_postfix(
             loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}", sps=f"{row['samples_per_s']:.0f}"
         )
-        self.window = {"loss": 0.0, "tokens": 0.0, "samples": 0, "t": time.perf_counter()}
+        self.window = {"loss": 0.0, "count": 0.0, "samples": 0, "t": time.perf_counter()}
 
     def _write_log(self, kind: str, row: dict) -> None:
         """One row of the training log, its kind first (``runs.ROW_KINDS``: train, validation, grpo)."""

@@ -200,3 +200,13 @@ def test_tiny_llava_starts_from_a_timm_like_vision_tower():
     assert max(abs(m.weight.std().item() - 0.02) for m in linears) < 0.004
     assert tower.config.patch_size == processor.patch_size == 12
     assert model.config.image_seq_length == 64
+
+
+def test_tiny_llava_says_a_word_with_the_vector_it_reads_it_with():
+    """Tied embeddings and heads of 16 dimensions with their own keys and values: without them the tiny
+    LLaVA answers organ yes/no questions as the question-only prior does (docs/study/demo.md)."""
+    _, model = tiny_hf.llava(64, 3, 96)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    text = model.config.text_config
+    assert text.num_attention_heads == text.num_key_value_heads == 4
+    assert model.config.vision_config.num_attention_heads == 4

@@ -428,7 +428,9 @@ class ExperimentConfig(_Section):
         if self.train.method == "grpo" and self.task != "vqa":
             problems.append("train.method: grpo rewards answers to questions, so it needs task: vqa")
         if self.train.method == "grpo" and self.train.loss_average != "tokens":
-            problems.append("train.loss_average is the sft loss's: GRPO averages as train.grpo.loss_type says")
+            problems.append(
+                "train.loss_average is the sft loss's: GRPO averages as train.grpo.loss_type says"
+            )
         names = [stage.name for stage in self.stages]
         if len(set(names)) != len(names):
             problems.append(f"stages: names must be unique (got {names})")

@@ -202,8 +202,6 @@ def test_rewards_by_name_weight_and_import_path(tmp_path, monkeypatch):
         load_config("configs/vlm_tiny_grpo.yaml", ["train.grpo.rewards={accuracy: 1}"])
     with pytest.raises(ConfigError, match="needs task: vqa"):
         load_config("configs/vlm_tiny_grpo.yaml", ["task=caption"])
-    with pytest.raises(ConfigError, match="train.grpo.loss_type"):
-        load_config("configs/vlm_tiny_grpo.yaml", ["train.loss_average=answers"])
 
 
 def test_the_default_closed_reward_wants_the_whole_answer():

@@ -319,7 +319,7 @@ class TrainConfig(_Section):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     """Gradients are clipped to this norm (``null``: no clipping)."""
     loss_average: Literal["tokens", "answers"] = "tokens"
-    """What the ``sft`` loss is a mean over. ``tokens``: every target token of the step, as Hugging Face's
+    """What the ``sft`` loss is a mean over (GRPO's is ``train.grpo.loss_type``). ``tokens``: every target token of the step, as Hugging Face's
     Trainer and TRL's SFT average it, so a long answer weighs more than a "yes". ``answers``: each answer's
     token mean first, then the answers, as TRL's ``grpo`` loss type averages completions; from the
     answers' log-probabilities, so without the label smoothing BLIP's own loss has."""
@@ -427,10 +427,6 @@ class ExperimentConfig(_Section):
         problems = []
         if self.train.method == "grpo" and self.task != "vqa":
             problems.append("train.method: grpo rewards answers to questions, so it needs task: vqa")
-        if self.train.method == "grpo" and self.train.loss_average != "tokens":
-            problems.append(
-                "train.loss_average is the sft loss's: GRPO averages as train.grpo.loss_type says"
-            )
         names = [stage.name for stage in self.stages]
         if len(set(names)) != len(names):
             problems.append(f"stages: names must be unique (got {names})")

@@ -199,6 +199,11 @@ def token_loss(
     return total, (shifted != -100).sum()
 
 
+def answer_means(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each answer's mean over its target tokens: per-token values (B, T) under ``mask`` (B, T) → (B,)."""
+    return (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
 def label_logprobs(
     logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:

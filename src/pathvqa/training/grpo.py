@@ -27,7 +27,7 @@ from pathvqa.config import EvalConfig, ExperimentConfig, GrpoConfig
 from pathvqa.data.batches import Collator
 from pathvqa.data.prepare import Sample
 from pathvqa.errors import PathVQAError
-from pathvqa.models.base import ModelInputs, undistributed
+from pathvqa.models.base import ModelInputs, answer_means, undistributed
 from pathvqa.training import rewards as reward_functions
 from pathvqa.training.loop import Trainer
 from pathvqa.training.restore import start_from
@@ -97,10 +97,7 @@ def policy_loss(
         stats["kl"] = torch.zeros(())
     clipped = ((ratio < 1 - cfg.epsilon) & (adv < 0)) | ((ratio > 1 + high) & (adv > 0))
     stats["clipped"] = (clipped * mask).sum().detach()
-    summed = per_token * mask
-    numerator = (
-        (summed.sum(-1) / mask.sum(-1).clamp(min=1)).sum() if cfg.loss_type == "grpo" else summed.sum()
-    )
+    numerator = answer_means(per_token, mask).sum() if cfg.loss_type == "grpo" else (per_token * mask).sum()
     return LossParts(
         numerator, normalizer(cfg.loss_type, len(logp), float(mask.sum()), max_new_tokens), stats
     )

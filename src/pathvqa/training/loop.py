@@ -32,7 +32,7 @@ from pathvqa.config import ExperimentConfig, save_config
 from pathvqa.data.batches import Collator, ImagePipeline, image_groups
 from pathvqa.data.prepare import load_data_split
 from pathvqa.errors import Interrupted, PathVQAError
-from pathvqa.models.base import ModelInputs
+from pathvqa.models.base import ModelInputs, answer_means
 from pathvqa.models.feature_cache import FeatureCache, why_not_cached
 from pathvqa.models.generation import predict
 from pathvqa.models.registry import build
@@ -275,7 +275,7 @@ class Trainer:
         if self.cfg.train.loss_average == "tokens":
             return self.family.loss(self.bundle, batch)[0]
         logp, mask = self.family.token_logprobs(self.bundle, batch)  # (B, T) each
-        return -((logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum()
+        return -answer_means(logp, mask).sum()
 
     def _open_logs(self) -> None:
         cfg, acc = self.cfg, self.accelerator

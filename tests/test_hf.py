@@ -210,3 +210,23 @@ def test_tiny_llava_says_a_word_with_the_vector_it_reads_it_with():
     text = model.config.text_config
     assert text.num_attention_heads == text.num_key_value_heads == 4
     assert model.config.vision_config.num_attention_heads == 4
+
+
+def test_a_lora_head_of_a_tied_model_stays_its_embedding(synth_dir):
+    """``modules_to_save=[lm_head]`` on a model with tied embeddings: without peft's ``ensure_weight_tying``
+    the trained head is a copy that leaves the embedding behind (and a tied export keeps only one)."""
+    lora = ["model.tuning=lora", "model.lora.modules_to_save=[lm_head]", "model.lora.target_modules=[q_proj]"]
+    _, bundle = build(hf_cfg(synth_dir, "llava", *lora))
+    model = bundle.model.get_base_model()
+    trained = [p for p in bundle.model.parameters() if p.requires_grad]
+    hidden = model.model.language_model(input_ids=torch.randint(5, 50, (2, 6))).last_hidden_state
+    model.lm_head(hidden).logsumexp(-1).mean().backward()
+    torch.optim.SGD(trained, lr=1.0).step()
+
+    def active(module):  # a module peft trains whole is wrapped; the wrapper's copy is the one used
+        return (
+            module.modules_to_save["default"].weight if hasattr(module, "modules_to_save") else module.weight
+        )
+
+    head, embed = active(model.lm_head), active(model.model.language_model.embed_tokens)
+    assert head is embed or torch.equal(head, embed)

@@ -8,6 +8,14 @@ from pathvqa.config import ModelConfig
 from pathvqa.models.base import WHOLE_MODEL, Bundle, undistributed
 
 
+def _ties_embeddings(model: torch.nn.Module) -> bool:
+    """Whether the model's output embedding is its input embedding (tiny LLaVA, PaliGemma, Qwen2.5-VL-3B)."""
+    if not hasattr(model, "get_output_embeddings"):
+        return False
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    return head is not None and embed is not None and head.weight is embed.weight
+
+
 def apply_tuning(
     model: torch.nn.Module,
     cfg: ModelConfig,
@@ -33,6 +41,8 @@ def apply_tuning(
                 lora_dropout=lora.dropout,
                 target_modules=targets or lora.target_modules,
                 modules_to_save=lora.modules_to_save or None,
+                # a head trained whole stays the embedding it is tied to (peft warns when nothing is)
+                ensure_weight_tying=bool(lora.modules_to_save) and _ties_embeddings(model),
             ),
         )
     else:

@@ -92,7 +92,8 @@ class LoraSettings(_Section):
     target_modules: list[str] | str = Field(default_factory=lambda: ["qkv", "query", "value"])
     """Module-name suffixes, or one regex matched against the full module name."""
     modules_to_save: list[str] = Field(default_factory=list)
-    """Modules trained in full beside the adapters (a random-weight model needs its heads here)."""
+    """Modules trained in full beside the adapters (a random-weight model needs its heads here). On a model
+    whose head is its input embedding (PaliGemma, Qwen2.5-VL-3B, the tiny LLaVA) the two train as one."""
 
 
 class _ModelBase(_Section):

@@ -320,10 +320,11 @@ class TrainConfig(_Section):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     """Gradients are clipped to this norm (``null``: no clipping)."""
     loss_average: Literal["tokens", "answers"] = "tokens"
-    """What the ``sft`` loss is a mean over (GRPO's is ``train.grpo.loss_type``). ``tokens``: every target token of the step, as Hugging Face's
-    Trainer and TRL's SFT average it, so a long answer weighs more than a "yes". ``answers``: each answer's
-    token mean first, then the answers, as TRL's ``grpo`` loss type averages completions; from the
-    answers' log-probabilities, so without the label smoothing BLIP's own loss has."""
+    """What the ``sft`` loss is a mean over (GRPO's is ``train.grpo.loss_type``). ``tokens``: every target
+    token of the step, as Hugging Face's Trainer and TRL's SFT average it, so a long answer weighs more than
+    a "yes". ``answers``: each answer's token mean first, then the answers, as TRL's ``grpo`` loss type
+    averages completions; from the answers' log-probabilities, so without the label smoothing BLIP's own
+    loss has."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """``auto``: bf16 on a GPU that supports it, else fp16 on GPU, fp32 on CPU."""
     seed: int = 42

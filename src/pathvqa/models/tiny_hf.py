@@ -170,8 +170,7 @@ def llava(hidden: int, layers: int, size: int):
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=(size // patch) ** 2,
         vision_feature_layer=-1,
-        tie_word_embeddings=True,
-    )
+    )  # the text config's tie_word_embeddings is the model's
     model = hf.LlavaForConditionalGeneration(config)
     vit_init(model.model.vision_tower)
     return processor, model

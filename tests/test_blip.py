@@ -170,7 +170,7 @@ def test_merged_export_carries_a_processor_that_prepares_images(tmp_path, synth_
     from tests.conftest import noise_image
 
     fit(tiny_cfg(synth_dir, "train.max_steps=2", "data.eval_samples=8"), tmp_path / "run", progress=False)
-    export(tmp_path / "run", tmp_path / "merged", merge=True)
+    export(tmp_path / "run", tmp_path / "merged")
     processor = AutoProcessor.from_pretrained(tmp_path / "merged")
     inputs = processor(images=noise_image(3, 48), text="what stain is used?", return_tensors="pt")
     assert type(processor).__name__ == "BlipProcessor" and inputs["pixel_values"].shape == (1, 3, 32, 32)

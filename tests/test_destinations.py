@@ -75,10 +75,10 @@ def test_an_export_replaces_a_folder_whole_only_with_overwrite(run, tmp_path):
     out = tmp_path / "export"
     out.mkdir()
     (out / "adapter_config.json").write_text("{}")  # left by another export
-    refused = run_cli("export", "--checkpoint", run, "--out", out, "--merge", check=False)
+    refused = run_cli("export", "--checkpoint", run, "--out", out, check=False)
     assert refused.returncode == 2 and "not empty" in refused.stderr
     assert (out / "adapter_config.json").read_text() == "{}"
-    run_cli("export", "--checkpoint", run, "--out", out, "--merge", "--overwrite")
+    run_cli("export", "--checkpoint", run, "--out", out, "--overwrite")
     assert not (out / "adapter_config.json").exists(), "a stale file of the other export was kept"
     assert (out / "README.md").is_file() and (out / "pathvqa.yaml").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary folder was left"

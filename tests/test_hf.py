@@ -68,7 +68,7 @@ def test_tiny_architecture_trains_reloads_exports_and_answers_in_the_pipeline(
     sampled = load_split(str(synth_dir), "test", samples=12, seed=cfg.data.seed, progress=False).samples
     assert written == predict(family, bundle, sampled, cfg, progress=False), "eval --checkpoint = in-process"
 
-    export(tmp_path / "run", tmp_path / "export", merge=True)
+    export(tmp_path / "run", tmp_path / "export")
     from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "export")

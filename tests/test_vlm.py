@@ -173,7 +173,7 @@ def test_two_stages_align_then_instruct_and_reload(tmp_path, synth_dir):
     )
     assert proc.returncode == 0
 
-    run_cli("export", "--checkpoint", tmp_path / "run", "--out", tmp_path / "export", "--merge")
+    run_cli("export", "--checkpoint", tmp_path / "run", "--out", tmp_path / "export")
     lm = AutoModelForCausalLM.from_pretrained(tmp_path / "export" / "language_model")
     assert torch.equal(
         lm.lm_head.weight,

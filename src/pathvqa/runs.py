@@ -76,8 +76,10 @@ class RunDir:
 
     @classmethod
     def of_checkpoint(cls, step: str | Path) -> RunDir:
-        """The run (or stage) folder a ``checkpoints/step-N`` folder belongs to."""
-        return cls(Path(step).parent.parent)
+        """The run (or stage) folder a ``checkpoints/step-N`` folder belongs to (a step folder copied out of
+        its run is a run of its own)."""
+        step = Path(step)
+        return cls(step.parent.parent if step.parent.name == CHECKPOINTS else step)
 
     def top(self) -> RunDir:
         """The whole run: a stage folder's parent when that parent is a staged run, else this folder."""

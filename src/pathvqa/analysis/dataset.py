@@ -206,6 +206,8 @@ def stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
         f"top 10 cover {stats['top10_answer_coverage']}",
     ]
     lines += [f"  skipped {count:>6}  {reason}" for reason, count in stats["skipped_reasons"].items()]
+    if stats.get("filtered_by_where"):
+        lines.append(f"  filtered {stats['filtered_by_where']:>5}  by data.where")
     lines.append("  top answers: " + ", ".join(f"{a} ({n})" for a, n in stats["top_answers"]))
     across = stats["across_splits"]
     for pair, leak in across["leakage"].items():
@@ -216,13 +218,19 @@ def stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
         )
     if "question_prior" in across:
         prior, unseen = across["question_prior"], across["unseen_test_answers"]
+        med = prior["llava_med"]
         lines.append(
-            f"  question-only prior on test: EM {prior['exact_match']:.3f}, closed {prior['closed_accuracy']:.3f}, "
-            f"open EM {prior['open_exact_match']:.3f} (LLaVA-Med closed {prior['llava_med']['closed_accuracy']:.3f}, "
-            f"open recall {prior['llava_med']['open_recall']:.3f}); {unseen['unseen']} of {unseen['open_rows']} "
+            f"  question-only prior on test: EM {_f(prior['exact_match'])}, closed {_f(prior['closed_accuracy'])}, "
+            f"open EM {_f(prior['open_exact_match'])} (LLaVA-Med closed {_f(med['closed_accuracy'])}, "
+            f"open recall {_f(med['open_recall'])}); {unseen['unseen']} of {unseen['open_rows']} "
             "open test answers never occur in train"
         )
     return lines
+
+
+def _f(value: float | None) -> str:
+    """A score to three places, or n/a (no question of that kind)."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def shape_table(figures: dict[str, Any], reference: str | None = None) -> list[str]:

@@ -12,6 +12,7 @@ import base64
 import csv
 import html
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,12 @@ from pathvqa.analysis.results import (
     Run,
     load_run,
 )
+from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
 from pathvqa.scoring.metrics import HEADLINE, compare
 from pathvqa.sweeps.study import SPEC_FILE, open_sweep, trial_folders
+
+log = logging.getLogger(__name__)
 
 # Published PathVQA test-split numbers, shown apart from ours (another dataset), each protocol in its own
 # table: a number is only ever set beside numbers scored the same way.
@@ -179,14 +183,45 @@ def expand_sweeps(specs: list[str | Path]) -> tuple[list[str], dict[Path, tuple]
     return runs, sweeps
 
 
-def build(specs: list[str | Path], out: str | Path, title: str = "pathvqa results") -> dict[str, Path]:
+def evaluated_on(run: Run) -> tuple[str, str] | None:
+    """(dataset, split) a run's evaluation scored; a dataset folder by its real path (however it was spelt)."""
+    dataset, split = run.metrics.get("dataset"), run.metrics.get("split")
+    if dataset is None:
+        return None  # written before metrics.json named its dataset
+    path = Path(str(dataset))
+    return (str(path.resolve()) if path.exists() else str(dataset), str(split or "test"))
+
+
+def check_same_data(runs: list[Run], allow_mixed: bool) -> None:
+    """One table holds evaluations of one dataset and split: others are refused unless ``allow_mixed``."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for run in runs:
+        key = evaluated_on(run)
+        if key is not None:
+            seen.setdefault(key, []).append(run.label)
+    if len(seen) < 2:
+        return
+    shown = "; ".join(f"{', '.join(labels)}: {d} [{s}]" for (d, s), labels in seen.items())
+    if not allow_mixed:
+        raise PathVQAError(
+            f"report: these runs were evaluated on different data ({shown}): their scores are not comparable; "
+            "report each dataset apart, or pass --allow-mixed"
+        )
+    log.warning("report: runs evaluated on different data (%s): their scores are not comparable", shown)
+
+
+def build(
+    specs: list[str | Path], out: str | Path, title: str = "pathvqa results", allow_mixed: bool = False
+) -> dict[str, Path]:
     """Write the report for runs ``specs`` (a sweep folder: its evaluated trials, and its pictures) into
-    ``out``; returns the written files by kind."""
+    ``out``; returns the written files by kind. Runs evaluated on different datasets or splits are refused
+    unless ``allow_mixed``."""
     specs, sweeps = expand_sweeps(specs)
     runs = [load_run(s) for s in specs]
     if not runs:
         raise PathVQAError("report: give at least one run folder")
-    out = Path(out)
+    check_same_data(runs, allow_mixed)
+    out = check_destination(out, reads=[*(r.folder for r in runs), *sweeps])
     out.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in runs]
     dataset = runs[-1].metrics.get("dataset", "?")

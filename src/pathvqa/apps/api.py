@@ -18,19 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from pathvqa.config import ExperimentConfig, load_config
+from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.answerer import Answer, Answerer
 from pathvqa.evaluation.evaluate import run
 from pathvqa.training.stages import fit
 
-__all__ = ["Answer", "Answerer", "ExperimentConfig", "evaluate", "load_config", "train"]
+__all__ = ["Answer", "Answerer", "ExperimentConfig", "PathVQAError", "evaluate", "load_config", "train"]
+
+
+def _path(value: Any, what: str) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise PathVQAError(f"{what} must be a path (str or Path), got {type(value).__name__}")
+    return Path(value)
 
 
 def train(
-    cfg: ExperimentConfig, out: str | Path, resume: bool = False, progress: bool = True
+    cfg: ExperimentConfig | str | Path, out: str | Path, resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
-    """Train ``cfg`` into the run folder ``out`` (every stage; ``resume`` continues a stopped run); returns the
-    run's summary (steps, best step, last checkpoint)."""
-    return fit(cfg, out, resume=resume, progress=progress)
+    """Train ``cfg`` (a config, or an experiment YAML's path) into the run folder ``out`` (every stage;
+    ``resume`` continues a stopped run); returns the run's summary (steps, best step, last checkpoint)."""
+    if not isinstance(cfg, ExperimentConfig):
+        cfg = load_config(_path(cfg, "cfg (an ExperimentConfig or an experiment YAML)"))
+    return fit(cfg, _path(out, "out"), resume=resume, progress=progress)
 
 
 def evaluate(
@@ -42,5 +51,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score a run folder or checkpoint on a split (the test split by default); writes
     ``predictions.jsonl`` and ``metrics.json`` into ``out`` and returns the metrics. ``options``: those of
-    ``pathvqa eval`` (``blind``, ``limit``, ``overwrite``, ``progress``, …)."""
+    ``pathvqa eval`` (``blind``, ``limit``, ``overwrite``, ``progress``, …). ``out`` is checked before any
+    work."""
+    checkpoint = _path(checkpoint, "checkpoint")
+    out = _path(out, "out")
     return run(out=out, checkpoint_dir=str(checkpoint), dataset=dataset, split=split, **options)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -92,7 +94,9 @@ def synth(
 def data_stats(
     dataset: DatasetOpt,
     split: Annotated[str, typer.Option(help="Split to read.")] = "train",
-    max_pixels: Annotated[int, typer.Option(help="Skip images larger than this many pixels.")] = MAX_PIXELS,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Skip images larger than this many pixels.")
+    ] = MAX_PIXELS,
     reference: Annotated[
         str,
         typer.Option(help="Shape figures to print beside the dataset's: pathvqa (the official set) or none."),
@@ -199,10 +203,10 @@ def train(
     from pathvqa.training.trackers import check_installed
 
     check_installed(cfg.train.report_to)
-    from pathvqa.models.base import require_cuda_for_4bit
+    from pathvqa.models.registry import check_model
 
     for stage in cfg.stages or [None]:
-        require_cuda_for_4bit((cfg.stage_config(stage) if stage else cfg).model)
+        check_model((cfg.stage_config(stage) if stage else cfg).model)
     from pathvqa.data.prepare import check_splits
 
     check_splits(cfg.data)
@@ -297,10 +301,10 @@ def export(
     """Export a checkpoint for plain transformers / peft (into a new or empty folder)."""
     out_folder(out)
     require_checkpoint_folder(checkpoint)
-    from pathvqa.apps.export import check_export_folder
+    from pathvqa.apps.export import check_export
     from pathvqa.apps.export import export as run_export
 
-    check_export_folder(out, overwrite)  # before torch loads
+    check_export(checkpoint, out, merge, overwrite)  # before torch loads
     typer.echo(f"exported to {run_export(checkpoint, out, merge, overwrite)}")
 
 
@@ -311,12 +315,15 @@ def report_cmd(
     ],
     out: Annotated[Path, typer.Option(help="Report folder.")],
     title: Annotated[str, typer.Option(help="Report title.")] = "pathvqa results",
+    allow_mixed: Annotated[
+        bool, typer.Option(help="Report runs evaluated on different datasets or splits together (warned).")
+    ] = False,
 ) -> None:
     """Tables (md/csv/json), gallery, curves and one self-contained HTML page from run folders."""
     out_folder(out)
     from pathvqa.analysis.report import build
 
-    files = build(runs, out, title=title)
+    files = build(runs, out, title=title, allow_mixed=allow_mixed)
     typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")
 
 
@@ -422,6 +429,10 @@ def predict(
     image: Annotated[list[Path], typer.Option(help="An image file (repeatable; its questions follow it).")],
     question: Annotated[list[str], typer.Option(help="A question about the image before it (repeatable).")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the answers to this file (JSON lines, written whole).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Answer questions about images with a trained model (questions about one image: one batch)."""
     pairs = image_questions(sys.argv[1:]) if image and question else []
@@ -433,23 +444,35 @@ def predict(
         if not path.is_file():
             raise PathVQAError(f"image not found: {path}" if not path.exists() else f"{path} is not a file")
     require_checkpoint_folder(checkpoint)
-    from pathvqa.evaluation.answerer import Answerer
+    from pathvqa.evaluation.answerer import Answerer, model_folders
 
+    if out is not None:
+        from pathvqa.destinations import check_destination
+
+        check_destination(out, reads=[*model_folders(checkpoint), *(p for p, _ in pairs)], file=True)
+        if out.exists() and not overwrite:
+            raise PathVQAError(f"--out {out} exists: give a new file, or --overwrite to replace it")
     answerer = Answerer(checkpoint)
     from pathvqa.config import RANDOM_WEIGHTS, random_weights
 
     if random_weights(answerer.cfg):
         typer.echo(f"note: {answerer.label} has {RANDOM_WEIGHTS}", err=True)
+    rows = []
     for path, questions in pairs:
-        for answer in answerer.answer(path.read_bytes(), questions):
+        for answer in answerer.answer(path, questions):
+            rows.append({"image": str(path), **asdict(answer)})
             if as_json:
-                typer.echo(json.dumps({"image": str(path), **asdict(answer)}))
+                typer.echo(json.dumps(rows[-1]))
             else:
                 typer.echo(
                     answer.answer
                     if len(questions) == 1 and len(pairs) == 1
                     else f"{answer.question} → {answer.answer}"
                 )
+    if out is not None:
+        from pathvqa.destinations import write_text_atomic
+
+        write_text_atomic(out, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 @app.command()
@@ -493,13 +516,59 @@ def serve(
     app_.block_thread()
 
 
+EX_IOERR = 74
+"""Exit status when output cannot be written (a full disk, a closed pipe): sysexits.h's EX_IOERR."""
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EIO, errno.EROFS, errno.EFBIG}
+
+
+class LineTracker:
+    """stderr as the process writes it, remembering whether the last write left a line open (a progress
+    bar's residue, when stderr is a file or a pipe): an error then starts on a line of its own."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.last = ""
+
+    def write(self, text: str) -> int:
+        if text:
+            self.last = text
+        return self.stream.write(text)
+
+    def open_line(self) -> bool:
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        return bool(self.last) and not self.last.endswith("\n") and not (tty and self.last.endswith("\r"))
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def _say(tracker: LineTracker, line: str) -> None:
+    typer.echo(("\n" if tracker.open_line() else "") + line, err=True)
+
+
 def main() -> None:
-    """Entry point: user mistakes print one line on stderr and exit with status 2."""
+    """Entry point: user mistakes print one line on stderr and exit with status 2; output that cannot be
+    written (a full disk, a closed pipe) one line and status 74."""
+    import warnings
+
+    # the libraries' own deprecation notices (transformers, peft calling each other) are not the user's to act on
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\.|$)")
+    stderr = sys.stderr
+    tracker = sys.stderr = LineTracker(stderr)
     try:
         app()
     except PathVQAError as err:
-        typer.echo(f"error: {err}", err=True)
+        _say(tracker, f"error: {err}")
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        _say(tracker, "interrupted")
         sys.exit(130)
+    except OSError as err:
+        if err.errno not in OUTPUT_ERRNOS:
+            raise
+        if err.errno == errno.EPIPE:  # nothing more can reach a closed stdout, not even Python's last flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _say(tracker, f"error: cannot write the output: {err.strerror or err}")
+        sys.exit(EX_IOERR)
+    finally:
+        sys.stderr = stderr

@@ -72,9 +72,14 @@ def run_demo(
     extra = list(extra or [])
     with_grpo = "grpo" in extra
     extra = [name for name in extra if name != "grpo"]
-    if fresh and out.exists():
-        shutil.rmtree(out)
     data_dir = out / "data"
+    if fresh and out.exists():
+        if any(out.iterdir()) and not synthetic.holds_dataset(data_dir):
+            raise PathVQAError(
+                f"--fresh: {out} is not a demo folder (no demo data in {data_dir}), so it is not deleted: "
+                "give a new --out, or empty it yourself"
+            )
+        shutil.rmtree(out)
     if not (data_dir / "synth.json").is_file():
         _stage("PathVQA-shaped synthetic data (8,000 train / 500 validation / 1,500 test pairs, 96 px)")
         synthetic.write(data_dir, SIZES, size=96, seed=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights, save_config
-from pathvqa.destinations import replace_folder
+from pathvqa.destinations import check_destination, replace_folder
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.answerer import EXPORT_CONFIG
 from pathvqa.runs import RunDir, metrics_file, step_config, step_state
@@ -69,16 +69,27 @@ def _unquantized(checkpoint_dir: str | Path, merge: bool) -> list[str]:
     )
 
 
-def check_export_folder(out: Path, overwrite: bool) -> None:
-    """An export goes into an empty (or new) folder: files of another export are never mixed with its own."""
+def check_export(checkpoint_dir: str | Path, out: Path, merge: bool, overwrite: bool) -> Path:
+    """Everything an export could refuse, before torch loads; returns the checkpoint folder. The export goes
+    into an empty (or new) folder apart from the run it reads (``--overwrite`` replaces another export,
+    never the run), and ``merge`` needs adapters to merge."""
+    folder = resolve(checkpoint_dir)
+    check_destination(out, reads=[RunDir.of_checkpoint(folder).top().path, checkpoint_dir])
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise PathVQAError(f"--out {out} is not empty: give a new folder, or --overwrite to replace it")
+    tuning = load_config(step_config(folder)).model.tuning
+    if merge and tuning != "lora":
+        raise PathVQAError(
+            f"--merge: {checkpoint_dir} has no LoRA adapters to merge (model.tuning {tuning}: its weights are "
+            "whole already): export without --merge"
+        )
+    return folder
 
 
 def export(checkpoint_dir: str | Path, out: str | Path, merge: bool = False, overwrite: bool = False) -> Path:
     """The checkpoint as a ``save_pretrained`` folder with a model card, written whole into ``out``."""
     out = Path(out)
-    check_export_folder(out, overwrite)
+    check_export(checkpoint_dir, out, merge, overwrite)
     cfg, family, bundle, folder = load_trained(checkpoint_dir, _unquantized(checkpoint_dir, merge))
     with replace_folder(out) as work:  # the folder appears complete, replacing an old one only then
         family.export(bundle, cfg, str(work), merge)

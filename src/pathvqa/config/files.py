@@ -13,11 +13,15 @@ from pathvqa.config.schema import ExperimentConfig, _deep_merge, _Replacing, val
 from pathvqa.errors import ConfigError
 
 
-def parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """``["train.lr=1e-4", "data.dataset=x"]`` → nested dict; values are parsed as YAML scalars."""
+def parse_overrides(pairs: list[str] | str) -> tuple[dict[str, Any], list[str]]:
+    """``["train.lr=1e-4", "data.dataset=x"]`` (or one such string) → nested dict; values are parsed as
+    YAML scalars."""
     nested: dict[str, Any] = {}
     problems = []
-    for pair in pairs:
+    for pair in [pairs] if isinstance(pairs, str) else pairs:
+        if not isinstance(pair, str):
+            problems.append(f"override {pair!r}: give 'key=value' text")
+            continue
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             problems.append(f"override {pair!r}: expected key=value")
@@ -67,13 +71,17 @@ def find_config(path: str | Path) -> Path:
 
 def load_config(
     path: str | Path | None = None,
-    overrides: list[str] | None = None,
+    overrides: list[str] | str | None = None,
     values: dict[str, Any] | None = None,
 ) -> ExperimentConfig:
-    """Read a YAML config (or start from defaults), apply ``key=value`` overrides, then ``values`` (dotted
-    keys → Python values, as a sweep samples them), validate."""
+    """Read a YAML config (or start from defaults), apply ``key=value`` overrides (a list, or one string),
+    then ``values`` (dotted keys → Python values, as a sweep samples them), validate."""
     raw: dict[str, Any] = {}
     source = "config"
+    if path is not None and not isinstance(path, str | Path):
+        raise ConfigError([f"give the experiment YAML's path (str or Path), not {type(path).__name__}"])
+    if overrides is not None and not isinstance(overrides, str | list | tuple):
+        raise ConfigError([f"overrides: give a list of 'key=value' strings, not {type(overrides).__name__}"])
     if path is not None:
         path = find_config(path)
         source = str(path)

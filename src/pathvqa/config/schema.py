@@ -32,6 +32,17 @@ MAX_PIXELS = 40_000_000
 """Images larger than this many pixels are skipped as bad rows (decompression bombs): the one default."""
 
 
+def column_clash(columns: dict[str, str]) -> str | None:
+    """Two fields mapped to one of the file's columns (``{image: question, question: question}``), said."""
+    by_column: dict[str, list[str]] = {}
+    for name, column in columns.items():
+        by_column.setdefault(column, []).append(name)
+    clashes = [
+        f"{' and '.join(names)} both to {column!r}" for column, names in by_column.items() if len(names) > 1
+    ]
+    return f"data.columns maps {'; '.join(clashes)}: give each its own column" if clashes else None
+
+
 class DataConfig(_Section):
     dataset: str = "runs/data/synthetic"
     """Hub id, a folder (hub layout, ``{split}.parquet``, ``save_to_disk``), or a JSONL + images folder."""
@@ -79,6 +90,9 @@ class DataConfig(_Section):
         unknown = [k for k in v if k not in ("image", "question", "answer", "answer_type")]
         if unknown:
             raise ValueError(f"map image, question, answer or answer_type (not {', '.join(unknown)})")
+        problem = column_clash(v)
+        if problem:
+            raise ValueError(problem.removeprefix("data.columns "))
         return v
 
 
@@ -163,6 +177,8 @@ class _QuantizedModel(_ModelBase):
             raise ValueError("model.quantization '4bit' needs model.tuning 'lora' or 'frozen' (QLoRA)")
         if self.config_overrides and self.init != "random":
             raise ValueError("model.config_overrides changes the architecture: it needs model.init 'random'")
+        if self.max_layers and self.init != "random":
+            raise ValueError("model.max_layers cuts the architecture's towers: it needs model.init 'random'")
         return self
 
 

@@ -52,12 +52,17 @@ def decode(data: bytes | None, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise BadImage("image_too_large", f"{width}x{height}")
+                raise BadImage(
+                    "image_too_large",
+                    f"{width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} (data.max_pixels)",
+                )
             image.load()
     except BadImage:
         raise
     except Image.DecompressionBombError as err:
-        raise BadImage("image_too_large", str(err)) from None
+        raise BadImage("image_too_large", f"{err} (Pillow's own limit)") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage("undecodable_image", "not in a picture format Pillow reads") from None
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError… for broken files
         raise BadImage("undecodable_image", f"{err.__class__.__name__}: {err}") from None
     if width == 0 or height == 0:

@@ -8,10 +8,11 @@ Bad rows never crash a run: each is skipped and counted by reason (``missing_ima
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -19,10 +20,11 @@ from tqdm.auto import tqdm
 from pathvqa.answers import answer_type, given_type
 from pathvqa.config import MAX_PIXELS, DataConfig
 from pathvqa.data.images import BadImage, decode
-from pathvqa.data.sources import REQUIRED_COLUMNS, RowTable
+from pathvqa.data.sources import INVALID, REQUIRED_COLUMNS, RowTable
 from pathvqa.data.spec import DatasetSpec, as_spec, open_split, preset
 from pathvqa.errors import DataError
 
+log = logging.getLogger(__name__)
 _TRAILING_PUNCT = re.compile(r"[\s.,;:!?]+$")
 
 
@@ -90,6 +92,29 @@ class SplitData:
     skipped: Counter = field(default_factory=Counter)
     duplicates: int = 0
     """Rows repeating an earlier (image, question, answer) row: skipped when deduplicating, else kept."""
+    filtered: int = 0
+    """Rows ``data.where`` left out (counted in ``rows_total``)."""
+    sampled: bool = False
+    """``samples`` chose a seeded sample: rows past it were never read (nor counted as skipped)."""
+
+    def counts(self) -> dict[str, Any]:
+        """Rows read, kept and left out by reason: what ``metrics.json`` and ``train_summary.json`` record."""
+        return {
+            "rows_total": self.rows_total, "rows_kept": len(self.samples),
+            "skipped_reasons": dict(sorted(self.skipped.items())), "filtered_by_where": self.filtered,
+            "duplicates": self.duplicates, "sampled": self.sampled,
+        }  # fmt: skip
+
+    def rows_line(self) -> str:
+        """One line: rows kept of the split, and every row left out by reason (never dropped in silence)."""
+        kept = len(self.samples)
+        line = f"{self.split}: {kept} of {self.rows_total} rows kept"
+        if self.sampled:
+            line = f"{self.split}: a seeded sample of {kept} rows from {self.rows_total}"
+        out = [f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(self.skipped.items())]
+        if self.filtered:
+            out.append(f"{self.filtered} filtered out by data.where")
+        return line + (f"; left out: {', '.join(out)}" if out else "")
 
     def stats(self, top: int = 10) -> dict[str, Any]:
         answers = Counter(s.target for s in self.samples)
@@ -103,6 +128,7 @@ class SplitData:
             "rows_skipped": sum(self.skipped.values()),
             "skipped_reasons": dict(sorted(self.skipped.items())),
             "duplicates": self.duplicates,
+            "filtered_by_where": self.filtered,
             "closed": types["closed"],
             "open": types["open"],
             "yes_share_of_closed": round(yes / types["closed"], 4) if types["closed"] else None,
@@ -118,7 +144,7 @@ class SplitData:
 
 def _check_row(table: RowTable, row: dict[str, Any], max_pixels: int, decoded: dict[str, str]) -> tuple:
     """Validate one raw row → (image bytes, key, question, answer); raise BadImage on a bad row."""
-    if "_invalid" in row:
+    if INVALID in row:
         raise BadImage("invalid_row")
     data = table.image_bytes(row.get("image"))
     question = row.get("question")
@@ -160,10 +186,14 @@ def load_split(
     reference to each row, not its bytes. Rows repeating an earlier (image, question, answer) are
     counted, and skipped when ``dedupe`` (training; published test numbers count every row)."""
     table = open_split(source, split, mapped=lazy_images)
+    if not len(table) and not table.filtered:
+        raise DataError(f"{table.description} is empty: no rows")
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(
-            f"{table.description} lacks column(s) {', '.join(missing)} (has {', '.join(table.columns)})"
+            f"{table.description} lacks column(s) {', '.join(missing)} (its columns: "
+            f"{', '.join(table.file_columns)}): name yours with data.columns (--set data.columns.image=COLUMN, "
+            "or a dataset YAML)"
         )
     order = list(range(len(table)))
     if samples is not None and samples < len(order):
@@ -211,7 +241,8 @@ def load_split(
     if len(table) and not kept and samples != 0 and not allow_empty:
         reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
         raise DataError(f"{table.description}: every row was skipped ({reasons}): nothing to read")
-    return SplitData(split, kept, len(table), skipped, duplicates)
+    sampled = samples is not None and samples < len(table)
+    return SplitData(split, kept, len(table) + table.filtered, skipped, duplicates, table.filtered, sampled)
 
 
 def spec_of(data: DataConfig) -> DatasetSpec:
@@ -223,9 +254,11 @@ def spec_of(data: DataConfig) -> DatasetSpec:
     }  # fmt: skip
     if data.preset:
         default = DataConfig.model_fields["dataset"].default
-        return preset(data.preset, None if data.dataset == default else data.dataset, **settings)
+        spec = preset(data.preset, None if data.dataset == default else data.dataset, **settings)
+        return replace(spec, eval_split=data.eval_split)
     base = as_spec(data.dataset)
-    return DatasetSpec(**{**base.__dict__, **{k: v for k, v in settings.items() if v is not None}})
+    chosen = {k: v for k, v in settings.items() if v is not None or k == "eval_split"}  # null: no validation
+    return DatasetSpec(**{**base.__dict__, **chosen})
 
 
 def check_splits(data: DataConfig) -> None:
@@ -236,11 +269,18 @@ def check_splits(data: DataConfig) -> None:
             open_split(spec, split)
 
 
+def say_rows(data: SplitData) -> None:
+    """The split's rows-kept line in the log: a warning when any row was left out."""
+    left_out = bool(data.skipped) or bool(data.filtered)
+    log.log(logging.WARNING if left_out else logging.INFO, "%s", data.rows_line())
+
+
 def load_data_split(
-    data: DataConfig, split: str, samples: int | None, progress: bool, dedupe: bool = True
+    data: DataConfig, split: str, samples: int | None, progress: bool, dedupe: bool = True, say: bool = True
 ) -> SplitData:
-    """One split of a config's dataset, validated, with the config's pixel limit and sampling seed."""
-    return load_split(
+    """One split of a config's dataset, validated, with the config's pixel limit and sampling seed; its
+    rows-kept line is logged (``say``)."""
+    loaded = load_split(
         spec_of(data),
         split,
         max_pixels=data.max_pixels,
@@ -250,6 +290,9 @@ def load_data_split(
         lazy_images=data.lazy_images,
         dedupe=dedupe,
     )
+    if say:
+        say_rows(loaded)
+    return loaded
 
 
 def split_answers(source: str | DatasetSpec, split: str) -> set[str] | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,11 @@ from pathvqa.errors import DataError
 REQUIRED_COLUMNS = ("image", "question", "answer")
 
 
+INVALID = "_invalid"
+"""A row that could not be read as one (a broken JSON line, a conversation turn out of order): counted as a bad
+row with what was wrong, never a column."""
+
+
 @dataclass
 class RowTable:
     """Raw rows of one split; ``root`` resolves relative image paths."""
@@ -36,6 +41,10 @@ class RowTable:
     records: list[dict[str, Any]] | None
     root: Path | None
     description: str
+    header: list[str] | None = None
+    """The file's own column names, as it has them (before ``data.columns`` renames any; a CSV's header)."""
+    filtered: int = 0
+    """Rows ``data.where`` left out."""
 
     def __len__(self) -> int:
         return self.table.num_rows if self.table is not None else len(self.records)
@@ -44,7 +53,13 @@ class RowTable:
     def columns(self) -> list[str]:
         if self.table is not None:
             return self.table.column_names
-        return sorted({k for r in self.records for k in r}) if self.records else list(REQUIRED_COLUMNS)
+        keys = {k for r in self.records for k in r if k != INVALID}
+        return sorted(keys) if keys or self.header is None else list(self.header)
+
+    @property
+    def file_columns(self) -> list[str]:
+        """The columns as the file names them (what a message about a missing column lists)."""
+        return list(self.header) if self.header is not None else self.columns
 
     def row(self, index: int) -> dict[str, Any]:
         if self.table is not None:
@@ -60,18 +75,19 @@ class RowTable:
         """These rows only, in this order."""
         table = self.table.take(pa.array(indices, type=pa.int64())) if self.table is not None else None
         records = [self.records[i] for i in indices] if self.records is not None else None
-        return RowTable(table, records, self.root, description or self.description)
+        return replace(self, table=table, records=records, description=description or self.description)
 
     def renamed(self, names: dict[str, str]) -> RowTable:
         """Columns renamed ``{file's name: pathvqa's name}`` (a column already named so is replaced)."""
+        header = self.file_columns
         if self.table is not None:
             keep = [c for c in self.table.column_names if c not in names.values() or c in names]
             table = self.table.select(keep)
             table = table.rename_columns([names.get(c, c) for c in table.column_names])
-            return RowTable(table, None, self.root, self.description)
+            return replace(self, table=table, records=None, header=header)
         records = [{names.get(k, k): v for k, v in r.items() if k in names or k not in names.values()}
                    for r in self.records]  # fmt: skip
-        return RowTable(None, records, self.root, self.description)
+        return replace(self, records=records, header=header)
 
     def image_bytes(self, value: Any) -> bytes | None:
         """The encoded image of a row's ``image`` field (bytes, ``{bytes, path}``, or a path)."""
@@ -123,14 +139,28 @@ def _mapped_parquet(files: list[Path], description: str, root: Path) -> RowTable
 
 
 def _csv_table(path: Path, root: Path) -> RowTable:
+    """A comma-separated file with a header line, UTF-8 with or without a byte-order mark (Excel's "CSV
+    UTF-8"), any line ends."""
     import csv
 
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            records = [dict(row) for row in csv.DictReader(f)]
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            records = [dict(row) for row in reader]
     except (UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"cannot read {path} as CSV: {err}") from None
-    return RowTable(None, records, root, str(path))
+    if not header:
+        raise DataError(f"{path} is empty: no header line and no rows")
+    if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
+        separator = "';'" if ";" in header[0] else "a tab"
+        raise DataError(
+            f"{path} is separated by {separator}, not by commas: save it as comma-separated CSV "
+            "(in Excel: CSV UTF-8, comma delimited)"
+        )
+    if not records:
+        raise DataError(f"{path} is empty: a header line ({', '.join(header)}) and no rows")
+    return RowTable(None, records, root, str(path), header=header)
 
 
 def _json_table(path: Path, root: Path, llava: bool) -> RowTable:
@@ -141,8 +171,23 @@ def _json_table(path: Path, root: Path, llava: bool) -> RowTable:
         raise DataError(f"cannot read {path} as JSON: {err}") from None
     if not isinstance(entries, list):
         raise DataError(f"{path}: give a JSON array of rows (one object per question)")
-    rows = [e if isinstance(e, dict) else {"_invalid": f"entry {i}"} for i, e in enumerate(entries)]
-    return RowTable(None, conversation_rows(rows) if llava else rows, root, str(path))
+    if not entries:
+        raise DataError(f"{path} is empty: an array with no rows")
+    rows = [e if isinstance(e, dict) else {INVALID: f"entry {i}"} for i, e in enumerate(entries)]
+    return RowTable(None, llava_rows(rows, path) if llava else rows, root, str(path))
+
+
+def llava_rows(entries: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """:func:`conversation_rows`, refusing a file in which no entry is a conversation (plain rows read with
+    ``data.format: llava``)."""
+    if not any(isinstance(e.get("conversations"), list) for e in entries):
+        keys = sorted({k for e in entries for k in e if k != INVALID})
+        raise DataError(
+            f"{path}: data.format llava reads LLaVA conversations ({{image, conversations: [{{from: human, …}}, "
+            f"{{from: gpt, …}}]}}), but no entry has any (its keys: {', '.join(keys) or 'none'}): "
+            "for rows of image, question and answer leave data.format at auto"
+        )
+    return conversation_rows(entries)
 
 
 def conversation_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -152,7 +197,7 @@ def conversation_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for entry in entries:
         turns = entry.get("conversations")
         if not isinstance(turns, list):
-            rows.append({"_invalid": f"entry {entry.get('id', '?')}: no conversations"})
+            rows.append({INVALID: f"entry {entry.get('id', '?')}: no conversations"})
             continue
         pairs = zip(turns[::2], turns[1::2], strict=False)
         for n, (ask, reply) in enumerate(pairs):
@@ -163,7 +208,7 @@ def conversation_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "human",
                 "gpt",
             ):
-                rows.append({"_invalid": f"entry {entry.get('id', '?')} turn {n}"})
+                rows.append({INVALID: f"entry {entry.get('id', '?')} turn {n}"})
                 continue
             question = str(ask.get("value", "")).replace("<image>", " ").strip()
             rows.append({"id": f"{entry.get('id', '')}-{n}", "image": entry.get("image"), "question": question,
@@ -173,14 +218,20 @@ def conversation_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _jsonl_table(path: Path) -> RowTable:
     records = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"cannot read {path} as JSON lines: not UTF-8 text ({err.reason})") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            row = {"_invalid": f"line {lineno}"}  # counted as a bad row, not a crash
-        records.append(row if isinstance(row, dict) else {"_invalid": f"line {lineno}"})
+            row = {INVALID: f"line {lineno}"}  # counted as a bad row, not a crash
+        records.append(row if isinstance(row, dict) else {INVALID: f"line {lineno}"})
+    if not records:
+        raise DataError(f"{path} is empty: no rows")
     return RowTable(None, records, path.parent, str(path))
 
 
@@ -222,6 +273,47 @@ def open_source(
     )
 
 
+SPLIT_FILES = {
+    "parquet": ("data/{split}-*.parquet", "data/{split}.parquet", "{split}.parquet", "{split}-*.parquet"),
+    "jsonl": ("{split}.jsonl",),
+    "json": ("{split}.json",),
+    "csv": ("{split}.csv",),
+}
+"""Where a folder holds a split, by format (a save_to_disk folder aside): one format per split."""
+
+
+def _split_files(path: Path, split: str) -> dict[str, list[Path]]:
+    """The files of ``split`` in ``path``, by format (only the formats that have any)."""
+    found = {}
+    for fmt, patterns in SPLIT_FILES.items():
+        for pattern in patterns:
+            files = sorted(path.glob(pattern.format(split=split)))
+            if files:
+                found[fmt] = files
+                break
+    return found
+
+
+def folder_splits(path: Path) -> list[str]:
+    """The splits a folder holds (what a message about a missing split lists); in a folder of parquet
+    splits, those only (a JSON file beside them is a note, such as the synthetic set's ``synth.json``)."""
+    import re
+
+    by_format: dict[str, set[str]] = {}
+    claimed: set[Path] = set()
+    for fmt, patterns in SPLIT_FILES.items():
+        for pattern in sorted(patterns, key=lambda p: "-*" not in p):  # train-0000.parquet is split train
+            regex = re.escape(pattern).replace(r"\{split\}", "(?P<split>[^/]+?)").replace(r"\*", "[^/]*")
+            for file in sorted(set(path.glob(pattern.replace("{split}", "*"))) - claimed):
+                match = re.fullmatch(regex, file.relative_to(path).as_posix())
+                if match and file.is_file():
+                    by_format.setdefault(fmt, set()).add(match["split"])
+                    claimed.add(file)
+    if "parquet" in by_format:
+        return sorted(by_format["parquet"])
+    return sorted(set().union(*by_format.values()))
+
+
 def _open_folder(path: Path, split: str, mapped: bool, fmt: str, root: Path) -> RowTable:
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         from datasets import DatasetDict, load_from_disk
@@ -229,30 +321,29 @@ def _open_folder(path: Path, split: str, mapped: bool, fmt: str, root: Path) -> 
         ds = load_from_disk(str(path))
         if isinstance(ds, DatasetDict):
             if split not in ds:
-                raise SplitNotFound(f"split '{split}' not in {path} (has {', '.join(ds)})")
+                raise SplitNotFound(f"split '{split}' not in {path} (it has: {', '.join(ds)})")
             ds = ds[split]
         return _datasets_table(ds, f"{path} [{split}]", path)
-    for pattern in (
-        f"data/{split}-*.parquet",
-        f"data/{split}.parquet",
-        f"{split}.parquet",
-        f"{split}-*.parquet",
-    ):
-        files = sorted(path.glob(pattern))
-        if files:
-            read = _mapped_parquet if mapped else _parquet_table
-            return read(files, f"{path}/{pattern}", path)
-    if (path / f"{split}.jsonl").is_file():
-        table = _jsonl_table(path / f"{split}.jsonl")
-        return RowTable(None, conversation_rows(table.records) if fmt == "llava" else table.records, root,
-                        table.description)  # fmt: skip
-    if (path / f"{split}.json").is_file():
-        return _json_table(path / f"{split}.json", root, llava=fmt == "llava")
-    if (path / f"{split}.csv").is_file():
-        return _csv_table(path / f"{split}.csv", root)
+    found = _split_files(path, split)
+    if len(found) > 1:
+        files = " and ".join(str(files[0].relative_to(path)) for files in found.values())
+        raise DataError(f"split '{split}' is in two formats in {path} ({files}): keep one of them")
+    if "parquet" in found:
+        read = _mapped_parquet if mapped else _parquet_table
+        return read(found["parquet"], f"{path} [{split}]", path)
+    if "jsonl" in found:
+        table = _jsonl_table(found["jsonl"][0])
+        rows = llava_rows(table.records, found["jsonl"][0]) if fmt == "llava" else table.records
+        return replace(table, records=rows, root=root)
+    if "json" in found:
+        return _json_table(found["json"][0], root, llava=fmt == "llava")
+    if "csv" in found:
+        return _csv_table(found["csv"][0], root)
+    has = folder_splits(path)
+    looked = ", ".join(p.format(split=split) for ps in SPLIT_FILES.values() for p in ps)
     raise SplitNotFound(
-        f"split '{split}' not found in {path}: looked for data/{split}-*.parquet, {split}.parquet, "
-        f"{split}.jsonl, {split}.json, {split}.csv and a save_to_disk folder"
+        f"split '{split}' not found in {path} (it has: {', '.join(has) or 'no split files'}; looked for "
+        f"{looked} and a save_to_disk folder)"
     )
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pathvqa.config import column_clash
 from pathvqa.data.sources import RowTable, SplitNotFound, open_source
 from pathvqa.errors import DataError
 
@@ -43,11 +45,25 @@ class DatasetSpec:
     eval_split: str = "validation"
     seed: int = 0
 
+    def __post_init__(self):
+        problem = column_clash(self.columns)
+        if problem:
+            raise DataError(problem)
+
     def describe(self) -> str:
         return self.source
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def local_paths(self) -> list[Path]:
+        """The folders on this machine the rows and images are read from (none for a hub id): what a
+        command's destination must stay apart from."""
+        folder = Path(self.source).expanduser()
+        if not folder.is_dir():
+            return []
+        root = folder / self.image_root if self.image_root else folder
+        return [folder, *([root] if root != folder else [])]
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -107,6 +123,8 @@ def parse(text: str) -> DatasetSpec:
     name, colon, rest = text.partition(":")
     if colon and name in PRESETS:
         return preset(name, rest or None)
+    if colon and re.fullmatch(r"[a-z][a-z0-9_-]+", name) and not Path(text).exists():  # not C:\ nor a path
+        raise DataError(f"unknown dataset preset {name!r} in {text!r} (have {', '.join(PRESETS)})")
     if text in PRESETS:
         return preset(text)
     return DatasetSpec(text)
@@ -147,11 +165,12 @@ def _carves(spec: DatasetSpec) -> bool:
 
 
 def _carve_hint(spec: DatasetSpec, split: str) -> str:
-    if split in (TRAIN, TEST):
+    """For the validation split only: how a set without one gets one, or validates nothing."""
+    if split != spec.eval_split or split in (TRAIN, TEST):
         return ""
     return (
-        f" (a set with train and test splits gets its '{split}' carved out of train: "
-        "data.validation_from_train; or set data.eval_split: null to validate nothing)"
+        f"; a set with train and test splits gets its '{split}' carved out of train "
+        "(data.validation_from_train), or set data.eval_split: null to validate nothing"
     )
 
 
@@ -161,18 +180,23 @@ def _read(spec: DatasetSpec, split: str, mapped: bool) -> RowTable:
         if column not in table.columns:
             raise DataError(
                 f"data.columns.{name}: no column {column!r} in {table.description} "
-                f"(it has: {', '.join(table.columns)})"
+                f"(it has: {', '.join(table.file_columns)})"
             )
     if spec.columns:
         table = table.renamed({column: name for name, column in spec.columns.items()})
+    before = len(table)
     for column, value in spec.where.items():
         if column not in table.columns:
             raise DataError(
-                f"data.where.{column}: no such column in {table.description} (it has: {', '.join(table.columns)})"
+                f"data.where.{column}: no such column in {table.description} "
+                f"(it has: {', '.join(table.file_columns)})"
             )
         values = table.column(column)
         table = table.subset([i for i, v in enumerate(values) if v == value])
-    return table
+    if spec.where and before and not len(table):
+        shown = ", ".join(f"{k} = {v!r}" for k, v in spec.where.items())
+        raise DataError(f"data.where ({shown}) keeps none of the {before} rows of {table.description}")
+    return replace(table, filtered=before - len(table))
 
 
 def _has_split(spec: DatasetSpec, split: str) -> bool:

@@ -4,12 +4,14 @@ merged export."""
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from pathvqa.config import load_config
 from pathvqa.data.batches import ImagePipeline
@@ -18,6 +20,8 @@ from pathvqa.data.prepare import Sample
 from pathvqa.errors import PathVQAError
 from pathvqa.models.feature_cache import FeatureCache
 from pathvqa.models.registry import get_family
+from pathvqa.runs import RunDir
+from pathvqa.training.checkpoint import resolve
 from pathvqa.training.restore import load_trained
 
 EXPORT_CONFIG = "pathvqa.yaml"
@@ -40,6 +44,15 @@ def load_model(path: str | Path, overrides: list[str] | None = None):
     return load_trained(path, overrides)
 
 
+def model_folders(path: str | Path) -> list[Path]:
+    """The folders a model is read from: a merged export, or a checkpoint and the whole run it belongs to
+    (what a command's destination must stay apart from)."""
+    path = Path(path)
+    if (path / EXPORT_CONFIG).is_file():
+        return [path]
+    return [path, RunDir.of_checkpoint(resolve(path)).top().path]
+
+
 @dataclass
 class Answer:
     model: str
@@ -49,15 +62,50 @@ class Answer:
     """Wall time of the batch that answered it (questions about one image are answered together)."""
 
 
-def image_problem(err: BadImage) -> str:
-    """One sentence for a user: what is wrong with the image they gave."""
+def image_problem(err: BadImage, name: str = "this image") -> str:
+    """One sentence for a user: what is wrong with the image they gave (``name``: its file)."""
+    detail = str(err).removeprefix(f"{err.reason}: ")
     if err.reason == "image_too_large":
-        return f"cannot use this image: it is larger than the pixel limit ({err})"
+        return f"cannot use {name}: {detail}"
     if err.reason == "missing_image":
-        return "cannot use this image: the file is empty"
-    if "truncated" in str(err).lower() or "broken data stream" in str(err).lower():
-        return f"cannot use this image: the file is truncated or damaged ({err})"
-    return f"cannot use this image: it is not an image ({err})"
+        return f"cannot use {name}: the file is empty"
+    if "truncated" in detail.lower() or "broken data stream" in detail.lower():
+        return f"cannot use {name}: the file is truncated or damaged ({detail})"
+    return f"cannot use {name}: it is not an image ({detail})"
+
+
+ImageInput = bytes | str | Path | Image.Image
+"""What :meth:`Answerer.answer` takes as an image: encoded bytes, a file's path, or a PIL image."""
+
+
+def read_image(image: ImageInput) -> tuple[bytes, str]:
+    """(encoded bytes, a name for messages) of an image given as bytes, a path or a PIL image."""
+    if isinstance(image, bytes | bytearray):
+        return bytes(image), "this image"
+    if isinstance(image, str | Path):
+        path = Path(image)
+        if not path.is_file():
+            raise PathVQAError(f"image not found: {path}" if not path.exists() else f"{path} is not a file")
+        return path.read_bytes(), str(path)
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue(), "this image"
+    raise PathVQAError(f"the image must be bytes, a file path or a PIL image (got {type(image).__name__})")
+
+
+def read_questions(questions: str | list[str] | tuple[str, ...]) -> list[str]:
+    """One question or a list of them, each with its whitespace collapsed; an empty one is refused."""
+    if isinstance(questions, str):
+        questions = [questions]
+    if not isinstance(questions, list | tuple) or not all(isinstance(q, str) for q in questions):
+        raise PathVQAError(
+            f"questions must be a string or a list of strings (got {type(questions).__name__})"
+        )
+    questions = [" ".join(q.split()) for q in questions]
+    if not questions or not all(questions):
+        raise PathVQAError("the question is empty: ask something about the image")
+    return questions
 
 
 class Answerer:
@@ -79,17 +127,17 @@ class Answerer:
         encoder = self.bundle.image_encoder
         self.features = FeatureCache(encoder, None, SERVE_FEATURE_CACHE_MB) if encoder is not None else None
 
-    def answer(self, image: bytes, questions: list[str]) -> list[Answer]:
-        """Answers to ``questions`` about the encoded ``image``; a bad image or question → PathVQAError."""
-        questions = [" ".join(q.split()) for q in questions]
-        if not questions or not all(questions):
-            raise PathVQAError("the question is empty: ask something about the image")
+    def answer(self, image: ImageInput, questions: str | list[str]) -> list[Answer]:
+        """Answers to ``questions`` (one or a list) about ``image`` (encoded bytes, a file's path or a PIL
+        image); a bad image or question → PathVQAError."""
+        questions = read_questions(questions)
+        image, name = read_image(image)
         key = hashlib.sha1(image).hexdigest()
         samples = [Sample(f"q{i}", image, key, q, "", "", "open") for i, q in enumerate(questions)]
         try:
             tile = self.pipeline.batch(samples[:1])  # (1, 3, S, S): encoded once for every question
         except BadImage as err:
-            raise PathVQAError(image_problem(err)) from None
+            raise PathVQAError(image_problem(err, name)) from None
         one_image = torch.zeros(len(samples), dtype=torch.long)
         inputs = self.family.inputs(
             self.bundle, samples, tile, self.cfg.task, train=False, image_index=one_image

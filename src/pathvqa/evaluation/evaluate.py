@@ -14,12 +14,13 @@ from typing import Any
 from accelerate import Accelerator
 
 from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights
-from pathvqa.data.prepare import load_data_split, load_split, mark_seen, spec_of, split_answers
-from pathvqa.destinations import write_text_atomic
+from pathvqa.data.prepare import load_data_split, load_split, mark_seen, say_rows, spec_of, split_answers
+from pathvqa.data.spec import as_spec
+from pathvqa.destinations import check_destination, write_text_atomic
 from pathvqa.errors import PathVQAError
 from pathvqa.models.generation import predict
 from pathvqa.models.registry import build
-from pathvqa.runs import METRICS, PREDICTIONS, step_config
+from pathvqa.runs import METRICS, PREDICTIONS, RunDir, step_config
 from pathvqa.scoring.baseline import QuestionPrior
 from pathvqa.scoring.metrics import score_all
 from pathvqa.training.checkpoint import resolve
@@ -105,8 +106,12 @@ def run(
     source = resolve(checkpoint_dir) if checkpoint_dir is not None else Path(config)
     cfg = load_config(step_config(source) if checkpoint_dir is not None else config, overrides)
     split = split or cfg.data.test_split
+    reads = [source, *spec_of(cfg.data).local_paths()]
+    if checkpoint_dir is not None:
+        reads.append(RunDir.of_checkpoint(source).checkpoints)
+    check_destination(out, reads=reads)  # before the model is built
     identity = eval_identity(out, source, cfg.data.dataset, split, blind, limit, dedupe)
-    check_eval_folder(out, identity, overwrite)  # before the model is built
+    check_eval_folder(out, identity, overwrite)
     accelerator = Accelerator(cpu=cpu_processes(), mixed_precision=mixed_precision(cfg))
     if checkpoint_dir is not None:  # the process state first: a 4-bit model is placed on this rank's GPU
         cfg, family, bundle, source = load_trained(checkpoint_dir, overrides)
@@ -116,11 +121,11 @@ def run(
         bundle.model.to(accelerator.device)
     if random_weights(cfg):
         log.warning("%s: %s", cfg.name, RANDOM_WEIGHTS)
-    data = load_data_split(cfg.data, split, limit, progress and accelerator.is_main_process, dedupe=dedupe)
+    main = accelerator.is_main_process
+    data = load_data_split(cfg.data, split, limit, progress and main, dedupe=dedupe, say=main)
     rows = predict(family, bundle, data.samples, cfg, accelerator=accelerator, blind=blind, progress=progress)
     result: dict[str, Any] = {}
-    if accelerator.is_main_process:
-        _report_skipped(data.skipped, len(rows), split)
+    if main:
         mark_seen(rows, split_answers(spec_of(cfg.data), cfg.data.train_split))
         write_predictions(rows, out / PREDICTIONS)
         result = score_all(rows)
@@ -135,6 +140,7 @@ def run(
                 "skipped_rows": skipped,
                 "skipped_reasons": dict(data.skipped),
                 "duplicate_rows": data.duplicates,
+                "filtered_rows": data.filtered,
                 "processes": accelerator.num_processes,
             }
         )
@@ -143,15 +149,6 @@ def run(
             _to_trackers(source, result, split, blind)
     accelerator.wait_for_everyone()
     return result
-
-
-def _report_skipped(skipped: dict[str, int], kept: int, split: str) -> None:
-    """Rows that could not be read are left out of the score: said, with their reasons, not only counted."""
-    if not skipped:
-        return
-    total = kept + sum(skipped.values())
-    reasons = "; ".join(f"{n} {reason}" for reason, n in skipped.items())
-    log.warning("%s: scored %d of %d rows; %d skipped (%s)", split, kept, total, total - kept, reasons)
 
 
 def _to_trackers(checkpoint: Path, metrics: dict[str, Any], split: str, blind: bool) -> None:
@@ -181,18 +178,23 @@ def run_baseline(
     predictions.jsonl and metrics.json, as for a model."""
     if name not in BASELINES:
         raise PathVQAError(f"unknown baseline {name!r} (have {', '.join(BASELINES)})")
-    out = Path(out)
+    out = check_destination(out, reads=as_spec(dataset).local_paths())
     identity = eval_identity(out, name, dataset, split, False, None, dedupe)
     check_eval_folder(out, identity, overwrite)
     train = load_split(dataset, "train", progress=False).samples  # deduplicated, as training is
     test = load_split(dataset, split, progress=False, dedupe=dedupe)
+    say_rows(test)
     rows = mark_seen(QuestionPrior(train).predictions(test.samples), split_answers(dataset, "train"))
     write_predictions(rows, out / PREDICTIONS)
     metrics = {
         **score_all(rows),
         "model": "question-only prior",
         **identity,
+        "rows": f"{len(rows)} of {len(rows) + sum(test.skipped.values())} rows",
+        "skipped_rows": sum(test.skipped.values()),
+        "skipped_reasons": dict(test.skipped),
         "duplicate_rows": test.duplicates,
+        "filtered_rows": test.filtered,
     }
     write_text_atomic(out / METRICS, json.dumps(metrics, indent=2))
     return metrics

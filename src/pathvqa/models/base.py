@@ -77,6 +77,11 @@ class Family(Protocol):
 
     def build(self, cfg: ExperimentConfig) -> Bundle: ...
 
+    def check(self, model_cfg: Any) -> None:
+        """What can be said of the model section before anything is built or any data read (a hub config
+        and the values set on it): a one-line error here, not a traceback after the data has loaded."""
+        return None
+
     def pinned_modules(self, bundle: Bundle, model_cfg: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(always trainable, never trainable) module-name prefixes, whatever ``model.tuning`` says."""
         return (), ()

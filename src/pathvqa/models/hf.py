@@ -60,6 +60,13 @@ class HfBundle(Bundle):
 class HfFamily(Family):
     name = "hf"
 
+    def check(self, m: HfModelConfig) -> None:
+        """A hub config cut to ``max_layers`` and given ``config_overrides`` builds (on the meta device)."""
+        if m.name not in tiny_hf.BUILDERS and (m.max_layers or m.config_overrides):
+            hub_config(
+                m.name, m.trust_remote_code, m.max_layers, m.config_overrides, AutoModelForImageTextToText
+            )
+
     def build(self, cfg: ExperimentConfig) -> HfBundle:
         m: HfModelConfig = cfg.model
         tiny = m.name in tiny_hf.BUILDERS
@@ -77,7 +84,7 @@ class HfFamily(Family):
         # template's span need not (LLaVA-1.5's marks the answer and a space, no </s>: never learns to stop)
         template = arch.template
         if m.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         config = model.config
         image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
@@ -274,7 +281,9 @@ def _load(m: HfModelConfig):
         processor = AutoProcessor.from_pretrained(m.name, trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError, ImportError) as err:
         raise load_error("processor", m.name, err) from None
-    config = hub_config(m.name, m.trust_remote_code, m.max_layers, m.config_overrides)
+    config = hub_config(
+        m.name, m.trust_remote_code, m.max_layers, m.config_overrides, AutoModelForImageTextToText
+    )
     if m.init == "random" and not has_weights(m.name):  # an exported folder of a dry run holds its weights
         kwargs = _load_kwargs(m)
         if "quantization_config" in kwargs:  # 4-bit of random weights: quantize what from_config built

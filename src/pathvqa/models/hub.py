@@ -26,8 +26,12 @@ PER_LAYER_KEYS = ("layer_types",)
 """Config lists with one entry per block: cut with the blocks."""
 
 
-def hub_config(name: str, trust_remote_code: bool, max_layers: int | None, overrides: dict[str, Any]):
-    """``AutoConfig`` of ``name`` with at most ``max_layers`` blocks per tower and ``overrides`` set."""
+def hub_config(
+    name: str, trust_remote_code: bool, max_layers: int | None, overrides: dict[str, Any], cls=None
+):
+    """``AutoConfig`` of ``name`` with at most ``max_layers`` blocks per tower and ``overrides`` set; with
+    ``overrides`` and the Auto class ``cls`` that will build it, the architecture is built once on the meta
+    device (no memory), so a value the model rejects is said here, naming the key."""
     from transformers import AutoConfig
 
     from pathvqa.models.base import load_error
@@ -36,10 +40,29 @@ def hub_config(name: str, trust_remote_code: bool, max_layers: int | None, overr
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise load_error("model config", name, err) from None
-    if max_layers:
-        cut_layers(config, max_layers)
+    if max_layers and not cut_layers(config, max_layers):
+        raise PathVQAError(
+            f"model.max_layers {max_layers}: no tower of {name} is deeper than that, so nothing would be cut "
+            "(give fewer blocks, or leave it out)"
+        )
     set_overrides(config, overrides, name)
+    if overrides and cls is not None:
+        try:
+            meta_model(cls, config)
+        except Exception as err:  # the model classes raise ValueError, RuntimeError, TypeError…
+            raise _override_error(overrides, name, err) from None
     return config
+
+
+def _override_error(
+    overrides: dict[str, Any], name: str, err: Exception, what: str = "model"
+) -> PathVQAError:
+    keys = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+    which = keys if len(overrides) == 1 else f"one of {keys}"
+    reason = " ".join(str(err).split())[:160]
+    return PathVQAError(
+        f"model.config_overrides: {name}'s {what} rejects {which} ({err.__class__.__name__}: {reason})"
+    )
 
 
 def _configs(config) -> list:
@@ -57,19 +80,23 @@ def _configs(config) -> list:
     return found
 
 
-def cut_layers(config, max_layers: int) -> None:
-    """Keep the first ``max_layers`` blocks of every tower the config describes (in place)."""
+def cut_layers(config, max_layers: int) -> bool:
+    """Keep the first ``max_layers`` blocks of every tower the config describes (in place); whether any
+    tower was deeper."""
+    cut = False
     for node in _configs(config):
         for key in DEPTH_KEYS:
             value = getattr(node, key, None)
             if isinstance(value, int) and not isinstance(value, bool) and value > max_layers:
                 setattr(node, key, max_layers)
+                cut = True
         for key in PER_LAYER_KEYS:
             value = getattr(node, key, None)
             if isinstance(value, list) and len(value) > max_layers:
                 setattr(node, key, value[:max_layers])
         if isinstance(getattr(node, "max_window_layers", None), int):
             node.max_window_layers = min(node.max_window_layers, max_layers)
+    return cut
 
 
 def set_overrides(config, overrides: dict[str, Any], name: str) -> None:
@@ -81,7 +108,10 @@ def set_overrides(config, overrides: dict[str, Any], name: str) -> None:
             node = getattr(node, part, None)
         if node is None or not hasattr(node, last):
             raise PathVQAError(f"model.config_overrides: {name}'s config has no {key!r}")
-        setattr(node, last, value)
+        try:
+            setattr(node, last, value)
+        except Exception as err:  # a strict config field of another type (huggingface_hub's dataclasses)
+            raise _override_error({key: value}, name, err, "config") from None
 
 
 def has_weights(name: str) -> bool:

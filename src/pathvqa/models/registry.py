@@ -28,6 +28,13 @@ def get_family(name: str) -> Family:
     return getattr(importlib.import_module(module), cls)()
 
 
+def check_model(model_cfg) -> None:
+    """The model section's problems that need its family (a CUDA GPU for 4-bit, values its hub config
+    rejects), said in one line before any data is read or anything built."""
+    require_cuda_for_4bit(model_cfg)
+    get_family(model_cfg.family).check(model_cfg)
+
+
 def build(cfg: ExperimentConfig, tuned: bool = True) -> tuple[Family, Bundle]:
     """Build the family's model; with ``tuned``, apply the config's tuning (LoRA / full / frozen)."""
     require_cuda_for_4bit(cfg.model)  # one line before anything loads

@@ -133,7 +133,9 @@ def _load_language_model(m: VlmModelConfig):
         tokenizer = AutoTokenizer.from_pretrained(m.language, trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError, ImportError) as err:
         raise load_error("tokenizer", m.language, err) from None
-    config = hub_config(m.language, m.trust_remote_code, m.max_layers, m.config_overrides)
+    config = hub_config(
+        m.language, m.trust_remote_code, m.max_layers, m.config_overrides, AutoModelForCausalLM
+    )
     try:
         if m.init == "random" and not has_weights(m.language):  # an export's folder holds its weights
             model = random_model(AutoModelForCausalLM, config, kwargs.get("dtype", torch.float32))
@@ -193,6 +195,13 @@ class VlmBundle(Bundle):
 
 class VlmFamily(Family):
     name = "vlm"
+
+    def check(self, m: VlmModelConfig) -> None:
+        """The language model's hub config cut to ``max_layers`` and given ``config_overrides`` builds."""
+        if m.language not in tiny.LANGUAGE_SIZES and (m.max_layers or m.config_overrides):
+            hub_config(
+                m.language, m.trust_remote_code, m.max_layers, m.config_overrides, AutoModelForCausalLM
+            )
 
     def build(self, cfg: ExperimentConfig) -> VlmBundle:
         m: VlmModelConfig = cfg.model

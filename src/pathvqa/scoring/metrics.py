@@ -332,11 +332,16 @@ def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[
     common = sorted(i for i in a.keys() & b.keys() if i is not None)
     if not common:
         raise PathVQAError("the two prediction files share no question id: compare runs on the same split")
-    differing = [i for i in common if str(a[i]["answer"]) != str(b[i]["answer"])]
-    if differing:
-        raise PathVQAError(
-            f"{len(differing)} shared ids have different answers (e.g. {differing[0]}): not the same questions"
-        )
+    for field in ("question", "answer"):  # an id names the same question only if both sides agree on it
+        differing = [
+            i for i in common
+            if field in a[i] and field in b[i] and " ".join(str(a[i][field]).split()) != " ".join(str(b[i][field]).split())
+        ]  # fmt: skip
+        if differing:
+            raise PathVQAError(
+                f"{len(differing)} shared ids have different {field}s (e.g. {differing[0]}): not the same "
+                "questions: compare evaluations of the same split"
+            )
     ta, tb = (strict_table([rows[i] for i in common]) for rows in (a, b))
     for table in (ta, tb):
         table["open_f1"] = np.where(np.isnan(table["open_exact_match"]), np.nan, table["f1"])

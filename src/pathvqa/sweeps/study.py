@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pathvqa.config import ExperimentConfig
+from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
 from pathvqa.runs import RunDir, metrics_file
 from pathvqa.sweeps.spec import Spec, load_spec
@@ -362,9 +363,9 @@ def run_sweep(
     spec = load_spec(spec_path)
     if trials is not None:
         spec.trials = trials
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise PathVQAError(f"--out {out} is a file: give a folder for the sweep")
+    from pathvqa.training.stages import reads_of
+
+    out = check_destination(out, reads=reads_of(spec.config(extra=[])))  # the dataset, a run it starts from
     url = storage or default_storage(out)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).parent.is_dir():
         if storage is not None:

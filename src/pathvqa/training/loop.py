@@ -141,15 +141,19 @@ class Trainer:
     def _load_data(self) -> None:
         cfg = self.cfg
         train = load_data_split(
-            cfg.data, cfg.data.train_split, cfg.data.train_samples, self.progress and self.main
+            cfg.data, cfg.data.train_split, cfg.data.train_samples, self.progress and self.main, say=self.main
         )
         if not train.samples:
             raise PathVQAError(f"no usable training rows in {cfg.data.dataset} [{cfg.data.train_split}]")
         self.samples = train.samples
         self.val_samples = []
+        self.data_counts = {"train": train.counts()}
         if cfg.data.eval_split:
-            split = load_data_split(cfg.data, cfg.data.eval_split, cfg.data.eval_samples, False)
+            split = load_data_split(
+                cfg.data, cfg.data.eval_split, cfg.data.eval_samples, False, say=self.main
+            )
             self.val_samples = split.samples
+            self.data_counts["validation"] = split.counts()
 
     def _build_model(self) -> None:
         cfg = self.cfg
@@ -484,6 +488,7 @@ class Trainer:
             "best_step": self.pos.best_step,
             "best_value": self.pos.best_value,
             "checkpoint": str(RunDir(self.run_dir).checkpoints / f"step-{self.pos.step}"),
+            "data": self.data_counts,
         }
         if self.main:  # written last: its presence means the run finished
             RunDir(self.run_dir).summary.write_text(json.dumps(result, indent=1))

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pathvqa.config import ExperimentConfig, load_config, resume_differences, save_config
+from pathvqa.data.prepare import spec_of
+from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
 from pathvqa.runs import RunDir
 from pathvqa.training import checkpoint
@@ -34,7 +36,7 @@ def fit(
     continues the unfinished one from its last valid checkpoint. ``on_validate(label, step, metrics)``
     runs after each validation (a sweep's pruner; it may raise to stop the run).
     """
-    run_dir = Path(run_dir)
+    run_dir = check_destination(run_dir, reads=reads_of(cfg))
     if resume:
         check_same_run(cfg, run_dir)  # before anything in the run folder is touched
     if not cfg.stages:
@@ -62,6 +64,11 @@ def fit(
     if is_main_process():
         RunDir(run_dir).summary.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def reads_of(cfg: ExperimentConfig) -> list[Path | str | None]:
+    """What a training reads besides its config: the dataset's folders and the run it starts from."""
+    return [*spec_of(cfg.data).local_paths(), cfg.train.init_from]
 
 
 def check_same_run(cfg: ExperimentConfig, run_dir: Path) -> None:

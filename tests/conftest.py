@@ -133,6 +133,47 @@ def pathvqa_dir(tmp_path_factory) -> Path:
     return out
 
 
+FAULTS: list[tuple[str, str, str, str]] = []
+"""(section, fault, what the test did, what happened): ``docs/faults.md`` is this record, written at the end of
+a session run with ``PATHVQA_RELIABILITY_DOC=docs/faults.md pytest tests/test_reliability.py
+tests/test_bad_input.py``."""
+FAULT_SECTIONS = {
+    "faults": "Faults: kills, damaged files, diverging training, untrusted input",
+    "bad input": "Bad input: what each command says (one line, exit 2, nothing written)",
+}
+
+
+def record_fault(section: str, fault: str, action: str, outcome: str) -> None:
+    FAULTS.append((section, fault, action, outcome))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def faults_doc():
+    yield
+    target = os.environ.get("PATHVQA_RELIABILITY_DOC")
+    if not (target and FAULTS):
+        return
+    lines = [
+        "# Reliability: faults and bad inputs tried, and what happened",
+        "",
+        "Written by `tests/test_reliability.py` and `tests/test_bad_input.py` from what each test observed "
+        "(CPU, tiny models): `PATHVQA_RELIABILITY_DOC=docs/faults.md pytest tests/test_reliability.py "
+        "tests/test_bad_input.py`.",
+    ]
+    for section, title in FAULT_SECTIONS.items():
+        rows = [row for row in FAULTS if row[0] == section]
+        if rows:
+            lines += [
+                "",
+                f"## {title}",
+                "",
+                "| fault | what the test does | what happened |",
+                "|---|---|---|",
+            ]
+            lines += [f"| {f} | {a} | {o} |" for _, f, a, o in rows]
+    Path(target).write_text("\n".join([*lines, ""]))
+
+
 def write_jsonl(folder: Path, split: str, rows: list[dict]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{split}.jsonl"

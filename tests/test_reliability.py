@@ -1,10 +1,9 @@
 """Faults and bad input lose nothing: kill and resume, broken checkpoints, NaN loss, fuzzed rows,
 untrusted files. Each test records what it tried and what happened; ``docs/faults.md`` is that
-record (regenerate it with ``PATHVQA_RELIABILITY_DOC=docs/faults.md pytest tests/test_reliability.py``).
+record with tests/test_bad_input.py's (see ``tests.conftest.FAULTS``).
 """
 
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -25,32 +24,13 @@ from pathvqa.evaluation.evaluate import run
 from pathvqa.models.blip import BlipFamily
 from pathvqa.training import checkpoint
 from pathvqa.training.stages import TrainingDiverged, fit
-from tests.conftest import QUICK, noise_image, png_bytes, run_cli, write_jsonl
+from tests.conftest import FAULTS, QUICK, noise_image, png_bytes, record_fault, run_cli, write_jsonl
 
-RECORD: list[tuple[str, str, str]] = []  # (fault, what was done, what happened)
 DOC = Path(__file__).parent.parent / "docs" / "faults.md"
 
 
 def record(fault: str, action: str, outcome: str) -> None:
-    RECORD.append((fault, action, outcome))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def reliability_doc():
-    yield
-    target = os.environ.get("PATHVQA_RELIABILITY_DOC")
-    if target and RECORD:
-        lines = [
-            "# Reliability: faults and bad inputs tried, and what happened",
-            "",
-            "Written by `tests/test_reliability.py` from what each test observed (CPU, tiny models).",
-            "",
-            "| fault | what the test does | what happened |",
-            "|---|---|---|",
-            *(f"| {f} | {a} | {o} |" for f, a, o in RECORD),
-            "",
-        ]
-        Path(target).write_text("\n".join(lines))
+    record_fault("faults", fault, action, outcome)
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -319,14 +299,15 @@ def test_fuzzed_rows_in_training_and_evaluation(tmp_path_factory, kinds):
             "train.eval_every=2",
         ],
     )
-    fit(cfg, folder / "run", progress=False)
-    metrics = run(out=folder / "eval", checkpoint_dir=str(folder / "run"), progress=False)
+    outside = tmp_path_factory.mktemp("fuzz-run")  # never inside the dataset it reads
+    fit(cfg, outside / "run", progress=False)
+    metrics = run(out=outside / "eval", checkpoint_dir=str(outside / "run"), progress=False)
     assert metrics["n"] == len(data.samples) and metrics["skipped_rows"] == sum(expected.values())
     assert (
         metrics["skipped_reasons"] == expected
         and metrics["rows"] == f"{len(data.samples)} of {len(kinds)} rows"
     )
-    if not any(f == "bad rows (fuzzed)" for f, _, _ in RECORD):
+    if not any(f == "bad rows (fuzzed)" for _, f, _, _ in FAULTS):
         record(
             "bad rows (fuzzed)",
             "hypothesis mixes corrupt, truncated, 9 MP, odd-mode (L/P/RGBA/LA/I), empty-question, missing-answer "

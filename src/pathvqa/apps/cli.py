@@ -94,9 +94,7 @@ def synth(
 def data_stats(
     dataset: DatasetOpt,
     split: Annotated[str, typer.Option(help="Split to read.")] = "train",
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Skip images larger than this many pixels.")
-    ] = MAX_PIXELS,
+    max_pixels: Annotated[int, typer.Option(help="Skip images larger than this many pixels.")] = MAX_PIXELS,
     reference: Annotated[
         str,
         typer.Option(help="Shape figures to print beside the dataset's: pathvqa (the official set) or none."),
@@ -110,6 +108,8 @@ def data_stats(
 
     if reference not in (*REFERENCES, "none"):
         raise PathVQAError(f"--reference {reference!r}: use {', '.join(REFERENCES)} or none")
+    if max_pixels < 1:
+        raise PathVQAError(f"--max-pixels {max_pixels}: give a positive number of pixels")
     stats = dataset_stats(dataset, split, max_pixels=max_pixels)
     if as_json:
         if reference != "none":
@@ -553,10 +553,23 @@ def main() -> None:
 
     # the libraries' own deprecation notices (transformers, peft calling each other) are not the user's to act on
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|accelerate)(\.|$)")
+    from typer._click import exceptions as click_errors
+
     stderr = sys.stderr
     tracker = sys.stderr = LineTracker(stderr)
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come here, to be said in one line
+        if code == 130:  # typer's own answer to Ctrl-C
+            _say(tracker, "interrupted")
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except click_errors.NoArgsIsHelpError as err:
+        err.show()  # the help, as typer prints it
+        sys.exit(err.exit_code)
+    except click_errors.ClickException as err:
+        where = getattr(getattr(err, "ctx", None), "command_path", None) or "pathvqa"
+        _say(tracker, f"error: {err.format_message()} (see {where} --help)")
+        sys.exit(err.exit_code)
     except PathVQAError as err:
         _say(tracker, f"error: {err}")
         sys.exit(2)

@@ -275,3 +275,19 @@ def test_faults_doc_lists_every_case():
     text = DOC.read_text()
     missing = [name for name in cases(Path("/W")) if f"| {name} |" not in text]
     assert not missing, f"docs/faults.md lacks {missing}: regenerate it (tests/conftest.py FAULTS)"
+
+
+def test_what_the_refusals_leave_open_still_works(world, tmp_path):
+    """--allow-mixed reports two datasets with a warning; predict --out writes the answers beside, not inside,
+    what it read; an evaluation goes inside the run (RUN/eval), apart from its checkpoints."""
+    proc = run_cli("report", world / "prior_a", world / "prior_b", "--out", tmp_path / "r", "--allow-mixed")
+    assert "not comparable" in proc.stderr and (tmp_path / "r" / "results.md").is_file()
+    run_cli("predict", "--checkpoint", world / "run", "--image", world / "tile.png", "--question", "q?",
+            "--out", tmp_path / "answers.jsonl")  # fmt: skip
+    answers = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [a["question"] for a in answers] == ["q?"]
+    refused = run_cli("predict", "--checkpoint", world / "run", "--image", world / "tile.png", "--question", "q?",
+                      "--out", tmp_path / "answers.jsonl", check=False)  # fmt: skip
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    shutil.copytree(world / "run", tmp_path / "copy")
+    run_cli("eval", "--checkpoint", tmp_path / "copy", "--out", tmp_path / "copy" / "eval", "--limit", "4")

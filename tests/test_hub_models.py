@@ -218,3 +218,38 @@ def test_the_vlm_prompt_around_mistral_is_its_own_chat_template(hub):
     assert [*encode("necrosis"), tokenizer.eos_token_id] == encode(whole.removeprefix(own)), (
         "the loss covers the answer and </s>, exactly the template's assistant turn"
     )
+
+
+BAD_OVERRIDES = {
+    "{text_config.hidden_size: -5}": "text_config.hidden_size=-5",
+    "{vision_config: 3}": "vision_config=3",
+    "{text_config.num_attention_heads: 7}": "text_config.num_attention_heads=7",
+}
+
+
+@pytest.mark.parametrize("command", ["plan", "train"])
+def test_a_value_the_architecture_rejects_is_one_line_naming_the_key(hub, tmp_path, synth_dir, command):
+    out = ["--out", tmp_path / "run"] if command == "train" else []
+    for value, key in BAD_OVERRIDES.items():
+        args = [
+            command,
+            "configs/qwen25vl_lora.yaml",
+            *out,
+            *sets("model.init=random", f"data.dataset={synth_dir}"),
+        ]
+        proc = run_cli(*args, "--set", f"model.config_overrides={value}", check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and key in lines[0], proc.stderr[-600:]
+        assert lines[0].startswith("error: model.config_overrides: ") and not (tmp_path / "run").exists()
+
+
+def test_max_layers_that_cuts_nothing_is_refused(hub):
+    proc = run_cli(
+        "plan", "configs/qwen25vl_lora.yaml", *sets("model.init=random", "model.max_layers=500"), check=False
+    )
+    assert proc.returncode == 2 and "nothing would be cut" in proc.stderr, proc.stderr[-600:]
+
+
+def test_a_successful_plan_prints_no_library_deprecation_notices(hub):
+    proc = run_cli("plan", "configs/qwen25vl_lora.yaml", *sets("model.init=random", "model.max_layers=2"))
+    assert "FutureWarning" not in proc.stderr and "deprecated" not in proc.stderr, proc.stderr[-1500:]

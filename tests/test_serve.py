@@ -218,7 +218,7 @@ def test_each_bad_upload_says_why_in_the_page_and_the_next_good_one_answers(serv
     bad = {  # file → what its sentence must say
         images / "notes.png": "it is not an image",
         tmp_path / "truncated.png": "truncated or damaged",
-        images / "huge.png": "larger than the pixel limit",
+        images / "huge.png": "over the pixel limit of",
     }
     outside: list[str] = []
     with browser_page(server, outside) as page:

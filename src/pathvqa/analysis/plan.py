@@ -168,13 +168,14 @@ def verdict(gb: dict[str, float], cfg: ExperimentConfig, gpu_gb: float) -> tuple
 
 def plan_stage(cfg: ExperimentConfig, gpu_gb: float, name: str | None) -> dict[str, Any]:
     """Build the stage's model on the meta device (no weights) and read off its counts and memory."""
-    from pathvqa.models.registry import build
+    from pathvqa.models.registry import build, check_model
 
     m = cfg.model
     dry = {"quantization": "none"} if getattr(m, "quantization", None) else {}
     if m.family != "blip" and getattr(m, "init", "pretrained") == "pretrained":
         dry["init"] = "random"  # the real architecture, no weights
     built = cfg.model_copy(update={"model": m.model_copy(update=dry)})
+    check_model(built.model)  # a value the architecture rejects: one line naming it
     with torch.device("meta"):
         family, bundle = build(built)
     counts = count_parameters(bundle.model, parts_of(m.family, bundle))

@@ -203,14 +203,7 @@ def train(
     from pathvqa.training.trackers import check_installed
 
     check_installed(cfg.train.report_to)
-    from pathvqa.models.registry import check_model
-
-    for stage in cfg.stages or [None]:
-        check_model((cfg.stage_config(stage) if stage else cfg).model)
-    from pathvqa.data.prepare import check_splits
-
-    check_splits(cfg.data)
-    from pathvqa.training.stages import fit
+    from pathvqa.training.stages import fit  # which checks the model and the splits before any work
 
     _setup_logging()
     try:

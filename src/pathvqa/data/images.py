@@ -54,7 +54,7 @@ def decode(data: bytes | None, max_pixels: int) -> Image.Image:
             if width * height > max_pixels:
                 raise BadImage(
                     "image_too_large",
-                    f"{width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} (data.max_pixels)",
+                    f"{width}x{height} is {width * height:,} pixels, over the pixel limit of {max_pixels:,} (data.max_pixels)",
                 )
             image.load()
     except BadImage:

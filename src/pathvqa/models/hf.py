@@ -39,7 +39,7 @@ from pathvqa.models.base import (
     unwrap_to,
 )
 from pathvqa.models.hf_archs import ARCHITECTURES, LANGUAGE_MODEL_PRESET, Architecture
-from pathvqa.models.hub import has_weights, hub_config, random_model
+from pathvqa.models.hub import check_hub_config, has_weights, hub_config, random_model
 from pathvqa.models.tuning import base_state_dict
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class HfFamily(Family):
     def check(self, m: HfModelConfig) -> None:
         """A hub config cut to ``max_layers`` and given ``config_overrides`` builds (on the meta device)."""
         if m.name not in tiny_hf.BUILDERS and (m.max_layers or m.config_overrides):
-            hub_config(
+            check_hub_config(
                 m.name, m.trust_remote_code, m.max_layers, m.config_overrides, AutoModelForImageTextToText
             )
 
@@ -281,9 +281,7 @@ def _load(m: HfModelConfig):
         processor = AutoProcessor.from_pretrained(m.name, trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError, ImportError) as err:
         raise load_error("processor", m.name, err) from None
-    config = hub_config(
-        m.name, m.trust_remote_code, m.max_layers, m.config_overrides, AutoModelForImageTextToText
-    )
+    config = hub_config(m.name, m.trust_remote_code, m.max_layers, m.config_overrides)
     if m.init == "random" and not has_weights(m.name):  # an exported folder of a dry run holds its weights
         kwargs = _load_kwargs(m)
         if "quantization_config" in kwargs:  # 4-bit of random weights: quantize what from_config built

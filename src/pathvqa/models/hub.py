@@ -26,43 +26,53 @@ PER_LAYER_KEYS = ("layer_types",)
 """Config lists with one entry per block: cut with the blocks."""
 
 
-def hub_config(
-    name: str, trust_remote_code: bool, max_layers: int | None, overrides: dict[str, Any], cls=None
-):
-    """``AutoConfig`` of ``name`` with at most ``max_layers`` blocks per tower and ``overrides`` set; with
-    ``overrides`` and the Auto class ``cls`` that will build it, the architecture is built once on the meta
-    device (no memory), so a value the model rejects is said here, naming the key."""
-    from transformers import AutoConfig
+def hub_config(name: str, trust_remote_code: bool, max_layers: int | None, overrides: dict[str, Any]):
+    """``AutoConfig`` of ``name`` with at most ``max_layers`` blocks per tower and ``overrides`` set."""
+    config = _auto_config(name, trust_remote_code)
+    if max_layers:
+        cut_layers(config, max_layers)
+    set_overrides(config, overrides, name)
+    return config
 
-    from pathvqa.models.base import load_error
 
-    try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise load_error("model config", name, err) from None
+def check_hub_config(
+    name: str, trust_remote_code: bool, max_layers: int | None, overrides: dict[str, Any], cls
+) -> None:
+    """What :func:`hub_config` would build, checked before anything is: ``max_layers`` must cut some tower,
+    and the Auto class ``cls`` must build the architecture with ``overrides`` set (on the meta device, no
+    memory); a one-line :class:`PathVQAError` naming the key otherwise."""
+    config = _auto_config(name, trust_remote_code)
     if max_layers and not cut_layers(config, max_layers):
         raise PathVQAError(
             f"model.max_layers {max_layers}: no tower of {name} is deeper than that, so nothing would be cut "
             "(give fewer blocks, or leave it out)"
         )
     set_overrides(config, overrides, name)
-    if overrides and cls is not None:
+    if overrides:
         try:
             meta_model(cls, config)
         except Exception as err:  # the model classes raise ValueError, RuntimeError, TypeError…
             raise _override_error(overrides, name, err) from None
-    return config
 
 
-def _override_error(
-    overrides: dict[str, Any], name: str, err: Exception, what: str = "model"
-) -> PathVQAError:
+def _override_error(overrides: dict[str, Any], name: str, err: Exception, what: str = "model") -> PathVQAError:
     keys = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
     which = keys if len(overrides) == 1 else f"one of {keys}"
     reason = " ".join(str(err).split())[:160]
     return PathVQAError(
         f"model.config_overrides: {name}'s {what} rejects {which} ({err.__class__.__name__}: {reason})"
     )
+
+
+def _auto_config(name: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    from pathvqa.models.base import load_error
+
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise load_error("model config", name, err) from None
 
 
 def _configs(config) -> list:

@@ -43,7 +43,7 @@ from pathvqa.models.base import (
     token_loss,
     unwrap_to,
 )
-from pathvqa.models.hub import has_weights, hub_config, random_model
+from pathvqa.models.hub import check_hub_config, has_weights, hub_config, random_model
 from pathvqa.models.projector import build_projector
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
 from pathvqa.models.vision import build_vision
@@ -133,9 +133,7 @@ def _load_language_model(m: VlmModelConfig):
         tokenizer = AutoTokenizer.from_pretrained(m.language, trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError, ImportError) as err:
         raise load_error("tokenizer", m.language, err) from None
-    config = hub_config(
-        m.language, m.trust_remote_code, m.max_layers, m.config_overrides, AutoModelForCausalLM
-    )
+    config = hub_config(m.language, m.trust_remote_code, m.max_layers, m.config_overrides)
     try:
         if m.init == "random" and not has_weights(m.language):  # an export's folder holds its weights
             model = random_model(AutoModelForCausalLM, config, kwargs.get("dtype", torch.float32))
@@ -199,7 +197,7 @@ class VlmFamily(Family):
     def check(self, m: VlmModelConfig) -> None:
         """The language model's hub config cut to ``max_layers`` and given ``config_overrides`` builds."""
         if m.language not in tiny.LANGUAGE_SIZES and (m.max_layers or m.config_overrides):
-            hub_config(
+            check_hub_config(
                 m.language, m.trust_remote_code, m.max_layers, m.config_overrides, AutoModelForCausalLM
             )
 

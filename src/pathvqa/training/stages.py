@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pathvqa.config import ExperimentConfig, load_config, resume_differences, save_config
-from pathvqa.data.prepare import spec_of
+from pathvqa.data.prepare import check_splits, spec_of
 from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
+from pathvqa.models.registry import check_model
 from pathvqa.runs import RunDir
 from pathvqa.training import checkpoint
 from pathvqa.training.grpo import GrpoTrainer
@@ -39,6 +40,9 @@ def fit(
     run_dir = check_destination(run_dir, reads=reads_of(cfg))
     if resume:
         check_same_run(cfg, run_dir)  # before anything in the run folder is touched
+    for stage in cfg.stages or [None]:  # what can be said before any data is read or model built
+        check_model((cfg.stage_config(stage) if stage else cfg).model)
+    check_splits(cfg.data)
     if not cfg.stages:
         return _trainer(cfg)(cfg, run_dir, resume, progress, init=_start(cfg), on_validate=on_validate).run()
     if not resume and any(checkpoint.checkpoints(run_dir / s.name) for s in cfg.stages):

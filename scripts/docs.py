@@ -206,16 +206,17 @@ def _signature(doc: str) -> str:
 
 
 def protocols_reference() -> str:
-    from pathvqa.scoring.metrics import PROTOCOLS
+    from pathvqa.scoring.protocol import registry
 
     lines = [
         "# Scoring protocols\n\n",
         GENERATED_NOTE,
-        "Every evaluation writes all three to `metrics.json`; `pathvqa score --protocol NAME` prints one. "
-        "Numbers are only ever compared within one protocol.\n\n",
+        "Every evaluation writes every protocol to `metrics.json`; `pathvqa score --protocol NAME` prints one. "
+        "Numbers are only ever compared within one protocol. A protocol is one module of `pathvqa.scoring` "
+        "that defines `PROTOCOL` (its rules in full in the module's docstring).\n\n",
         "| protocol | in `metrics.json` | rules | keys |\n|---|---|---|---|\n",
     ]
-    for p in PROTOCOLS.values():
+    for p in registry().values():
         where = "top level" if p.key is None else f"`{p.key}`"
         keys = ", ".join(f"`{k}`" for k in p.keys)
         lines.append(f"| `{p.name}` | {where} | {' '.join(p.rules.split())} | {keys} |\n")

@@ -28,19 +28,19 @@ from pathvqa import answers
 from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import load_data_split
 from pathvqa.models.generation import predict
-from pathvqa.scoring import metrics
+from pathvqa.scoring import strict
 from pathvqa.training.grpo import sample_group, sampling_config
 from pathvqa.training.restore import load_trained
 
 SCORES = {
     "closed": {"correct": answers.closed_correct},
-    "open": {"em": answers.exact_match, "f1": metrics.token_f1},
+    "open": {"em": answers.exact_match, "f1": strict.token_f1},
 }
 
 
 def consensus(candidates: list[str], group: list[str]) -> str:
     """The candidate with the highest mean token F1 against the group's answers (the first on a tie)."""
-    return max(candidates, key=lambda c: statistics.fmean(metrics.token_f1(c, other) for other in group))
+    return max(candidates, key=lambda c: statistics.fmean(strict.token_f1(c, other) for other in group))
 
 
 def measure(checkpoint: str, split: str, questions: int, g: int, temperature: float, seed: int) -> dict:

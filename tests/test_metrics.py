@@ -6,7 +6,7 @@ from nltk.translate.bleu_score import sentence_bleu
 from nltk.translate.meteor_score import single_meteor_score
 
 from pathvqa import answers
-from pathvqa.scoring import metrics
+from pathvqa.scoring import metrics, strict
 from tests.conftest import run_cli
 
 
@@ -47,16 +47,16 @@ def test_closed_correct(prediction, answer, expected):
 
 
 def test_open_recall_counts_unique_answer_tokens():
-    assert metrics.open_recall("squamous cell", "squamous cell carcinoma") == pytest.approx(2 / 3)
-    assert metrics.open_recall("carcinoma carcinoma", "carcinoma") == 1.0
-    assert metrics.open_recall("", "carcinoma") == 0.0
+    assert strict.open_recall("squamous cell", "squamous cell carcinoma") == pytest.approx(2 / 3)
+    assert strict.open_recall("carcinoma carcinoma", "carcinoma") == 1.0
+    assert strict.open_recall("", "carcinoma") == 0.0
 
 
 def test_token_f1_matches_squad():
     # pred tokens: cell carcinoma; truth: squamous cell carcinoma → p=1, r=2/3, f1=0.8
-    assert metrics.token_f1("The cell carcinoma", "squamous cell carcinoma") == pytest.approx(0.8)
-    assert metrics.token_f1("", "") == 1.0
-    assert metrics.token_f1("x", "") == 0.0
+    assert strict.token_f1("The cell carcinoma", "squamous cell carcinoma") == pytest.approx(0.8)
+    assert strict.token_f1("", "") == 1.0
+    assert strict.token_f1("x", "") == 0.0
 
 
 @pytest.mark.parametrize(
@@ -73,11 +73,11 @@ def test_token_f1_matches_squad():
 def test_bleu1_equals_nltk_sentence_bleu(prediction, answer):
     pred, truth = answers.normalize(prediction).split(), answers.normalize(answer).split()
     expected = sentence_bleu([truth], pred, weights=(1, 0, 0, 0))
-    assert metrics.bleu1(prediction, answer) == pytest.approx(expected, abs=1e-12)
+    assert strict.bleu1(prediction, answer) == pytest.approx(expected, abs=1e-12)
 
 
 def test_bleu1_empty_prediction_is_zero():
-    assert metrics.bleu1("", "carcinoma") == 0.0
+    assert strict.bleu1("", "carcinoma") == 0.0
 
 
 @pytest.mark.parametrize(
@@ -91,12 +91,12 @@ def test_bleu1_empty_prediction_is_zero():
 )
 def test_meteor_equals_nltk(prediction, answer):
     ref, hyp = word_tokenize(answer, preserve_line=True), word_tokenize(prediction, preserve_line=True)
-    assert metrics.meteor(prediction, answer) == pytest.approx(single_meteor_score(ref, hyp), abs=1e-12)
+    assert strict.meteor(prediction, answer) == pytest.approx(single_meteor_score(ref, hyp), abs=1e-12)
 
 
 def test_meteor_uses_wordnet_synonyms():
     # 5 words in one chunk: 1 - 0.5 * (1/5)^3 = 0.996 only if WordNet matches tumour with tumor
-    value = metrics.meteor("a benign tumour was found", "a benign tumor was found")
+    value = strict.meteor("a benign tumour was found", "a benign tumor was found")
     assert value == pytest.approx(0.996, abs=1e-9)
 
     class NoSynonyms:
@@ -106,8 +106,8 @@ def test_meteor_uses_wordnet_synonyms():
 
     ref, hyp = ["a", "benign", "tumor", "was", "found"], ["a", "benign", "tumour", "was", "found"]
     assert single_meteor_score(ref, hyp, wordnet=NoSynonyms()) < 0.85  # what a skipped stage would give
-    assert metrics.meteor("tumour", "tumor") == pytest.approx(0.5)  # one-word match: fragmentation penalty
-    assert metrics.meteor("", "tumor") == 0.0
+    assert strict.meteor("tumour", "tumor") == pytest.approx(0.5)  # one-word match: fragmentation penalty
+    assert strict.meteor("", "tumor") == 0.0
 
 
 def test_score_aggregates_all_keys():
@@ -126,7 +126,7 @@ def test_score_aggregates_all_keys():
     assert result["open_recall"] == pytest.approx(0.5)
     assert result["f1"] == pytest.approx(0.5)
     assert result["meteor"] == pytest.approx(
-        (0.5 + 0 + metrics.meteor("squamous cell carcinoma.", "Squamous cell carcinoma") + 0) / 4
+        (0.5 + 0 + strict.meteor("squamous cell carcinoma.", "Squamous cell carcinoma") + 0) / 4
     )
 
 

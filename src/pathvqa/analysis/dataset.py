@@ -22,7 +22,7 @@ from pathvqa.config import MAX_PIXELS
 from pathvqa.data.prepare import Sample, SplitData, load_split
 from pathvqa.errors import DataError
 from pathvqa.scoring.baseline import QuestionPrior, prior_scores
-from pathvqa.scoring.metrics import score
+from pathvqa.scoring.metrics import every_protocol, score
 
 SPLITS = ("train", "validation", "test")
 
@@ -100,10 +100,9 @@ def unseen_answers(train: list[Sample], test: list[Sample]) -> dict[str, Any]:
 def question_prior(metrics: dict[str, Any]) -> dict[str, Any]:
     """The question-only prior's headline scores (fitted on deduplicated training rows, on every test row)."""
     keys = ("exact_match", "meteor", "closed_accuracy", "open_exact_match", "open_recall")
-    return {
-        **{k: metrics[k] for k in keys},
-        "llava_med": {k: metrics["llava_med"][k] for k in ("closed_accuracy", "open_recall")},
-    }
+    # under every other protocol: its first two columns (closed accuracy and its open score)
+    others = {p.key: {k: metrics[p.key][k] for k in p.columns[:2]} for p in every_protocol()}
+    return {**{k: metrics[k] for k in keys}, **others}
 
 
 FIRST_WORDS = ("what", "is", "does", "where", "are", "how")
@@ -218,11 +217,14 @@ def stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
         )
     if "question_prior" in across:
         prior, unseen = across["question_prior"], across["unseen_test_answers"]
-        med = prior["llava_med"]
+        others = "; ".join(
+            f"{p.title.removesuffix(' protocol')}: "
+            + ", ".join(f"{k} {_f(v)}" for k, v in prior[p.key].items())
+            for p in every_protocol()
+        )
         lines.append(
             f"  question-only prior on test: EM {_f(prior['exact_match'])}, closed {_f(prior['closed_accuracy'])}, "
-            f"open EM {_f(prior['open_exact_match'])} (LLaVA-Med closed {_f(med['closed_accuracy'])}, "
-            f"open recall {_f(med['open_recall'])}); {unseen['unseen']} of {unseen['open_rows']} "
+            f"open EM {_f(prior['open_exact_match'])} ({others}); {unseen['unseen']} of {unseen['open_rows']} "
             "open test answers never occur in train"
         )
     return lines

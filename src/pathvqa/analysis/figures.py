@@ -15,8 +15,8 @@ from pathlib import Path
 from pathvqa.analysis.results import Run
 from pathvqa.answers import correct
 from pathvqa.runs import row_kind
-from pathvqa.scoring.metrics import strict_table
 from pathvqa.scoring.stats import by_question_type
+from pathvqa.scoring.strict import strict_table
 from pathvqa.sweeps.spec import Spec
 
 log = logging.getLogger(__name__)

@@ -17,17 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from pathvqa.analysis.figures import curves, gallery, gallery_ids, sweep_figures, type_bars, types_of
-from pathvqa.analysis.results import (
-    COLUMNS,
-    LLAVA_MED_COLUMNS,
-    MULTIMEDEVAL_COLUMNS,
-    SEEN_COLUMNS,
-    Run,
-    load_run,
-)
+from pathvqa.analysis.results import COLUMNS, SEEN_COLUMNS, Run, load_run
 from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
-from pathvqa.scoring.metrics import HEADLINE, compare
+from pathvqa.scoring.metrics import HEADLINE, compare, every_protocol
+from pathvqa.scoring.strict import PROTOCOL as STRICT
 from pathvqa.sweeps.study import SPEC_FILE, open_sweep, trial_folders
 
 log = logging.getLogger(__name__)
@@ -47,18 +41,6 @@ PUBLISHED_OWN_SCORING = [
         "exact_match": 0.408,
         "meteor": 0.218,
         "closed_accuracy": 0.681,
-    },
-]
-PUBLISHED_LLAVA_MED = [
-    {
-        "model": "LLaVA-Med 7B, fine-tuned (Li et al., 2023)",
-        "closed_accuracy": "≈0.91",
-        "open_recall": "0.38–0.40",
-    },
-    {
-        "model": "question-only prior, text-only floor (hub test split, 6,719 rows)",
-        "closed_accuracy": 0.681,
-        "open_recall": 0.145,
     },
 ]
 
@@ -143,29 +125,26 @@ def _both(rows: list[dict], columns: tuple[str, ...]) -> tuple[str, str]:
 def _sections(
     rows: list[dict], protocols: dict[str, list[dict]], pairs: list[dict], note: str
 ) -> dict[str, tuple[str, str]]:
-    """(markdown, html) of each table section; ``protocols``: our runs split by seen / unseen answers and
-    under the LLaVA-Med and MultiMedEval protocols."""
+    """(markdown, html) of each table section: ours under the strict protocol, the paired comparisons, open
+    questions by seen / unseen answers, ours under every other protocol (``protocols``, by key), and the
+    published reference rows, each protocol apart."""
     pair_cols = (*HEADLINE, "mcnemar_p_closed", "n")
-    med_rows = protocols["llava_med"] + PUBLISHED_LLAVA_MED
     own_cols = ("exact_match", "meteor", "closed_accuracy")
-    return {
+    sections = {
         "ours": _both(rows, (*COLUMNS, "n")),
         "seen": _both(protocols["seen"], SEEN_COLUMNS),
-        "multimedeval": _both(protocols["multimedeval"], (*MULTIMEDEVAL_COLUMNS, "n")),
         "pairs": (
             markdown_table(pairs, pair_cols, "pair") if pairs else "_(no two runs share their questions)_",
             _html_table(pairs, pair_cols, "pair") if pairs else "<p><em>none</em></p>",
         ),
-        "own": (
-            markdown_table(PUBLISHED_OWN_SCORING, own_cols),
-            _html_table(PUBLISHED_OWN_SCORING, own_cols),
-        ),
-        "llava_med": (
-            markdown_table(med_rows, (*LLAVA_MED_COLUMNS, "n")),
-            _html_table(med_rows, (*LLAVA_MED_COLUMNS, "n")),
-        ),
+        "own": _both(PUBLISHED_OWN_SCORING, own_cols),
         "note": (note, f'<p class="note">{html.escape(note)}</p>'),
     }
+    for other in every_protocol():
+        sections[other.key] = _both(protocols[other.key], (*other.columns, "n"))
+        if other.published:
+            sections[f"published_{other.key}"] = _both(list(other.published), other.columns)
+    return sections
 
 
 def expand_sweeps(specs: list[str | Path]) -> tuple[list[str], dict[Path, tuple]]:
@@ -228,13 +207,8 @@ def build(
     files = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     chosen = gallery_ids(runs)
     pairs = comparisons(runs)
-    protocols = {
-        "seen": [r.seen_row() for r in runs],
-        "llava_med": [
-            r.protocol_row("llava_med", LLAVA_MED_COLUMNS) for r in runs
-        ],  # may rescore: once a run
-        "multimedeval": [r.protocol_row("multimedeval", MULTIMEDEVAL_COLUMNS) for r in runs],
-    }
+    protocols = {"seen": [r.seen_row() for r in runs]}
+    protocols.update({p.key: [r.protocol_row(p) for r in runs] for p in every_protocol()})  # may rescore once
     summary = {
         "dataset": dataset,
         "runs": rows,
@@ -243,7 +217,7 @@ def build(
         "by_question_type": {r.label: types_of(r) for r in runs if r.predictions},
         "published_pathvqa": {
             "own_scoring": PUBLISHED_OWN_SCORING,
-            "llava_med_protocol": PUBLISHED_LLAVA_MED,
+            **{f"{p.key}_protocol": list(p.published) for p in every_protocol() if p.published},
         },
         "gallery_ids": chosen,
     }
@@ -269,10 +243,6 @@ def build(
     return {**files, **{k: v for k, v in images.items() if v is not None}}
 
 
-INTRO = (
-    "Strict protocol (pathvqa's). Every value with its 95% bootstrap interval over questions (1,000 resamples); "
-    "`blind_closed_accuracy`: the same model with every image replaced by grey."
-)
 PAIRS_INTRO = (
     "Paired differences on the same questions (B − A, 95% interval; McNemar's exact test on closed accuracy):"
 )
@@ -280,29 +250,38 @@ SEEN_INTRO = (
     "Open questions split by whether their answer occurs in the training split (seen) or never does (unseen): "
     "a model that picks from the answers it was trained on can never get an unseen one."
 )
-MMEVAL_INTRO = (
-    'MultiMedEval\'s protocol (its VQA scoring: word-set recall, yes/no right at recall ≥ 0.4 with "not" '
-    'counted for "no", open right at recall ≥ 0.75; bleu1, f1 and recall over every question).'
-)
-MED_INTRO = (
-    "LLaVA-Med's protocol (its evaluation code's rules: substring matching for yes/no, word recall for open "
-    "questions): our models, rescored, above the published rows scored the same way."
-)
 
 
 def _markdown(title: str, dataset: str, runs: list[Run], sections: dict, images: dict) -> str:
     md = {k: v[0] for k, v in sections.items()}
-    return "\n".join(
-        [
-            f"# {title}", "", f"Dataset: `{dataset}`, split `{runs[-1].metrics.get('split', 'test')}`. {INTRO}", "",
-            md["ours"], "", PAIRS_INTRO, "", md["pairs"], "", SEEN_INTRO, "", md["seen"], "",
-            "### MultiMedEval protocol", "", MMEVAL_INTRO, "", md["multimedeval"], "",
-            "## Published reference (PathVQA, not this dataset)", "", md["note"], "",
-            "### Scored by their authors (exact match, METEOR)", "", md["own"], "",
-            "### LLaVA-Med protocol", "", MED_INTRO, "", md["llava_med"], "",
-            *(f"![{k}]({p.name})" for k, p in images.items() if p is not None), "",
-        ]
-    )  # fmt: skip
+    lines = [
+        f"# {title}", "", f"Dataset: `{dataset}`, split `{runs[-1].metrics.get('split', 'test')}`. {STRICT.intro}", "",
+        md["ours"], "", PAIRS_INTRO, "", md["pairs"], "", SEEN_INTRO, "", md["seen"], "",
+    ]  # fmt: skip
+    for other in every_protocol():
+        lines += [f"### {other.title}", "", other.intro, "", md[other.key], ""]
+    lines += [
+        "## Published reference (PathVQA, not this dataset)", "", md["note"], "",
+        "### Scored by their authors (exact match, METEOR)", "", md["own"], "",
+    ]  # fmt: skip
+    for other in every_protocol():
+        if f"published_{other.key}" in md:
+            lines += [f"### {other.title}: published", "", md[f"published_{other.key}"], ""]
+    return "\n".join([*lines, *(f"![{k}]({p.name})" for k, p in images.items() if p is not None), ""])
+
+
+def _protocol_sections(page: dict) -> str:
+    return "".join(
+        f"<h3>{html.escape(p.title)}</h3><p>{html.escape(p.intro)}</p>{page[p.key]}" for p in every_protocol()
+    )
+
+
+def _published_sections(page: dict) -> str:
+    return "".join(
+        f"<h3>{html.escape(p.title)}: published</h3>{page[f'published_{p.key}']}"
+        for p in every_protocol()
+        if f"published_{p.key}" in page
+    )
 
 
 def _sweep_section(images: dict) -> str:
@@ -326,15 +305,13 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}pre{{background:#f6f8fa;padding:1em;overflow:auto}}
 .note{{color:#555;font-size:0.95em}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Dataset <code>{html.escape(str(dataset))}</code>. {html.escape(INTRO)} Closed accuracy: yes/no questions; open
-exact match and recall: the rest.</p>
+<p>Dataset <code>{html.escape(str(dataset))}</code>. {html.escape(STRICT.intro)} Closed accuracy: yes/no questions;
+open exact match and recall: the rest.</p>
 <h2>Results</h2>{page["ours"]}<p>{html.escape(PAIRS_INTRO)}</p>{page["pairs"]}
 <p>{html.escape(SEEN_INTRO)}</p>{page["seen"]}
-<h3>MultiMedEval protocol</h3><p>{html.escape(MMEVAL_INTRO)}</p>{page["multimedeval"]}
-<h2>Published reference (PathVQA)</h2>{page["note"]}
+{_protocol_sections(page)}<h2>Published reference (PathVQA)</h2>{page["note"]}
 <h3>Scored by their authors</h3>{page["own"]}
-<h3>LLaVA-Med protocol</h3><p>{html.escape(MED_INTRO)}</p>{page["llava_med"]}
-<h2>Sample answers</h2>{_img(images["gallery"])}
+{_published_sections(page)}<h2>Sample answers</h2>{_img(images["gallery"])}
 <h2>Training curves</h2>{_img(images["curves"])}
 <h2>By question type</h2>{_img(images["types"])}
 {_sweep_section(images)}<h2>Configs</h2>{configs or "<p><em>none</em></p>"}

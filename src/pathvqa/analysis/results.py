@@ -14,10 +14,9 @@ from pathvqa.answers import SCORES
 from pathvqa.errors import PathVQAError
 from pathvqa.runs import RunDir, metrics_file, predictions_file
 from pathvqa.scoring.metrics import read_predictions, score_all
+from pathvqa.scoring.protocol import Protocol
 
 COLUMNS = (*SCORES, "blind_closed_accuracy")
-LLAVA_MED_COLUMNS = ("closed_accuracy", "open_recall", "open_precision", "open_f1", "open_bleu1")
-MULTIMEDEVAL_COLUMNS = ("closed_accuracy", "open_recall", "open_accuracy", "bleu1", "f1", "recall")
 SEEN_COLUMNS = (
     "open_exact_match_seen", "open_exact_match_unseen", "open_recall_seen", "open_recall_unseen",
     "n_open_seen", "n_open_unseen",
@@ -44,15 +43,14 @@ class Run:
         label = f"{self.label} (random weights)" if self.metrics.get("random_weights") else self.label
         return {"model": label, **values, "n": self.metrics.get("n"), **intervals}
 
-    def protocol_row(self, protocol: str, columns: tuple[str, ...]) -> dict[str, Any]:
-        """This run under another protocol (``llava_med``, ``multimedeval``), rescored from its predictions
-        when metrics.json predates it."""
-        scores = self.metrics.get(protocol)
+    def protocol_row(self, protocol: Protocol) -> dict[str, Any]:
+        """This run under another protocol, rescored from its predictions when metrics.json predates it."""
+        scores = self.metrics.get(protocol.key)
         if scores is None and self.predictions:
             if self._rescored is None:
                 self._rescored = score_all(list(self.predictions.values()))
-            scores = self._rescored[protocol]
-        scores = scores or {}
+            scores = self._rescored[protocol.key]
+        scores, columns = scores or {}, protocol.columns
         return {"model": self.label, **{k: scores.get(k) for k in columns}, "n": self.metrics.get("n"),
                 **{f"{k}_ci": scores.get(f"{k}_ci") for k in columns}}  # fmt: skip
 

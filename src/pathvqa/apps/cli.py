@@ -14,6 +14,7 @@ import typer
 
 from pathvqa.config import MAX_PIXELS
 from pathvqa.errors import Interrupted, PathVQAError, require_checkpoint_folder
+from pathvqa.scoring.protocol import default, registry
 
 app = typer.Typer(
     add_completion=False,
@@ -124,22 +125,20 @@ def data_stats(
             typer.echo(line)
 
 
+PROTOCOL_HELP = "; ".join(f"{p.name}: {p.summary}" for p in registry().values()) + "."
+
+
 @app.command()
 def score(
     predictions: Annotated[Path, typer.Argument(help="predictions.jsonl (rows with answer and prediction).")],
-    protocol: Annotated[
-        str,
-        typer.Option(
-            help="strict (pathvqa's, the default), llava-med (LLaVA-Med's evaluation code) or multimedeval "
-            "(MultiMedEval's VQA scoring)."
-        ),
-    ] = "strict",
+    protocol: Annotated[str, typer.Option(help=PROTOCOL_HELP)] = default(),
     as_json: JsonOpt = False,
 ) -> None:
     """Score a predictions file: the metric suite with 95% bootstrap intervals."""
     from pathvqa.scoring import metrics
+    from pathvqa.scoring.protocol import get
 
-    metrics.protocol(protocol)  # an unknown protocol stops before any scoring
+    get(protocol)  # an unknown protocol stops before any scoring
     shown = metrics.protocol_scores(metrics.score_file(predictions), protocol)
     if as_json:
         typer.echo(json.dumps(shown))

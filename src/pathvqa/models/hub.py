@@ -55,7 +55,9 @@ def check_hub_config(
             raise _override_error(overrides, name, err) from None
 
 
-def _override_error(overrides: dict[str, Any], name: str, err: Exception, what: str = "model") -> PathVQAError:
+def _override_error(
+    overrides: dict[str, Any], name: str, err: Exception, what: str = "model"
+) -> PathVQAError:
     keys = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
     which = keys if len(overrides) == 1 else f"one of {keys}"
     reason = " ".join(str(err).split())[:160]

@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Any
+
+from pathvqa.answers import row_type
+from pathvqa.scoring.protocol import Protocol
 
 PUNCTUATION = [
     ";",
@@ -133,3 +137,62 @@ def _bleu1(prediction: str, answer: str) -> float:
     with warnings.catch_warnings():  # nltk warns when there is no overlap; the score is 0 then
         warnings.simplefilter("ignore")
         return float(sentence_bleu([answer.split()], prediction.split(), weights=(1, 0, 0, 0)))
+
+
+KEYS = (
+    "closed_accuracy",
+    "open_recall",
+    "open_precision",
+    "open_f1",
+    "open_bleu1",
+    "open_substring_accuracy",
+)
+COLUMNS = ("closed_accuracy", "open_recall", "open_precision", "open_f1", "open_bleu1")
+
+
+def table(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-row scores: the closed rule on closed rows, the open scores on open rows (NaN elsewhere)."""
+    import numpy as np
+
+    out = {key: np.full(len(rows), np.nan) for key in KEYS}
+    for i, row in enumerate(rows):
+        prediction, answer = str(row["prediction"]), str(row["answer"])
+        if row_type(row) == "closed":
+            out["closed_accuracy"][i] = closed_hit(prediction, answer)
+            continue
+        scores = open_scores(prediction, answer)
+        for key in KEYS[1:]:
+            out[key][i] = scores[key.removeprefix("open_").replace("substring_accuracy", "substring")]
+    return out
+
+
+PROTOCOL = Protocol(
+    name="llava-med",
+    key="llava_med",
+    keys=KEYS,
+    columns=COLUMNS,
+    table=table,
+    title="LLaVA-Med protocol",
+    summary="LLaVA-Med's evaluation code: the numbers in most PathVQA papers",
+    rules=(
+        "LLaVA-Med's evaluation code (``pathvqa.scoring.llava_med``): VQA-v2 normalisation, closed rows by "
+        "substring, open recall over answer words: the numbers in most PathVQA papers"
+    ),
+    intro=(
+        "LLaVA-Med's protocol (its evaluation code's rules: substring matching for yes/no, word recall for open "
+        "questions)."
+    ),
+    order=10,
+    published=(
+        {
+            "model": "LLaVA-Med 7B, fine-tuned (Li et al., 2023)",
+            "closed_accuracy": "≈0.91",
+            "open_recall": "0.38–0.40",
+        },
+        {
+            "model": "question-only prior, text-only floor (hub test split, 6,719 rows)",
+            "closed_accuracy": 0.681,
+            "open_recall": 0.145,
+        },
+    ),
+)

@@ -1,140 +1,24 @@
-"""The PathVQA metric suite: predictions.jsonl → one JSON object.
+"""The metric suite: predictions.jsonl → one JSON object, every protocol in it.
 
-Definitions (also in docs/evaluation.md, with the same names):
-
-- ``normalize(s)``: lowercase → delete ASCII punctuation → drop the words a/an/the → collapse
-  whitespace (the SQuAD normalisation).
-- ``exact_match``: mean of ``normalize(prediction) == normalize(answer)`` over all rows.
-- closed rows: ``normalize(answer)`` is ``yes`` or ``no``; ``closed_accuracy``: the first token
-  of ``normalize(prediction)`` equals ``normalize(answer)`` (empty prediction scores 0).
-- ``open_exact_match``: exact match over open rows; ``open_recall`` (LLaVA-Med): share of the
-  unique normalized answer tokens that appear among the prediction's tokens.
-- ``f1``: SQuAD token F1; ``bleu1``: brevity penalty × clipped unigram precision (nltk
-  ``sentence_bleu`` with weights (1, 0, 0, 0)); both on normalized tokens.
-- ``meteor``: nltk ``single_meteor_score`` on ``word_tokenize`` tokens with WordNet 3.0
-  synonyms and the defaults alpha 0.9, beta 3, gamma 0.5 (what Hugging Face ``evaluate`` gives).
+pathvqa's own protocol (``pathvqa.scoring.strict``) is the top level; every other protocol of the registry
+(``pathvqa.scoring.protocol``: LLaVA-Med's, MultiMedEval's, MedEvalKit's…) has its section. Each score is
+the mean over the rows it applies to, with a 95% bootstrap interval; ``compare`` pairs two runs' rows.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pathvqa.answers import METRIC_KEYS, SCORES, answer_type, correct, exact_match, normalize, row_type
+from pathvqa.answers import METRIC_KEYS, SCORES
 from pathvqa.errors import PathVQAError
 from pathvqa.runs import RunDir, predictions_file
-from pathvqa.scoring import llava_med, multimedeval, stats, wordnet
-
-
-def open_recall(prediction: str, answer: str) -> float:
-    truth = set(normalize(answer).split())
-    pred = set(normalize(prediction).split())
-    if not truth:
-        return float(not pred)
-    return len(truth & pred) / len(truth)
-
-
-def token_f1(prediction: str, answer: str) -> float:
-    """SQuAD token F1 between the normalized prediction and answer."""
-    pred, truth = normalize(prediction).split(), normalize(answer).split()
-    if not pred or not truth:
-        return float(pred == truth)
-    common = sum((Counter(pred) & Counter(truth)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(truth)
-    return 2 * precision * recall / (precision + recall)
-
-
-def bleu1(prediction: str, answer: str) -> float:
-    return multimedeval.bleu1_tokens(normalize(prediction).split(), normalize(answer).split())
-
-
-def meteor(prediction: str, answer: str) -> float:
-    from nltk.tokenize import word_tokenize
-    from nltk.translate.meteor_score import single_meteor_score
-
-    # preserve_line=True: the Treebank tokenizer without punkt sentence splitting (punkt is not
-    # available offline); identical tokens for one-sentence answers.
-    ref = word_tokenize(answer, preserve_line=True)
-    hyp = word_tokenize(prediction, preserve_line=True)
-    if not hyp or not ref:
-        return 0.0
-    return float(single_meteor_score(ref, hyp, alpha=0.9, beta=3.0, gamma=0.5, wordnet=wordnet.reader()))
-
-
-def row_scores(prediction: str, answer: str, kind: str | None = None) -> dict[str, float]:
-    """Every per-row score for one prediction (used by the report's gallery too); ``kind``: the row's type
-    when the dataset gave it."""
-    scores = {
-        "exact_match": exact_match(prediction, answer),
-        "meteor": meteor(prediction, answer),
-        "bleu1": bleu1(prediction, answer),
-        "f1": token_f1(prediction, answer),
-    }
-    kind = kind or answer_type(answer)
-    scores["correct"] = correct(prediction, answer, kind)
-    if kind == "open":
-        scores["recall"] = open_recall(prediction, answer)
-    return scores
-
-
-def strict_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Per-row scores of the strict protocol: {metric: (N,) array}, NaN where a metric does not apply
-    (closed accuracy on open rows, open scores on closed rows). ``correct`` is the per-type headline."""
-    table = {key: np.full(len(rows), np.nan) for key in (*SCORES, "correct")}
-    for i, row in enumerate(rows):
-        s = row_scores(str(row["prediction"]), str(row["answer"]), row_type(row))
-        for key in ("exact_match", "meteor", "bleu1", "f1", "correct"):
-            table[key][i] = s[key]
-        if "recall" in s:
-            table["open_exact_match"][i], table["open_recall"][i] = s["exact_match"], s["recall"]
-        else:
-            table["closed_accuracy"][i] = s["correct"]
-    return table
-
-
-LLAVA_MED_KEYS = (
-    "closed_accuracy", "open_recall", "open_precision", "open_f1", "open_bleu1", "open_substring_accuracy",
-    "n_closed", "n_open",
-)  # fmt: skip
-
-
-def llava_med_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Per-row scores of the LLaVA-Med protocol (see ``pathvqa.scoring.llava_med``)."""
-    keys = LLAVA_MED_KEYS[:-2]
-    table = {key: np.full(len(rows), np.nan) for key in keys}
-    for i, row in enumerate(rows):
-        prediction, answer = str(row["prediction"]), str(row["answer"])
-        if row_type(row) == "closed":
-            table["closed_accuracy"][i] = llava_med.closed_hit(prediction, answer)
-            continue
-        s = llava_med.open_scores(prediction, answer)
-        for key in keys[1:]:
-            table[key][i] = s[key.removeprefix("open_").replace("substring_accuracy", "substring")]
-    return table
-
-
-def multimedeval_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Per-row scores of the MultiMedEval protocol (see ``pathvqa.scoring.multimedeval``)."""
-    table = {key: np.full(len(rows), np.nan) for key in multimedeval.KEYS}
-    for i, row in enumerate(rows):
-        prediction, answer = str(row["prediction"]), str(row["answer"])
-        s = multimedeval.row_scores(prediction, answer)
-        for key in ("bleu1", "f1", "recall"):
-            table[key][i] = s[key]
-        if multimedeval.is_closed(answer):
-            table["closed_accuracy"][i] = s["correct"]
-        else:
-            table["open_recall"][i], table["open_accuracy"][i] = s["recall"], s["correct"]
-    return table
-
+from pathvqa.scoring import protocol, stats, wordnet
+from pathvqa.scoring.strict import strict_table
 
 SEEN_KEYS = tuple(f"{m}_{part}" for m in ("open_exact_match", "open_recall") for part in ("seen", "unseen"))
 
@@ -179,48 +63,9 @@ def _split_summary(split: dict[str, np.ndarray], with_intervals: bool) -> dict[s
     return out
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """A scoring protocol: its name on the command line, where ``metrics.json`` keeps it, what it
-    reports, and whose rules it follows (each module's docstring has them in full)."""
-
-    name: str
-    key: str | None
-    """Its section in ``metrics.json`` (None: the top level)."""
-    keys: tuple[str, ...]
-    rules: str
-
-
-PROTOCOLS = {
-    "strict": Protocol(
-        "strict", None, METRIC_KEYS,
-        "pathvqa's own (``pathvqa.scoring.metrics``): SQuAD normalisation, exact match, METEOR with WordNet, "
-        "BLEU-1, token F1; closed accuracy by the first word",
-    ),
-    "llava-med": Protocol(
-        "llava-med", "llava_med", LLAVA_MED_KEYS,
-        "LLaVA-Med's evaluation code (``pathvqa.scoring.llava_med``): VQA-v2 normalisation, closed rows by "
-        "substring, open recall over answer words: the numbers in most PathVQA papers",
-    ),
-    "multimedeval": Protocol(
-        "multimedeval", "multimedeval", multimedeval.KEYS,
-        "MultiMedEval's VQA scoring (``pathvqa.scoring.multimedeval``): word sets, closed rows by recall "
-        "≥ 0.4, open rows accurate at recall ≥ 0.75",
-    ),
-}  # fmt: skip
-"""The scoring protocols every evaluation writes to ``metrics.json`` (``pathvqa score --protocol NAME``)."""
-
-
-def protocol(name: str) -> Protocol:
-    """The protocol called ``name``; an unknown name is a one-line error naming the protocols."""
-    if name not in PROTOCOLS:
-        raise PathVQAError(f"--protocol {name!r}: use {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[name]
-
-
 def protocol_scores(result: dict[str, Any], name: str) -> dict[str, Any]:
     """The part of a :func:`score_all` result that protocol ``name`` reports."""
-    key = protocol(name).key
+    key = protocol.get(name).key
     return result if key is None else result[key]
 
 
@@ -235,10 +80,15 @@ def score_lines(scores: dict[str, Any]) -> list[str]:
     return lines
 
 
+def every_protocol() -> list[protocol.Protocol]:
+    """The protocols with a section of their own in ``metrics.json`` (all but pathvqa's own)."""
+    return protocol.sections()
+
+
 def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bool = False) -> dict[str, Any]:
     """The strict metric suite over rows with ``answer`` and ``prediction`` (what validation during
     training logs); with ``intervals`` each metric's ``<metric>_ci`` bootstrap interval, with
-    ``protocols`` the LLaVA-Med and MultiMedEval protocols under ``llava_med`` and ``multimedeval`` and
+    ``protocols`` every other protocol under its key (``llava_med``, ``multimedeval``, ``medevalkit``…) and
     results per question type under ``by_question_type``. :func:`score_all` turns both on. Rows with a
     ``seen`` flag (the answer occurs in the training split) add open exact match and recall on seen and
     unseen answers (``open_exact_match_seen`` …, with ``n_open_seen`` / ``n_open_unseen``)."""
@@ -252,9 +102,8 @@ def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bo
         split = seen_table(rows, table)
         result.update(_split_summary(split, intervals))
     if protocols:
-        med = _summary(llava_med_table(rows), LLAVA_MED_KEYS[:-2], intervals)
-        result["llava_med"] = {k: med[k] for k in (*LLAVA_MED_KEYS, *(k for k in med if k.endswith("_ci")))}
-        result["multimedeval"] = _summary(multimedeval_table(rows), multimedeval.KEYS, intervals)
+        for other in every_protocol():
+            result[other.key] = _summary(other.table(rows), other.keys, intervals)
         result["by_question_type"] = stats.by_question_type(
             [str(r.get("question", "")) for r in rows], table["correct"]
         )
@@ -262,7 +111,7 @@ def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bo
 
 
 def score_all(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """What every evaluation writes to metrics.json and ``pathvqa score --json`` prints: both protocols,
+    """What every evaluation writes to metrics.json and ``pathvqa score --json`` prints: every protocol,
     95% intervals, results per question type."""
     return score(rows, intervals=True, protocols=True)
 
@@ -326,7 +175,7 @@ def find_predictions(path: str | Path) -> Path:
 
 def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """B against A on the questions both answered: per metric the paired difference B − A with its
-    bootstrap interval, and McNemar's exact test on closed accuracy (strict and LLaVA-Med rules)."""
+    bootstrap interval, and McNemar's exact test on closed accuracy under every protocol's rule."""
     a = {row.get("id"): row for row in a_rows}
     b = {row.get("id"): row for row in b_rows}
     common = sorted(i for i in a.keys() & b.keys() if i is not None)
@@ -355,8 +204,10 @@ def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[
         }
     closed = ~np.isnan(ta["closed_accuracy"])
     result["mcnemar_closed"] = stats.mcnemar(ta["closed_accuracy"][closed], tb["closed_accuracy"][closed])
-    la, lb = (llava_med_table([rows[i] for i in common])["closed_accuracy"] for rows in (a, b))
-    result["llava_med_mcnemar_closed"] = stats.mcnemar(la[closed], lb[closed])
+    for other in every_protocol():  # each protocol's own closed rule, on its own closed rows
+        pa, pb = (other.table([rows[i] for i in common])["closed_accuracy"] for rows in (a, b))
+        mask = ~np.isnan(pa)
+        result[f"{other.key}_mcnemar_closed"] = stats.mcnemar(pa[mask], pb[mask])
     return result
 
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Any
 
 from pathvqa.scoring.llava_med import normalize_word
+from pathvqa.scoring.protocol import Protocol
 
 CLOSED_RECALL = 0.4
 OPEN_RECALL = 0.75
@@ -63,3 +65,40 @@ def row_scores(prediction: str, answer: str) -> dict[str, float]:
 
 def is_closed(answer: str) -> bool:
     return normalize_word(answer.lower().strip()) in ("yes", "no")
+
+
+def table(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-row scores: bleu1, f1 and recall on every row, closed or open accuracy where each applies."""
+    import numpy as np
+
+    out = {key: np.full(len(rows), np.nan) for key in KEYS}
+    for i, row in enumerate(rows):
+        prediction, answer = str(row["prediction"]), str(row["answer"])
+        scores = row_scores(prediction, answer)
+        for key in ("bleu1", "f1", "recall"):
+            out[key][i] = scores[key]
+        if is_closed(answer):
+            out["closed_accuracy"][i] = scores["correct"]
+        else:
+            out["open_recall"][i], out["open_accuracy"][i] = scores["recall"], scores["correct"]
+    return out
+
+
+PROTOCOL = Protocol(
+    name="multimedeval",
+    key="multimedeval",
+    keys=KEYS,
+    columns=KEYS,
+    table=table,
+    title="MultiMedEval protocol",
+    summary="MultiMedEval's VQA scoring",
+    rules=(
+        "MultiMedEval's VQA scoring (``pathvqa.scoring.multimedeval``): word sets, closed rows by recall "
+        "≥ 0.4, open rows accurate at recall ≥ 0.75"
+    ),
+    intro=(
+        'MultiMedEval\'s protocol (its VQA scoring: word-set recall, yes/no right at recall ≥ 0.4 with "not" '
+        'counted for "no", open right at recall ≥ 0.75; bleu1, f1 and recall over every question).'
+    ),
+    order=20,
+)

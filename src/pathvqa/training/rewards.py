@@ -22,7 +22,7 @@ import torch
 
 from pathvqa import answers
 from pathvqa.errors import PathVQAError
-from pathvqa.scoring import llava_med, metrics
+from pathvqa.scoring import llava_med, strict
 
 Reward = Callable[..., list[float | None]]
 
@@ -44,7 +44,7 @@ def _llava_med_recall(prediction: str, answer: str) -> float:
 SCORES: dict[str, Callable[[str, str], float]] = {
     "exact_match": answers.exact_match,
     "correct": answers.closed_correct,
-    "token_f1": metrics.token_f1,
+    "token_f1": strict.token_f1,
     "llava_med_closed": llava_med.closed_hit,
     "llava_med_recall": _llava_med_recall,
 }

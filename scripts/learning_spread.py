@@ -53,7 +53,7 @@ def measure(seed: int, threads: int, root: Path, sets: list[str]) -> list[dict]:
     from pathvqa.synth import generator as synthetic
 
     data = root / f"data-{seed}"
-    if not (data / "synth.json").is_file():
+    if not synthetic.holds_dataset(data):
         synthetic.write(data, {"train": 8000, "validation": 500, "test": 1500}, size=96, seed=seed)
     prior = run_baseline(out=root / f"prior-{seed}", dataset=str(data))
     runs = {name: root / f"{name}-s{seed}-t{threads}" for name in RECIPES}

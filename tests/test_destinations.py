@@ -130,3 +130,24 @@ def test_the_model_card_of_a_two_stage_run_carries_its_test_metrics(tmp_path, sy
     run_cli("export", "--checkpoint", tmp_path / "run", "--out", tmp_path / "export")
     card = (tmp_path / "export" / "README.md").read_text()
     assert "## Test metrics" in card and "| exact_match |" in card, card[:800]
+
+
+def test_every_name_a_run_holds_is_one_runs_py_knows(run, tmp_path):
+    """What a run writes (checkpoints, logs, trackers, MLflow's store, an evaluation) is named in runs.py:
+    the structure test keeps those names out of every other module."""
+    from pathvqa import runs
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    run_cli("eval", "--checkpoint", copy, "--out", runs.RunDir(copy).eval_dir(), "--limit", "4")
+    unknown = []
+    for path in copy.rglob("*"):
+        parts = path.relative_to(copy).parts
+        if parts[0] == runs.LOGS and len(parts) > 1 and parts[1] not in (runs.TRAIN_LOG, runs.TRACKERS):
+            continue  # TensorBoard's own files, in the folder it names after the experiment
+        if runs.TOKENIZER in parts[:-1]:
+            continue  # the tokenizer's own files
+        if not runs.is_run_name(path.name):
+            unknown.append(str(path.relative_to(copy)))
+    assert not unknown, unknown
+    assert {p.name for p in copy.iterdir()} >= {runs.CONFIG, runs.SUMMARY, runs.MLFLOW_DB, runs.EVAL, runs.LOGS}

@@ -22,6 +22,7 @@ from pathvqa.config import load_config
 from pathvqa.data.prepare import load_split
 from pathvqa.evaluation.evaluate import run
 from pathvqa.models.blip import BlipFamily
+from pathvqa.runs import step_of
 from pathvqa.training import checkpoint
 from pathvqa.training.stages import TrainingDiverged, fit
 from tests.conftest import FAULTS, QUICK, noise_image, png_bytes, record_fault, run_cli, write_jsonl
@@ -73,7 +74,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, synth_dir):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = sorted(checkpoint.step_of(p) for p in checkpoint.checkpoints(tmp_path / "killed"))
+    done = sorted(step_of(p) for p in checkpoint.checkpoints(tmp_path / "killed"))
     assert not (tmp_path / "killed" / "train_summary.json").exists() and max(done) < 40
 
     refused = subprocess.run(train_cmd(synth_dir, tmp_path / "killed"), capture_output=True, text=True)
@@ -159,7 +160,7 @@ def test_half_written_and_corrupted_checkpoints_are_never_used(tmp_path, synth_d
         ],
     )
     fit(cfg, tmp_path / "run", progress=False)
-    steps = [checkpoint.step_of(p) for p in checkpoint.checkpoints(tmp_path / "run")]
+    steps = [step_of(p) for p in checkpoint.checkpoints(tmp_path / "run")]
     assert steps == [4, 6, 8], "keep_last=3 bounds the number of checkpoints"
 
     half = tmp_path / "run" / "checkpoints" / ".tmp-step-10-12345"  # a save interrupted before its rename

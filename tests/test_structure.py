@@ -105,19 +105,50 @@ def test_the_loop_and_evaluator_never_name_a_model_tensor():
         assert not named, f"{module} names {named}: that is the family's business"
 
 
-RUN_FILES = ("best.json", "train.jsonl", "config.yaml", "metrics.json", "trainer_state.json")
+def run_names_spelled(tree: ast.AST) -> list[tuple[int, str]]:
+    """Where a module spells a name of the run folder: a file name (``"metrics.json"``, also at the end of a
+    path), a name joined onto a path (``run / "logs"``), or a numbered name's prefix (``f"step-{n}"``)."""
+    from pathvqa import runs
+
+    prefixes = (runs.STEP, f".tmp-{runs.STEP}", runs.RNG, runs.COMPARISON)
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Div)
+            and isinstance(node.right, ast.Constant)
+        ):
+            if node.right.value in runs.NAMES:
+                found.append((node.lineno, node.right.value))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            tail = node.value.split("/")[-1]
+            if ("." in tail and tail in runs.NAMES) or node.value.startswith(prefixes):
+                found.append((node.lineno, node.value))
+    return found
 
 
 def test_only_the_run_folder_module_names_the_files_inside_a_run():
-    """The run folder's layout has one owner (``runs.py``); every other module asks it."""
+    """The run folder's layout has one owner (``runs.py``): every name in a run (``runs.NAMES``) and the
+    prefixes of the numbered ones (step folders, RNG files, comparisons) are spelled there and nowhere else."""
     named = [
-        f"{path.relative_to(SRC)}: {name}"
+        f"{path.relative_to(SRC)}:{line} {value!r}"
         for path in SRC.rglob("*.py")
         if path.name != "runs.py"
-        for name in RUN_FILES
-        if f'"{name}"' in path.read_text() or f"'{name}'" in path.read_text()
+        for line, value in run_names_spelled(ast.parse(path.read_text()))
     ]
     assert not named, named
+
+
+def test_the_run_name_check_sees_a_name_spelled_elsewhere():
+    from pathvqa import runs
+
+    assert (
+        runs.is_run_name("step-12") and runs.is_run_name("rng-0.json") and runs.is_run_name("vs_prior.json")
+    )
+    assert not runs.is_run_name("step-x") and not runs.is_run_name("notes.txt")
+    spelled = ['run / "logs"', '"eval/metrics.json"', 'f"step-{n}"', '(run / "feature_cache")', '"mlflow.db"']
+    assert [len(run_names_spelled(ast.parse(code))) for code in spelled] == [1, 1, 1, 1, 1]
+    assert not run_names_spelled(ast.parse('cfg["eval"]; name == "logs"; "tokenizer"'))
 
 
 def package_of(module: str) -> str:

@@ -2,18 +2,23 @@
 
 ```
 RUN/
-  config.yaml            the resolved config          RunDir.config
-  train_summary.json     written last: the run ended  RunDir.summary
-  checkpoints/step-N/    one atomic step folder       RunDir.checkpoints (its files: step_config, step_state)
-  checkpoints/best.json  the best validation step     RunDir.best
-  logs/train.jsonl       one row per logged step      RunDir.train_log
-  eval/, eval_blind/     predictions.jsonl, metrics.json (RunDir.eval_dir, metrics_file, predictions_file)
-  STAGE/                 a staged config's stages, each a run folder of its own (RunDir.stage)
+  config.yaml              the resolved config          RunDir.config
+  train_summary.json       written last: the run ended  RunDir.summary
+  checkpoints/step-N/      one atomic step folder       RunDir.step(N), its files: StepDir
+  checkpoints/best.json    the best validation step     RunDir.best
+  logs/train.jsonl         one row per logged step      RunDir.train_log
+  logs/trackers.json       the tracker runs it opened   RunDir.trackers (TensorBoard's files beside it)
+  mlflow.db                MLflow's store, by default   RunDir.mlflow_db
+  feature_cache/           a frozen encoder's features  RunDir.feature_cache
+  eval/, eval_blind/       predictions.jsonl, metrics.json (RunDir.eval_dir, metrics_file, predictions_file)
+  vs_NAME.json             a paired comparison with NAME (RunDir.comparison)
+  STAGE/                   a staged config's stages, each a run folder of its own (RunDir.stage)
 ```
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +28,38 @@ CHECKPOINTS = "checkpoints"
 BEST = "best.json"
 LOGS = "logs"
 TRAIN_LOG = "train.jsonl"
-TRAINER_STATE = "trainer_state.json"
+TRACKERS = "trackers.json"
+MLFLOW_DB = "mlflow.db"
+FEATURE_CACHE = "feature_cache"
 EVAL, EVAL_BLIND = "eval", "eval_blind"
 METRICS, PREDICTIONS = "metrics.json", "predictions.jsonl"
+STEP = "step-"
+TRAINER_STATE = "trainer_state.json"
+WEIGHTS = "weights.safetensors"
+TOKENIZER = "tokenizer"
+OPTIMIZER, OPTIMIZER_REST = "optimizer.safetensors", "optimizer.json"
+SCHEDULER = "scheduler.json"
+MANIFEST = "manifest.json"
+RNG = "rng-"
+COMPARISON = "vs_"
+NAMES = (
+    CONFIG, SUMMARY, CHECKPOINTS, BEST, LOGS, TRAIN_LOG, TRACKERS, MLFLOW_DB, FEATURE_CACHE, EVAL, EVAL_BLIND,
+    METRICS, PREDICTIONS, TRAINER_STATE, WEIGHTS, TOKENIZER, OPTIMIZER, OPTIMIZER_REST, SCHEDULER, MANIFEST,
+)  # fmt: skip
+"""Every name inside a run folder; ``PATTERNS`` the names made of a number or a name."""
+PATTERNS = (
+    rf"{STEP}\d+",
+    rf"\.tmp-{STEP}\d+-\d+",
+    rf"{RNG}\d+\.(safetensors|json)",
+    rf"{COMPARISON}\w+\.json",
+)
 ROW_KINDS = ("train", "validation", "grpo")
 """``logs/train.jsonl`` rows say their kind: a training window, a validation, a GRPO step."""
+
+
+def is_run_name(name: str) -> bool:
+    """Whether ``name`` is one of a run folder's own names (a file or folder this module names)."""
+    return name in NAMES or any(re.fullmatch(p, name) for p in PATTERNS)
 
 
 def row_kind(row: dict) -> str:
@@ -68,8 +100,41 @@ class RunDir:
     def train_log(self) -> Path:
         return self.logs / TRAIN_LOG
 
+    @property
+    def trackers(self) -> Path:
+        return self.logs / TRACKERS
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.path / MLFLOW_DB
+
+    @property
+    def feature_cache(self) -> Path:
+        return self.path / FEATURE_CACHE
+
+    def step(self, number: int) -> Path:
+        """``checkpoints/step-N``."""
+        return self.checkpoints / f"{STEP}{number}"
+
+    def unfinished_step(self, number: int, pid: int) -> Path:
+        """Where a process writes ``step-N`` before renaming it into place."""
+        return self.checkpoints / f".tmp-{STEP}{number}-{pid}"
+
+    def steps(self) -> list[Path]:
+        """The step folders under ``checkpoints/`` (complete or not), by step."""
+        found = [p for p in self.checkpoints.glob(f"{STEP}*") if p.is_dir() and step_of(p) is not None]
+        return sorted(found, key=step_of) if self.checkpoints.is_dir() else []
+
+    def comparison(self, other: str) -> Path:
+        """``vs_OTHER.json``: this run paired with another on the same questions."""
+        return self.path / f"{COMPARISON}{other}.json"
+
     def eval_dir(self, blind: bool = False) -> Path:
         return self.path / (EVAL_BLIND if blind else EVAL)
+
+    def train_logs(self) -> list[Path]:
+        """Every training log under this folder: the run's own and each stage's."""
+        return sorted(self.path.glob(f"**/{LOGS}/{TRAIN_LOG}"))
 
     def stage(self, name: str) -> RunDir:
         return RunDir(self.path / name)
@@ -93,14 +158,43 @@ class RunDir:
         return parent if staged else self
 
 
+def step_of(folder: str | Path) -> int | None:
+    """N of a ``step-N`` folder (None for another name)."""
+    name = Path(folder).name
+    return int(name[len(STEP) :]) if name.startswith(STEP) and name[len(STEP) :].isdigit() else None
+
+
+@dataclass(frozen=True)
+class StepDir:
+    """One checkpoint folder, ``checkpoints/step-N``: the files it holds (written by ``training.checkpoint``)."""
+
+    path: Path
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    config = property(lambda self: self.path / CONFIG)
+    state = property(lambda self: self.path / TRAINER_STATE)
+    weights = property(lambda self: self.path / WEIGHTS)
+    tokenizer = property(lambda self: self.path / TOKENIZER)
+    optimizer = property(lambda self: self.path / OPTIMIZER)
+    optimizer_rest = property(lambda self: self.path / OPTIMIZER_REST)
+    scheduler = property(lambda self: self.path / SCHEDULER)
+    manifest = property(lambda self: self.path / MANIFEST)
+
+    def rng(self, rank: int) -> tuple[Path, Path]:
+        """Process ``rank``'s random-number state: (tensors, the rest)."""
+        return self.path / f"{RNG}{rank}.safetensors", self.path / f"{RNG}{rank}.json"
+
+
 def step_config(step: str | Path) -> Path:
     """The resolved config a step folder was saved under."""
-    return Path(step) / CONFIG
+    return StepDir(step).config
 
 
 def step_state(step: str | Path) -> Path:
     """A step folder's trainer state (step, best step and value, data position)."""
-    return Path(step) / TRAINER_STATE
+    return StepDir(step).state
 
 
 def metrics_file(eval_dir: str | Path) -> Path:

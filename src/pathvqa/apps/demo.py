@@ -80,7 +80,7 @@ def run_demo(
                 "give a new --out, or empty it yourself"
             )
         shutil.rmtree(out)
-    if not (data_dir / "synth.json").is_file():
+    if not synthetic.holds_dataset(data_dir):
         _stage("PathVQA-shaped synthetic data (8,000 train / 500 validation / 1,500 test pairs, 96 px)")
         synthetic.write(data_dir, SIZES, size=96, seed=0)
     dataset = str(data_dir)
@@ -114,7 +114,7 @@ def _grpo_after_sft(out: Path, sets: list[str], fresh: bool) -> dict[str, dict]:
     results |= _fine_tune_and_evaluate(out, dict([GRPO]), [*sets, f"train.init_from={start}"], fresh)
     sft = read_predictions(find_predictions(start))
     against = compare(sft, read_predictions(find_predictions(out / GRPO[1])))
-    (out / GRPO[1] / "vs_sft.json").write_text(json.dumps(against, indent=2))
+    RunDir(out / GRPO[1]).comparison("sft").write_text(json.dumps(against, indent=2))
     typer.echo(f"\n{GRPO[0]} against {SHORT_SFT[0]} (B − A, paired 95% interval):", err=True)
     for key in ("closed_accuracy", "open_exact_match", "open_f1"):
         typer.echo("  " + describe_difference(key, against["metrics"][key]), err=True)
@@ -135,7 +135,7 @@ def _against_prior(out: Path, trained: dict[str, str]) -> None:
     prior = read_predictions(find_predictions(out / "prior"))
     for label, name in trained.items():
         result = compare(prior, read_predictions(find_predictions(out / name)))
-        (out / name / "vs_prior.json").write_text(json.dumps(result, indent=2))
+        RunDir(out / name).comparison("prior").write_text(json.dumps(result, indent=2))
         typer.echo(f"\n{label} against the question-only prior (B − A, paired 95% interval):")
         for key in ("closed_accuracy", "open_exact_match"):
             typer.echo("  " + describe_difference(key, result["metrics"][key]))
@@ -245,7 +245,7 @@ def _launch(out: Path, name: str, sets: list[str]) -> subprocess.Popen:
 def _steps_done(run_dir: Path) -> int:
     """Optimizer steps logged so far, over all stages (each stage logs its own ``train.jsonl``)."""
     done = 0
-    for log in run_dir.glob("**/logs/train.jsonl"):
+    for log in RunDir(run_dir).train_logs():
         with log.open("rb") as f:  # polled every second: read the end of the log, not all of it
             start = max(0, log.stat().st_size - 4096)
             f.seek(start)

@@ -28,6 +28,7 @@ from pathvqa.data.images import BadImage, decode
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.answerer import Answerer, image_problem
 from pathvqa.runs import SUMMARY
+from pathvqa.synth import generator as synthetic
 
 MAX_UPLOAD = "10mb"
 MAX_UPLOAD_BYTES = 10 * 2**20
@@ -246,7 +247,7 @@ def serve(
     demo_dir = Path(demo_dir)
     specs = checkpoints or _demo_models(demo_dir)
     answerers = [Answerer(path, label or None) for label, path in (_split(spec) for spec in specs)]
-    examples = demo_examples(demo_dir) if (demo_dir / "data" / "synth.json").is_file() else []
+    examples = demo_examples(demo_dir) if synthetic.holds_dataset(demo_dir / "data") else []
     app = build_app(answerers, examples)
     app.launch(
         server_name=host,

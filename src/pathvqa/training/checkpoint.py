@@ -36,10 +36,9 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from pathvqa.config import ExperimentConfig, save_config
 from pathvqa.errors import PathVQAError, require_checkpoint_folder
 from pathvqa.models.base import undistributed
-from pathvqa.runs import RunDir, step_config, step_state
+from pathvqa.runs import RunDir, StepDir, step_config, step_of, step_state
 
 log = logging.getLogger(__name__)
-WEIGHTS = "weights.safetensors"
 
 
 def save_weights(
@@ -50,12 +49,14 @@ def save_weights(
     ``full_state``: the model's state dict gathered from sharded processes (DeepSpeed / FSDP)."""
     model = undistributed(model)
     if names is None and full_state is None:
-        save_model(model, str(folder / WEIGHTS))  # handles tied (shared) tensors
+        save_model(model, str(StepDir(folder).weights))  # handles tied (shared) tensors
         return
     tensors = full_state if full_state is not None else dict(model.named_parameters())
     if names is not None:
         tensors = {n: t for n, t in tensors.items() if n in names}
-    save_file({n: t.detach().contiguous().cpu().clone() for n, t in tensors.items()}, str(folder / WEIGHTS))
+    save_file(
+        {n: t.detach().contiguous().cpu().clone() for n, t in tensors.items()}, str(StepDir(folder).weights)
+    )
 
 
 def load_weights(model: torch.nn.Module, folder: Path, names: set[str] | None) -> set[str]:
@@ -64,19 +65,19 @@ def load_weights(model: torch.nn.Module, folder: Path, names: set[str] | None) -
     try:
         return _load_weights(undistributed(model), folder, names)
     except (SafetensorError, OSError) as err:
-        raise PathVQAError(f"{folder / WEIGHTS} is not a readable safetensors file ({err})") from None
+        raise PathVQAError(f"{StepDir(folder).weights} is not a readable safetensors file ({err})") from None
 
 
 def _load_weights(model: torch.nn.Module, folder: Path, names: set[str] | None) -> set[str]:
     if names is None:
-        missing, unexpected = load_model(model, str(folder / WEIGHTS), strict=False)
+        missing, unexpected = load_model(model, str(StepDir(folder).weights), strict=False)
         if missing or unexpected:
             raise PathVQAError(
                 f"{folder}: weights do not fit the model ({len(missing)} missing, "
                 f"{len(unexpected)} unexpected, e.g. {(missing or unexpected)[:2]})"
             )
         return set(model.state_dict())
-    state = load_file(str(folder / WEIGHTS))
+    state = load_file(str(StepDir(folder).weights))
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys or names - set(state):
         raise PathVQAError(
@@ -146,20 +147,20 @@ def write_manifest(folder: Path) -> None:
     files = {
         p.relative_to(folder).as_posix(): _sha256(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
+        if p.is_file() and p != StepDir(folder).manifest
     }
-    (folder / "manifest.json").write_text(json.dumps(files, indent=1))
+    StepDir(folder).manifest.write_text(json.dumps(files, indent=1))
 
 
 def verify(folder: Path) -> str | None:
     """None if every file matches the manifest, else what is wrong."""
-    manifest = folder / "manifest.json"
+    manifest = StepDir(folder).manifest
     if not manifest.is_file():
-        return "no manifest.json"
+        return f"no {manifest.name}"
     try:
         files = json.loads(manifest.read_text())
     except json.JSONDecodeError:
-        return "manifest.json is not valid JSON"
+        return f"{manifest.name} is not valid JSON"
     for name, digest in files.items():
         path = folder / name
         if not path.is_file():
@@ -182,25 +183,25 @@ def save(
     full_state: dict | None = None,
 ) -> Path:
     """Write ``checkpoints/step-N`` atomically: everything goes to a temp folder, then one rename."""
-    root = RunDir(run_dir).checkpoints
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step}"
-    tmp = root / f".tmp-step-{step}-{os.getpid()}"
+    run = RunDir(run_dir)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    final, tmp = run.step(step), run.unfinished_step(step, os.getpid())
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_config(cfg, step_config(tmp))
+    files = StepDir(tmp)
+    save_config(cfg, files.config)
     save_weights(bundle.model, tmp, names, full_state)
-    bundle.tokenizer.save_pretrained(tmp / "tokenizer")
+    bundle.tokenizer.save_pretrained(files.tokenizer)
     if optimizer is not None:
         tensors, rest = _optimizer_split(optimizer.state_dict())
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(rest))
+        save_file(tensors, str(files.optimizer))
+        files.optimizer_rest.write_text(json.dumps(rest))
     if scheduler is not None:
-        (tmp / "scheduler.json").write_text(json.dumps(_jsonable(scheduler.state_dict())))
+        files.scheduler.write_text(json.dumps(_jsonable(scheduler.state_dict())))
     for rank, (tensors, meta) in rng_files.items():
-        save_file(tensors, str(tmp / f"rng-{rank}.safetensors"))
-        (tmp / f"rng-{rank}.json").write_text(json.dumps(meta))
-    step_state(tmp).write_text(json.dumps(trainer_state, indent=1))
+        save_file(tensors, str(files.rng(rank)[0]))
+        files.rng(rank)[1].write_text(json.dumps(meta))
+    files.state.write_text(json.dumps(trainer_state, indent=1))
     write_manifest(tmp)
     if final.exists():
         shutil.rmtree(final)
@@ -208,14 +209,9 @@ def save(
     return final
 
 
-def step_of(folder: Path) -> int:
-    return int(folder.name.split("-", 1)[1])
-
-
 def checkpoints(run_dir: Path) -> list[Path]:
-    root = RunDir(run_dir).checkpoints
-    found = [p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()] if root.is_dir() else []
-    return sorted(found, key=step_of)
+    """The run's step folders, by step."""
+    return RunDir(run_dir).steps()
 
 
 def latest_valid(run_dir: Path) -> Path | None:
@@ -237,17 +233,15 @@ def prune(run_dir: Path, keep_last: int, keep: set[int]) -> None:
 
 
 def load_training_state(folder: Path, optimizer, scheduler, rank: int) -> dict:
-    if optimizer is not None and (folder / "optimizer.safetensors").is_file():
-        state = _optimizer_join(
-            load_file(str(folder / "optimizer.safetensors")),
-            json.loads((folder / "optimizer.json").read_text()),
-        )
+    files = StepDir(folder)
+    if optimizer is not None and files.optimizer.is_file():
+        state = _optimizer_join(load_file(str(files.optimizer)), json.loads(files.optimizer_rest.read_text()))
         optimizer.load_state_dict(state)
-    if scheduler is not None and (folder / "scheduler.json").is_file():
-        scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
-    rng = folder / f"rng-{rank}.safetensors"
-    if rng.is_file():
-        set_rng_state(load_file(str(rng)), json.loads((folder / f"rng-{rank}.json").read_text()))
+    if scheduler is not None and files.scheduler.is_file():
+        scheduler.load_state_dict(json.loads(files.scheduler.read_text()))
+    tensors, meta = files.rng(rank)
+    if tensors.is_file():
+        set_rng_state(load_file(str(tensors)), json.loads(meta.read_text()))
     return json.loads(step_state(folder).read_text())
 
 
@@ -255,7 +249,7 @@ def resolve(path: str | Path) -> Path:
     """A checkpoint folder, or a run folder (→ its best checkpoint, else its latest valid one; for a
     run with stages, the last stage's)."""
     path = Path(path)
-    if step_config(path).is_file() and (path / WEIGHTS).is_file():
+    if step_config(path).is_file() and StepDir(path).weights.is_file():
         problem = verify(path)
         if problem:
             raise PathVQAError(f"checkpoint {path} is corrupted: {problem}")
@@ -267,7 +261,7 @@ def resolve(path: str | Path) -> Path:
             return resolve(path / stages[-1]["name"])
     best = RunDir(path).best
     if best.is_file():
-        candidate = RunDir(path).checkpoints / f"step-{json.loads(best.read_text())['step']}"
+        candidate = RunDir(path).step(json.loads(best.read_text())["step"])
         if candidate.is_dir() and verify(candidate) is None:
             return candidate
     latest = latest_valid(path)

@@ -222,7 +222,7 @@ class Trainer:
             else why_not_cached(self.bundle.image_encoder, self.cfg.train.augment.stain_jitter)
         )
         if reason is None:
-            folder = self.run_dir / "feature_cache"
+            folder = RunDir(self.run_dir).feature_cache
             self.feature_cache = FeatureCache(
                 self.bundle.image_encoder, folder, self.cfg.model.feature_cache_mb
             )
@@ -286,7 +286,7 @@ class Trainer:
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, RunDir(self.run_dir).config)
-            (self.run_dir / "logs").mkdir(exist_ok=True)
+            RunDir(self.run_dir).logs.mkdir(exist_ok=True)
             summary = {**trainable_summary(self.bundle.model), "train_rows": len(self.samples)}
             log.info("training %s: %s", cfg.name, {**summary, "total_steps": self.total_steps})
             self.log_file = RunDir(self.run_dir).train_log.open("a")
@@ -389,7 +389,7 @@ class Trainer:
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(
                 f"loss is {mean_loss} at step {self.pos.step + 1}: stopped; the last good checkpoint is in "
-                f"{self.run_dir / 'checkpoints'} (try a lower train.lr)"
+                f"{RunDir(self.run_dir).checkpoints} (try a lower train.lr)"
             )
         if self.cfg.train.max_grad_norm:
             acc.clip_grad_norm_(
@@ -487,7 +487,7 @@ class Trainer:
             "steps": self.pos.step,
             "best_step": self.pos.best_step,
             "best_value": self.pos.best_value,
-            "checkpoint": str(RunDir(self.run_dir).checkpoints / f"step-{self.pos.step}"),
+            "checkpoint": str(RunDir(self.run_dir).step(self.pos.step)),
             "data": self.data_counts,
         }
         if self.main:  # written last: its presence means the run finished

@@ -15,6 +15,7 @@ from accelerate.utils import DistributedType
 
 from pathvqa.config import ExperimentConfig
 from pathvqa.errors import PathVQAError
+from pathvqa.runs import RunDir
 
 log = logging.getLogger(__name__)
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
@@ -61,7 +62,7 @@ def make_accelerator(cfg: ExperimentConfig, run_dir: Path) -> Accelerator:
         mixed_precision=mixed_precision(cfg),
         gradient_accumulation_steps=cfg.train.grad_accum,
         log_with=cfg.train.report_to or None,
-        project_dir=str(run_dir / "logs"),
+        project_dir=str(RunDir(run_dir).logs),
         step_scheduler_with_optimizer=False,
     )
     plugin = accelerator.state.deepspeed_plugin

@@ -19,10 +19,10 @@ from typing import Any
 
 from pathvqa.config import ExperimentConfig
 from pathvqa.errors import PathVQAError
+from pathvqa.runs import RunDir
 
 log = logging.getLogger(__name__)
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}
-RECORD = "trackers.json"
 
 
 def check_installed(report_to: list[str]) -> None:
@@ -38,7 +38,7 @@ def mlflow_uri(cfg: ExperimentConfig, run_dir: Path) -> str:
     return (
         cfg.train.mlflow_uri
         or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
+        or f"sqlite:///{RunDir(run_dir).mlflow_db.resolve()}"
     )
 
 
@@ -80,7 +80,7 @@ def init_kwargs(
             **({"run_id": before["mlflow"]["run_id"]} if same else {}),
         }
     if "wandb" in cfg.train.report_to:
-        kwargs["wandb"] = {"name": label, "dir": str(Path(run_dir) / "logs")}
+        kwargs["wandb"] = {"name": label, "dir": str(RunDir(run_dir).logs)}
         if "wandb" in before:
             kwargs["wandb"].update(id=before["wandb"]["id"], resume="allow")
     if "trackio" in cfg.train.report_to:
@@ -111,7 +111,7 @@ def record(accelerator, cfg: ExperimentConfig, run_dir: Path, store_dir: Path | 
     for tracker in accelerator.trackers:
         if tracker.name == "mlflow":
             uri = mlflow_uri(cfg, store_dir or run_dir)
-            own = uri == f"sqlite:///{(Path(store_dir or run_dir) / 'mlflow.db').resolve()}"  # the run's own
+            own = uri == f"sqlite:///{RunDir(store_dir or run_dir).mlflow_db.resolve()}"  # the run's own
             where = (
                 {"store": _relative(uri.removeprefix("sqlite:///"), run_dir)}
                 if own
@@ -122,8 +122,12 @@ def record(accelerator, cfg: ExperimentConfig, run_dir: Path, store_dir: Path | 
             opened["tensorboard"] = {"logdir": _relative(tracker.logging_dir, run_dir)}
         elif tracker.name == "wandb":
             run = tracker.run
-            opened["wandb"] = {"id": run.id, "project": run.project, "dir": "logs"}
-    (run_dir / "logs" / RECORD).write_text(json.dumps(opened, indent=1))
+            opened["wandb"] = {
+                "id": run.id,
+                "project": run.project,
+                "dir": _relative(RunDir(run_dir).logs, run_dir),
+            }
+    RunDir(run_dir).trackers.write_text(json.dumps(opened, indent=1))
 
 
 def _relative(path: str | Path, run_dir: Path) -> str:
@@ -138,7 +142,7 @@ def _tracking_uri(entry: dict, run_dir: Path) -> str:
 
 
 def _opened(run_dir: Path) -> dict[str, dict]:
-    path = run_dir / "logs" / RECORD
+    path = RunDir(run_dir).trackers
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except ValueError:  # a record cut short: start new tracker runs
@@ -148,7 +152,7 @@ def _opened(run_dir: Path) -> dict[str, dict]:
 def log_test_metrics(checkpoint: Path, metrics: dict[str, Any], split: str, blind: bool) -> list[str]:
     """Add an evaluation's scores to the tracker runs that trained ``checkpoint`` (``RUN/checkpoints/
     step-N``: the record in ``RUN/logs``); returns the trackers used."""
-    run_dir = Path(checkpoint).parent.parent
+    run_dir = RunDir.of_checkpoint(checkpoint).path
     opened = _opened(run_dir)
     prefix = f"{split}{'_blind' if blind else ''}/"
     values = {prefix + k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and k != "blind"}

@@ -44,7 +44,7 @@ def _stand_ins() -> None:
     _stub("google", genai=types.SimpleNamespace(Client=_Client))
     _stub("google.genai", Client=_Client)
     _stub("openai", OpenAI=_Client, AsyncOpenAI=_Client, AzureOpenAI=_Client, AsyncAzureOpenAI=_Client)
-    _stub("tenacity", retry=lambda **kw: (lambda f: f), stop_after_attempt=lambda n: n, wait_fixed=lambda s: s)
+    _stub("tenacity", retry=lambda **kw: lambda f: f, stop_after_attempt=lambda n: n, wait_fixed=lambda s: s)
     _stub("rouge", Rouge=_Rouge)
 
 
@@ -58,7 +58,12 @@ def load_path_vqa(checkout: Path):
         sys.modules[f"medevalkit_utils.{name}"] = types.ModuleType(name)
     sys.modules["medevalkit_utils.base_dataset"].BaseDataset = object
     formats = sys.modules["medevalkit_utils.question_formats"]
-    for name in ("get_judgement_prompt", "get_open_ended_prompt", "get_image_index_info", "add_image_index_to_prompt"):
+    for name in (
+        "get_judgement_prompt",
+        "get_open_ended_prompt",
+        "get_image_index_info",
+        "add_image_index_to_prompt",
+    ):
         setattr(formats, name, lambda *args, **kwargs: "")
     for name in ("utils", "PATH_VQA.PATH_VQA"):
         path = checkout / "utils" / (name.replace(".", "/") + ".py")
@@ -79,7 +84,9 @@ def main(checkout: str) -> None:
         "correct": {r["id"]: bool(s["correct"]) for r, s in zip(rows, scored, strict=True)},
         "accuracy": metrics["total metrics"]["acc"],
         "closed_accuracy": metrics["close"]["acc"],
-        "open_accuracy": metrics["open"]["em"],  # its open "acc" is divided by the open count twice: "em" is the mean
+        "open_accuracy": metrics["open"][
+            "em"
+        ],  # its open "acc" is divided by the open count twice: "em" is the mean
     }
     OUT.write_text(json.dumps(reference, indent=1) + "\n")
     print(f"wrote {OUT}: accuracy {reference['accuracy']:.4f} over {len(rows)} rows")

@@ -150,4 +150,10 @@ def test_every_name_a_run_holds_is_one_runs_py_knows(run, tmp_path):
         if not runs.is_run_name(path.name):
             unknown.append(str(path.relative_to(copy)))
     assert not unknown, unknown
-    assert {p.name for p in copy.iterdir()} >= {runs.CONFIG, runs.SUMMARY, runs.MLFLOW_DB, runs.EVAL, runs.LOGS}
+    assert {p.name for p in copy.iterdir()} >= {
+        runs.CONFIG,
+        runs.SUMMARY,
+        runs.MLFLOW_DB,
+        runs.EVAL,
+        runs.LOGS,
+    }

@@ -76,7 +76,11 @@ def test_report_from_two_runs_writes_every_file(tmp_path, two_runs):
     assert "LLaVA-Med 7B" in published and "≈0.91" not in ours and "earlier work" not in ours
     assert "fine-tuned" in ours
     # the other protocol ours sit under, and the open questions split by seen / unseen answers
-    assert "### MultiMedEval protocol" in ours and "### MedEvalKit protocol" in ours and "open_exact_match_unseen" in ours
+    assert (
+        "### MultiMedEval protocol" in ours
+        and "### MedEvalKit protocol" in ours
+        and "open_exact_match_unseen" in ours
+    )
     mme = eval_metrics["multimedeval"]
     assert summary["multimedeval"][1]["closed_accuracy"] == mme["closed_accuracy"]
     seen = summary["seen"][1]

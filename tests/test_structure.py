@@ -187,3 +187,27 @@ def test_the_layer_check_sees_an_import_upward_and_sideways():
 def test_the_top_level_holds_the_base_and_packages():
     top = [p.name for p in (SRC / "pathvqa").glob("*.py") if p.name != "__init__.py"]
     assert len(top) <= TOP_LEVEL_MODULES_AT_MOST, top
+
+
+def test_the_schema_takes_dataset_formats_and_presets_from_their_tables():
+    """A new preset or format is one entry of ``config.datasets``: the schema's allowed values are its keys."""
+    import typing
+
+    from pathvqa.config import DataConfig
+    from pathvqa.config.datasets import FORMATS, PRESETS
+
+    def values(field: str) -> set[str]:
+        annotation = DataConfig.model_fields[field].annotation
+        options = (
+            (annotation,) if typing.get_origin(annotation) is typing.Literal else typing.get_args(annotation)
+        )
+        literal = next(a for a in options if typing.get_origin(a) is typing.Literal)
+        return set(typing.get_args(literal))
+
+    assert values("preset") == set(PRESETS) and values("format") == set(FORMATS)
+    source = (SRC / "pathvqa" / "data" / "sources.py").read_text() + (
+        SRC / "pathvqa" / "data" / "spec.py"
+    ).read_text()
+    assert '"llava"' not in source and "'slake'" not in source and '"slake"' not in source, (
+        "a name outside its table"
+    )

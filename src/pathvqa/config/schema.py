@@ -21,6 +21,7 @@ from pydantic import (
 
 from pathvqa.answers import REWARDS
 from pathvqa.answers import SCORES as BEST_METRICS
+from pathvqa.config.datasets import FORMATS, PRESETS
 from pathvqa.errors import ConfigError
 
 
@@ -65,11 +66,12 @@ class DataConfig(_Section):
     group_by_image: bool = False
     """Training batches hold whole images' question sets (images in a seeded order per epoch), so the
     vision tower runs once per image of a batch; augmentation is then drawn per image, not per question."""
-    preset: Literal["pathvqa", "vqa-rad", "slake"] | None = None
+    preset: Literal[tuple(PRESETS)] | None = None
     """A known set's layout (``slake``: English rows of its release folder, ``answer_type`` from the data;
     ``vqa-rad``: train/test only); ``data.dataset`` names its folder (``slake``) or overrides its hub id."""
-    format: Literal["auto", "llava"] = "auto"
-    """``llava``: ``{split}.json`` holds LLaVA/ShareGPT conversations, one question per human→gpt turn."""
+    format: Literal[tuple(FORMATS)] = "auto"
+    """How the split's file reads (``config.datasets.FORMATS``): ``auto`` (a question per row) or ``llava``
+    (LLaVA/ShareGPT conversations in ``{split}.json`` / ``.jsonl``, one question per human→gpt turn)."""
     columns: dict[str, str] = Field(default_factory=dict)
     """The file's column for ``image``, ``question``, ``answer`` and optionally ``answer_type`` (CLOSED/OPEN:
     then it decides closed vs open in every metric), e.g. ``{image: img_name}``."""

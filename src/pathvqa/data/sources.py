@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pathvqa.config.datasets import FORMATS
 from pathvqa.errors import DataError
 
 REQUIRED_COLUMNS = ("image", "question", "answer")
@@ -138,7 +139,7 @@ def _mapped_parquet(files: list[Path], description: str, root: Path) -> RowTable
     return _datasets_table(ds, description, root)
 
 
-def _csv_table(path: Path, root: Path) -> RowTable:
+def _csv_table(path: Path) -> RowTable:
     """A comma-separated file with a header line, UTF-8 with or without a byte-order mark (Excel's "CSV
     UTF-8"), any line ends."""
     import csv
@@ -160,11 +161,22 @@ def _csv_table(path: Path, root: Path) -> RowTable:
         )
     if not records:
         raise DataError(f"{path} is empty: a header line ({', '.join(header)}) and no rows")
-    return RowTable(None, records, root, str(path), header=header)
+    return RowTable(None, records, path.parent, str(path), header=header)
 
 
-def _json_table(path: Path, root: Path, llava: bool) -> RowTable:
-    """A JSON array of rows, or (``llava``) of LLaVA/ShareGPT conversations: one row per human→gpt turn."""
+def format_rows(name: str):
+    """The function ``data.format`` ``name`` reads a file's records with (None: they are rows already)."""
+    import importlib
+
+    target = FORMATS[name].rows
+    if target is None:
+        return None
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _json_table(path: Path) -> RowTable:
+    """A JSON array of records."""
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -174,7 +186,7 @@ def _json_table(path: Path, root: Path, llava: bool) -> RowTable:
     if not entries:
         raise DataError(f"{path} is empty: an array with no rows")
     rows = [e if isinstance(e, dict) else {INVALID: f"entry {i}"} for i, e in enumerate(entries)]
-    return RowTable(None, llava_rows(rows, path) if llava else rows, root, str(path))
+    return RowTable(None, rows, path.parent, str(path))
 
 
 def llava_rows(entries: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
@@ -328,17 +340,24 @@ def _open_folder(path: Path, split: str, mapped: bool, fmt: str, root: Path) -> 
     if len(found) > 1:
         files = " and ".join(str(files[0].relative_to(path)) for files in found.values())
         raise DataError(f"split '{split}' is in two formats in {path} ({files}): keep one of them")
+    rows = format_rows(fmt)
     if "parquet" in found:
+        if rows is not None:
+            raise DataError(
+                f"data.format {fmt} reads JSON or JSONL files; split '{split}' of {path} is parquet"
+            )
         read = _mapped_parquet if mapped else _parquet_table
         return read(found["parquet"], f"{path} [{split}]", path)
-    if "jsonl" in found:
-        table = _jsonl_table(found["jsonl"][0])
-        rows = llava_rows(table.records, found["jsonl"][0]) if fmt == "llava" else table.records
-        return replace(table, records=rows, root=root)
-    if "json" in found:
-        return _json_table(found["json"][0], root, llava=fmt == "llava")
-    if "csv" in found:
-        return _csv_table(found["csv"][0], root)
+    readers = {"jsonl": _jsonl_table, "json": _json_table, "csv": _csv_table}
+    kind = next((k for k in readers if k in found), None)
+    if kind is not None:
+        file = found[kind][0]
+        table = replace(readers[kind](file), root=root)
+        if rows is not None:
+            if kind == "csv":
+                raise DataError(f"data.format {fmt} reads JSON or JSONL files, not {file}")
+            table = replace(table, records=rows(table.records, file), header=None)
+        return table
     has = folder_splits(path)
     looked = ", ".join(p.format(split=split) for ps in SPLIT_FILES.values() for p in ps)
     raise SplitNotFound(

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from pathvqa.config import column_clash
+from pathvqa.config.datasets import PRESETS
 from pathvqa.data.sources import RowTable, SplitNotFound, open_source
 from pathvqa.errors import DataError
 
 log = logging.getLogger(__name__)
 FIELDS = ("image", "question", "answer", "answer_type")
 """What a column map may name (``answer_type``: CLOSED/OPEN, where the dataset says which is which)."""
-FORMATS = ("auto", "llava")
 TRAIN, TEST = "train", "test"
 
 
@@ -66,23 +66,10 @@ class DatasetSpec:
         return [folder, *([root] if root != folder else [])]
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "pathvqa": {"source": "flaviagiammarino/path-vqa"},
-    "vqa-rad": {"source": "flaviagiammarino/vqa-rad"},
-    "slake": {
-        "source": None,  # the release folder: imgs/xmlabN/source.jpg and {train,validation,test}.json
-        "columns": {"image": "img_name", "answer_type": "answer_type"},
-        "where": {"q_lang": "en"},
-        "image_root": "imgs",
-    },
-}
-"""Known sets: where they are and how their rows read (sizes and protocols: docs/datasets.md)."""
-
-
 def preset(name: str, source: str | None = None, **settings: Any) -> DatasetSpec:
     if name not in PRESETS:
         raise DataError(f"unknown dataset preset {name!r} (have {', '.join(PRESETS)})")
-    values = {**PRESETS[name], **{k: v for k, v in settings.items() if v is not None}}
+    values = {**asdict(PRESETS[name]), **{k: v for k, v in settings.items() if v is not None}}
     values["source"] = source or values["source"]
     if not values["source"]:
         raise DataError(f"preset {name}: give its folder ({name}:/path/to/it or data.dataset)")

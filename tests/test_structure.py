@@ -211,3 +211,36 @@ def test_the_schema_takes_dataset_formats_and_presets_from_their_tables():
     assert '"llava"' not in source and "'slake'" not in source and '"slake"' not in source, (
         "a name outside its table"
     )
+
+
+def test_plan_works_for_a_family_registered_in_a_test_only():
+    """``pathvqa plan`` names no family: one defined here (BLIP's model under another name, its section
+    registered at run time) is planned like a shipped one."""
+    from typing import ClassVar, Literal
+
+    from pathvqa.analysis.plan import plan
+    from pathvqa.config import BlipModelConfig, forget_family, load_config, register_family
+
+    class ToySection(BlipModelConfig):
+        family: Literal["toy"] = "toy"
+        implementation: ClassVar[str] = "tests.test_structure:ToyFamily"
+
+    register_family(ToySection)
+    try:
+        cfg = load_config(
+            "configs/blip_tiny.yaml", ["model.family=toy", "model.hidden_size=32", "model.num_layers=1"]
+        )
+        assert type(cfg.model) is ToySection
+        stage = plan(cfg)["stages"][0]
+    finally:
+        forget_family("toy")
+    assert stage["parameters"]["vision"] > 0 and stage["parameters"]["language_model"] > 0
+    assert stage["tokens"]["sequence"] > 0 and stage["fits"]
+
+
+def __getattr__(name: str):
+    if name == "ToyFamily":  # the family the test above registers: BLIP's, under another name
+        from pathvqa.models.blip import BlipFamily
+
+        return type("ToyFamily", (BlipFamily,), {"name": "toy"})
+    raise AttributeError(name)

@@ -25,7 +25,6 @@ import torch
 
 from pathvqa.config import ExperimentConfig
 from pathvqa.data.prepare import Sample
-from pathvqa.errors import PathVQAError
 
 log = logging.getLogger(__name__)
 GB = 1024**3
@@ -40,13 +39,9 @@ class Part:
     prefixes: tuple[str, ...]
 
 
-def parts_of(family: str, bundle) -> list[Part]:
-    """Module-name prefixes of the vision tower and the connector (the rest is the language model)."""
-    if family == "hf":  # the connector first: Qwen's merger sits inside its vision tower
-        return [Part("connector", bundle.arch.connector), Part("vision", (bundle.arch.vision,))]
-    if family == "vlm":
-        return [Part("connector", ("projector.",)), Part("vision", ("vision.",))]
-    return [Part("connector", ()), Part("vision", ("vision_model.",))]
+def parts_of(family, bundle) -> list[Part]:
+    """The family's parts other than the language model (vision, connector), with their module prefixes."""
+    return [Part(name, prefixes) for name, prefixes in family.parts(bundle)]
 
 
 def _plain(name: str) -> str:
@@ -99,23 +94,15 @@ def sequence_tokens(family, bundle, cfg: ExperimentConfig) -> dict[str, int]:
     sample = Sample("plan", b"", "plan", QUESTION, ANSWER, ANSWER, "closed")
     with torch.device("cpu"):
         tensors = family.inputs(bundle, [sample], image, cfg.task, True).tensors
-    ids = tensors["input_ids"][0]
-    image_id = getattr(bundle, "image_token_id", None)
-    images = int((ids == image_id).sum()) if image_id is not None else 0
-    if cfg.model.family == "vlm":  # one placeholder id stands for the encoder's patch tokens
-        device = next(bundle.image_encoder.parameters()).device
-        size = bundle.image_size
-        with torch.no_grad():
-            patches = bundle.image_encoder(torch.zeros(1, 3, size, size, device=device)).shape[1]
-        return {"sequence": len(ids) - 1 + patches, "image": int(patches)}
-    return {"sequence": len(ids), "image": images}
+    sequence, images = family.sequence_tokens(bundle, tensors)
+    return {"sequence": sequence, "image": images}
 
 
 def memory(model, counts: dict[str, int], cfg: ExperimentConfig, tokens: dict[str, int]) -> dict[str, float]:
     """GB per kind (an estimate; see the module's docstring)."""
     m, batch = cfg.model, cfg.train.batch_size
     base, trainable = counts["base_total"], counts["trainable"]
-    if getattr(m, "quantization", "none") == "4bit":
+    if m.four_bit:
         quantized = _quantized_weights(model)
         weights = quantized * NF4_BYTES + (base - quantized) * 2
     else:
@@ -140,12 +127,11 @@ def memory(model, counts: dict[str, int], cfg: ExperimentConfig, tokens: dict[st
     }
 
 
-def verdict(gb: dict[str, float], cfg: ExperimentConfig, gpu_gb: float) -> tuple[float, bool, list[str]]:
-    """(total GB with the config's own settings, whether it fits, what to change if not)."""
-    quantized = getattr(cfg.model, "quantization", "none") == "4bit"  # the vlm family's QLoRA checkpoints
-    checkpointing = bool(getattr(cfg.model, "gradient_checkpointing", False)) or (
-        cfg.model.family == "vlm" and quantized
-    )
+def verdict(
+    gb: dict[str, float], cfg: ExperimentConfig, gpu_gb: float, checkpointing: bool
+) -> tuple[float, bool, list[str]]:
+    """(total GB with the config's own settings, whether it fits, what to change if not); ``checkpointing``:
+    the family recomputes activations in the backward pass with these settings."""
     fixed = gb["weights"] + gb["gradients"] + gb["optimizer"] + gb["cuda_context"]
     acts = gb["activations_checkpointed"] if checkpointing else gb["activations"]
     total = fixed + acts
@@ -159,7 +145,7 @@ def verdict(gb: dict[str, float], cfg: ExperimentConfig, gpu_gb: float) -> tuple
             advice.append(
                 f"--set train.batch_size={fit} --set train.grad_accum={accum} (same effective batch)"
             )
-        if getattr(cfg.model, "quantization", "none") != "4bit" and gb["weights"] > gpu_gb / 2:
+        if not cfg.model.four_bit and gb["weights"] > gpu_gb / 2:
             advice.append("--set model.quantization=4bit (QLoRA)")
         if not advice:
             advice.append("a larger GPU (or several: train.batch_size is split across them)")
@@ -168,28 +154,23 @@ def verdict(gb: dict[str, float], cfg: ExperimentConfig, gpu_gb: float) -> tuple
 
 def plan_stage(cfg: ExperimentConfig, gpu_gb: float, name: str | None) -> dict[str, Any]:
     """Build the stage's model on the meta device (no weights) and read off its counts and memory."""
-    from pathvqa.models.registry import build, check_model
+    from pathvqa.models.registry import build, check_model, get_family
 
-    m = cfg.model
-    dry = {"quantization": "none"} if getattr(m, "quantization", None) else {}
-    if m.family != "blip" and getattr(m, "init", "pretrained") == "pretrained":
-        dry["init"] = "random"  # the real architecture, no weights
-    built = cfg.model_copy(update={"model": m.model_copy(update=dry)})
+    family = get_family(cfg.model.family)
+    built = cfg.model_copy(update={"model": family.dry_run(cfg.model)})  # the real architecture, no weights
     check_model(built.model)  # a value the architecture rejects: one line naming it
     with torch.device("meta"):
         family, bundle = build(built)
-    counts = count_parameters(bundle.model, parts_of(m.family, bundle))
+    counts = count_parameters(bundle.model, parts_of(family, bundle))
     tokens = sequence_tokens(family, bundle, built)
     gb = memory(bundle.model, counts, cfg, tokens)
-    total, fits, advice = verdict(gb, cfg, gpu_gb)
+    total, fits, advice = verdict(gb, cfg, gpu_gb, family.checkpoints_activations(cfg.model))
     return {"stage": name, "parameters": counts, "tokens": tokens, "memory_gb": gb,
             "total_gb": total, "fits": fits, "advice": advice}  # fmt: skip
 
 
 def plan(cfg: ExperimentConfig, gpu_gb: float = 16.0) -> dict[str, Any]:
     """Every stage of ``cfg`` (the config itself when it has none)."""
-    if cfg.model.family == "blip" and cfg.model.name not in ("blip-tiny",):
-        raise PathVQAError("pathvqa plan covers the hf and vlm families (and the tiny sizes) for now")
     stages = [(s.name, cfg.stage_config(s)) for s in cfg.stages] or [(None, cfg)]
     return {"config": cfg.name, "gpu_gb": gpu_gb, "estimate": True,
             "stages": [plan_stage(stage_cfg, gpu_gb, name) for name, stage_cfg in stages]}  # fmt: skip

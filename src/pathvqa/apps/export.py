@@ -16,7 +16,7 @@ from pathvqa.training.checkpoint import resolve
 from pathvqa.training.restore import load_trained
 
 
-def model_card(cfg, folder: Path, merged: bool) -> str:
+def model_card(cfg, family, folder: Path, merged: bool) -> str:
     state = json.loads(step_state(folder).read_text()) if step_state(folder).is_file() else {}
     metrics = {}
     # the whole run's evaluation (a staged run's is beside its stages), or one beside the checkpoint
@@ -27,7 +27,7 @@ def model_card(cfg, folder: Path, merged: bool) -> str:
     lines = [
         "---",
         "library_name: transformers",
-        *(["pipeline_tag: image-text-to-text"] if cfg.model.family == "hf" else []),
+        *([f"pipeline_tag: {family.pipeline_tag}"] if family.pipeline_tag else []),
         "tags: [pathology, vqa, pathvqa]",
         "---",
         "",
@@ -64,9 +64,7 @@ def _unquantized(checkpoint_dir: str | Path, merge: bool) -> list[str]:
     """A QLoRA run merges into its base reloaded unquantized (bf16 on a GPU): the export is the plain
     model that vLLM / TGI serve, with no ``quantization_config`` and no 4-bit rounding in its weights."""
     cfg = load_config(step_config(resolve(checkpoint_dir)))
-    return (
-        ["model.quantization=none"] if merge and getattr(cfg.model, "quantization", "none") == "4bit" else []
-    )
+    return ["model.quantization=none"] if merge and cfg.model.four_bit else []
 
 
 def check_export(checkpoint_dir: str | Path, out: Path, merge: bool, overwrite: bool) -> Path:
@@ -95,5 +93,5 @@ def export(checkpoint_dir: str | Path, out: str | Path, merge: bool = False, ove
         family.export(bundle, cfg, str(work), merge)
         if merge or not hasattr(bundle.model, "peft_config"):  # a whole model: predict / serve can load it
             save_config(cfg, work / EXPORT_CONFIG)
-        (work / "README.md").write_text(model_card(cfg, folder, merge))
+        (work / "README.md").write_text(model_card(cfg, family, folder, merge))
     return out

@@ -6,11 +6,9 @@ Unknown keys are errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -22,12 +20,12 @@ from pydantic import (
 from pathvqa.answers import REWARDS
 from pathvqa.answers import SCORES as BEST_METRICS
 from pathvqa.config.datasets import FORMATS, PRESETS
+from pathvqa.config.families import discovered
+from pathvqa.config.sections import (
+    ModelSection,
+    Section,
+)
 from pathvqa.errors import ConfigError
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
-
 
 MAX_PIXELS = 40_000_000
 """Images larger than this many pixels are skipped as bad rows (decompression bombs): the one default."""
@@ -44,7 +42,7 @@ def column_clash(columns: dict[str, str]) -> str | None:
     return f"data.columns maps {'; '.join(clashes)}: give each its own column" if clashes else None
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     dataset: str = "runs/data/synthetic"
     """Hub id, a folder (hub layout, ``{split}.parquet``, ``save_to_disk``), or a JSONL + images folder."""
     train_split: str = "train"
@@ -98,164 +96,30 @@ class DataConfig(_Section):
         return v
 
 
-class LoraSettings(_Section):
-    r: int = Field(default=16, gt=0)
-    """LoRA rank."""
-    alpha: int = Field(default=32, gt=0)
-    """LoRA scaling numerator (the update is scaled by alpha / r)."""
-    dropout: float = Field(default=0.05, ge=0, lt=1)
-    """Dropout on the LoRA path."""
-    target_modules: list[str] | str = Field(default_factory=lambda: ["qkv", "query", "value"])
-    """Module-name suffixes, or one regex matched against the full module name."""
-    modules_to_save: list[str] = Field(default_factory=list)
-    """Modules trained in full beside the adapters (a random-weight model needs its heads here). On a model
-    whose head is its input embedding (PaliGemma, Qwen2.5-VL-3B, the tiny LLaVA) the two train as one."""
-
-
-class _ModelBase(_Section):
-    """What every family reads; each family's class adds its own keys (a key another family would
-    read is an error here, not silently ignored)."""
-
-    name: str
-    tuning: Literal["frozen", "lora", "full"] = "lora"
-    """``lora`` (adapters on the base), ``full`` (every weight trains) or ``frozen`` (only the parts named trainable train)."""
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    """LoRA settings (``model.lora.*``), used when ``tuning: lora``."""
-    trust_remote_code: bool = False
-    """Allow a hub model's own Python code to run (only for ids you trust)."""
-    image_size: int | None = Field(default=None, gt=0)
-    """Override the processor's input size (tiny models)."""
-    hidden_size: int = Field(default=64, gt=0)
-    """Width of the named tiny sizes (ignored for real ids)."""
-    num_layers: int = Field(default=2, gt=0)
-    """Depth of the named tiny sizes (ignored for real ids)."""
-    cache_image_features: bool = True
-    """While a stage keeps the image encoder frozen and draws no stain jitter (LLaVA's stage 2, the QLoRA
-    configs), encode each image once per run and reuse its features in later epochs (blip, vlm)."""
-    feature_cache_mb: float = Field(default=2048, ge=0)
-    """Cached features kept in memory; beyond it they go to ``<run>/feature_cache/<weights hash>/``."""
-
-    @property
-    def parts(self) -> tuple[str, ...]:
-        """The model ids or folders this config loads (for messages)."""
-        return (self.name,)
-
-
-RANDOM_WEIGHTS = "random weights (model.init: random): a dry run of the architecture, not a result"
-
-
-def random_weights(cfg: ExperimentConfig) -> bool:
-    """Whether a config builds its model with random weights on purpose (never a result)."""
-    return getattr(cfg.model, "init", "pretrained") == "random"
-
-
-class BlipModelConfig(_ModelBase):
-    """``model.family: blip``: ``Salesforce/blip-vqa-base`` (or a folder), or the named size ``blip-tiny``."""
-
-    family: Literal["blip"] = "blip"
-    """``blip``: BLIP for VQA (``BlipForQuestionAnswering``)."""
-    name: str = "blip-tiny"
-    """A hub id or folder of a BLIP VQA checkpoint, or ``blip-tiny`` (random weights, offline)."""
-
-
-class _QuantizedModel(_ModelBase):
-    quantization: Literal["none", "4bit"] = "none"
-    """``4bit``: NF4 weights for QLoRA (bitsandbytes, CUDA only)."""
-    train_vision: bool = False
-    """Train the image encoder too (the random-weight tiny sizes need it; LLaVA keeps it frozen)."""
-    init: Literal["pretrained", "random"] = "pretrained"
-    """``random``: build the real architecture from the id's hub config with random weights, with its real
-    processor, tokenizer and chat template (a dry run before a download or a GPU; never a result)."""
-    max_layers: int | None = Field(default=None, gt=0)
-    """Keep the first N blocks of every tower (vision, Q-Former, language): a real-width model that fits
-    a CPU, for dry runs with ``init: random``."""
-    config_overrides: dict[str, Any] = Field(default_factory=dict)
-    """With ``init: random``: dotted attributes set on the hub config before building (``hf``: the model's
-    config, e.g. ``text_config.hidden_size``; ``vlm``: the language model's), for a narrow twin in tests."""
-
-    @model_validator(mode="after")
-    def _qlora_needs_adapters(self):
-        if self.quantization == "4bit" and self.tuning == "full":
-            raise ValueError("model.quantization '4bit' needs model.tuning 'lora' or 'frozen' (QLoRA)")
-        if self.config_overrides and self.init != "random":
-            raise ValueError("model.config_overrides changes the architecture: it needs model.init 'random'")
-        if self.max_layers and self.init != "random":
-            raise ValueError("model.max_layers cuts the architecture's towers: it needs model.init 'random'")
-        return self
-
-
-class VlmModelConfig(_QuantizedModel):
-    """``model.family: vlm``: image encoder → projector → causal LM (the LLaVA recipe)."""
-
-    family: Literal["vlm"] = "vlm"
-    """``vlm``: an image encoder → projector → causal language model (the LLaVA recipe)."""
-    name: str = "vlm"
-    """A label; the parts are ``vision`` and ``language``."""
-    vision: str | None = None
-    """Image encoder: ``hf-hub:`` open_clip id, HF vision model id, local folder, or a tiny size."""
-    language: str | None = None
-    """Decoder: any causal LM id or folder, or ``tiny-mistral``."""
-    projector: str = Field(default="mlp2x_gelu", pattern=r"^(linear|mlp\d+x_gelu)$")
-    """``linear`` or ``mlp<N>x_gelu`` (LLaVA-1.5 uses ``mlp2x_gelu``)."""
-    vision_layer: int = -2
-    """The encoder layer whose patch tokens are used (LLaVA: the penultimate, -2)."""
-    use_cls: bool = False
-    """Keep the CLS token in front of the patch tokens."""
-    train_projector: bool = True
-    """Train the projector (always, for a fresh projector)."""
-
-    @model_validator(mode="after")
-    def _needs_both_parts(self):
-        if not (self.vision and self.language):
-            raise ValueError("model.vision and model.language are required when model.family is 'vlm'")
-        return self
-
-    @property
-    def parts(self) -> tuple[str, ...]:
-        return tuple(p for p in (self.vision, self.language) if p)
-
-
-class HfModelConfig(_QuantizedModel):
-    """``model.family: hf``: any ``AutoModelForImageTextToText`` checkpoint with its ``AutoProcessor``
-    (BLIP-2, LLaVA-1.5, Qwen2.5-VL, PaliGemma, SmolVLM…), or a tiny offline size of one."""
-
-    family: Literal["hf"] = "hf"
-    """``hf``: a Hugging Face image-text-to-text model (BLIP-2, LLaVA-1.5, Qwen2.5-VL, PaliGemma 2, SmolVLM)."""
-    name: str = "tiny-llava"
-    """Hub id or folder, or ``tiny-blip2`` / ``tiny-llava`` / ``tiny-qwen25vl`` / ``tiny-paligemma`` /
-    ``tiny-smolvlm``."""
-    lora: LoraSettings = Field(default_factory=lambda: LoraSettings(target_modules="language-model"))
-    """``target_modules: language-model`` (default): the architecture's language-model projections only;
-    a list of suffixes (``q_proj``, ``fc1``…) also wraps vision and connector layers that match."""
-    train_connector: bool = False
-    """Train what joins vision to language (LLaVA's projector, Qwen's merger, BLIP-2's Q-Former…) in full:
-    with ``tuning: frozen`` that is LLaVA-1.5's first stage."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (less memory, ~30% slower)."""
-
-
-def _family_of(value: Any) -> str:
-    if isinstance(value, dict):
-        return value.get("family", "blip")
-    return getattr(value, "family", "blip")
-
-
-ModelConfig = Annotated[
-    Annotated[BlipModelConfig, Tag("blip")]
-    | Annotated[VlmModelConfig, Tag("vlm")]
-    | Annotated[HfModelConfig, Tag("hf")],
-    Discriminator(_family_of),
-]
-"""One class per ``model.family``; the family key picks it (``blip`` when absent)."""
-FAMILY_CONFIGS: dict[str, type[_ModelBase]] = {
-    "blip": BlipModelConfig,
-    "vlm": VlmModelConfig,
-    "hf": HfModelConfig,
-}
+FAMILY_CONFIGS: dict[str, type[ModelSection]] = discovered()
+"""Every family's ``model`` section by ``model.family`` (``pathvqa.config.families``); the first is the default."""
+BlipModelConfig, VlmModelConfig, HfModelConfig = (FAMILY_CONFIGS[f] for f in ("blip", "vlm", "hf"))
 _ANY_FAMILY_KEYS = {key for cls in FAMILY_CONFIGS.values() for key in cls.model_fields}
 
 
-class AugmentConfig(_Section):
+def _family_of(value: Any) -> str:
+    default = next(iter(FAMILY_CONFIGS))
+    if isinstance(value, dict):
+        return value.get("family", default)
+    return getattr(value, "family", default)
+
+
+def model_union() -> Any:
+    """The ``model`` field's type: one section class per ``model.family``, the family key picks it."""
+    tagged = tuple(Annotated[cls, Tag(name)] for name, cls in FAMILY_CONFIGS.items())
+    return Annotated[Union[tagged], Discriminator(_family_of)]  # noqa: UP007 (a union built from a table)
+
+
+ModelConfig = model_union()
+"""One class per ``model.family``; the family key picks it (the first family when absent)."""
+
+
+class AugmentConfig(Section):
     """Label-preserving augmentations for pathology tiles (training only, never at eval)."""
 
     hflip: bool = True
@@ -268,7 +132,7 @@ class AugmentConfig(_Section):
     """Per-channel scale/shift in optical-density space (mild H&E stain variation)."""
 
 
-class GrpoConfig(_Section):
+class GrpoConfig(Section):
     """Group relative policy optimisation (``train.method: grpo``), with TRL's names and defaults."""
 
     num_generations: int = Field(default=8, ge=2)
@@ -307,7 +171,7 @@ class GrpoConfig(_Section):
         return v
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     method: Literal["sft", "grpo"] = "sft"
     """``sft``: next-token loss on the reference answers; ``grpo``: sampled answers, rewarded (``grpo``)."""
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
@@ -382,7 +246,7 @@ class TrainConfig(_Section):
         return v
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     batch_size: int = Field(default=32, gt=0)
     """Questions per generation batch."""
     image_once: bool = True
@@ -402,7 +266,7 @@ class EvalConfig(_Section):
     """Nucleus sampling (with ``do_sample``)."""
 
 
-class StageConfig(_Section):
+class StageConfig(Section):
     """One training stage: a name plus overrides of ``task``, ``model``, ``train`` and ``eval`` keys."""
 
     name: str
@@ -419,14 +283,14 @@ class StageConfig(_Section):
     """``eval.*`` keys that differ in this stage."""
 
 
-class ExperimentConfig(_Section):
+class ExperimentConfig(Section):
     name: str = "experiment"
     """The experiment's name: the run's label in logs, trackers and reports."""
     task: Literal["vqa", "caption"] = "vqa"
     """``vqa`` (question → answer) or ``caption`` (image → description; a VLM's alignment stage)."""
     data: DataConfig = Field(default_factory=DataConfig)
     """Which dataset and splits, and how rows are read (``data.*``)."""
-    model: ModelConfig = Field(default_factory=BlipModelConfig)
+    model: ModelConfig = Field(default_factory=lambda: next(iter(FAMILY_CONFIGS.values()))())
     """The model family and its parts (``model.*``; the keys depend on ``model.family``)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """The training loop (``train.*``)."""
@@ -536,3 +400,26 @@ def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_errors(err), source) from None
+
+
+def register_family(section: type[ModelSection]) -> None:
+    """Add a family's section at run time (a family defined outside ``pathvqa.config.families``, e.g. in a
+    test): ``model.family`` takes its name from then on."""
+    FAMILY_CONFIGS[section.family_name()] = section
+    _ANY_FAMILY_KEYS.update(section.model_fields)
+    _rebuild_model_field()
+
+
+def forget_family(name: str) -> None:
+    """Undo :func:`register_family`."""
+    FAMILY_CONFIGS.pop(name, None)
+    _rebuild_model_field()
+
+
+def _rebuild_model_field() -> None:
+    from pydantic.fields import FieldInfo
+
+    old = ExperimentConfig.model_fields["model"]
+    fresh = Field(default_factory=old.default_factory, description=old.description)
+    ExperimentConfig.__pydantic_fields__["model"] = FieldInfo.from_annotated_attribute(model_union(), fresh)
+    ExperimentConfig.model_rebuild(force=True)

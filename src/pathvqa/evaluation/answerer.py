@@ -36,7 +36,7 @@ def load_model(path: str | Path, overrides: list[str] | None = None):
     if (path / EXPORT_CONFIG).is_file():
         cfg = load_config(path / EXPORT_CONFIG, overrides)
         family = get_family(cfg.model.family)
-        bundle = family.load_export(cfg, path)
+        bundle = family.load_export(cfg.model, path, cfg.train.seed)
         bundle.model.eval().requires_grad_(False)
         return cfg, family, bundle, path
     if (path / "adapter_config.json").is_file() or (path / "adapter").is_dir():

@@ -75,7 +75,12 @@ class Family(Protocol):
 
     name: str
 
-    def build(self, cfg: ExperimentConfig) -> Bundle: ...
+    pipeline_tag: str | None = None
+    """The Hub's task tag of an exported model (its card says it), when the family has one."""
+
+    def build(self, model: Any, seed: int) -> Bundle:
+        """The model of the config's ``model`` section; ``seed`` fixes whatever is initialised at random."""
+        ...
 
     def check(self, model_cfg: Any) -> None:
         """What can be said of the model section before anything is built or any data read (a hub config
@@ -123,11 +128,29 @@ class Family(Protocol):
 
     def export(self, bundle: Bundle, cfg: ExperimentConfig, out: str, merge: bool) -> None: ...
 
-    def load_export(self, cfg: ExperimentConfig, folder: Path) -> Bundle:
+    def load_export(self, model: Any, folder: Path, seed: int) -> Bundle:
         """A merged export (``pathvqa export --merge``) back as a model. By default the folder is a
         ``from_pretrained`` folder of the whole model: it takes the place of ``model.name``."""
-        model = cfg.model.model_copy(update={"name": str(folder), "tuning": "frozen"})
-        return self.build(cfg.model_copy(update={"model": model}))
+        return self.build(model.model_copy(update={"name": str(folder), "tuning": "frozen"}), seed)
+
+    # ---- what ``pathvqa plan`` reads off a family ----------------------------------------------------------
+    def parts(self, bundle: Bundle) -> list[tuple[str, tuple[str, ...]]]:
+        """(part, module-name prefixes) of the parts that are not the language model — ``vision``,
+        ``connector`` — in the order a parameter's name is matched (a part inside another first)."""
+        return []
+
+    def sequence_tokens(self, bundle: Bundle, tensors: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """(tokens the language model reads, image tokens among them) for one example's training inputs."""
+        return len(tensors["input_ids"][0]), 0
+
+    def dry_run(self, model: Any) -> Any:
+        """The ``model`` section that builds this architecture without reading weights (on the meta device);
+        a one-line :class:`~pathvqa.errors.PathVQAError` where the family has no such path."""
+        return model
+
+    def checkpoints_activations(self, model: Any) -> bool:
+        """Whether training recomputes activations in the backward pass (gradient checkpointing)."""
+        return False
 
 
 def expand_images(images: torch.Tensor, image_index: torch.Tensor | None) -> torch.Tensor:
@@ -267,7 +290,7 @@ def caption_reference(sample: Sample) -> str:
 
 def require_cuda_for_4bit(model_cfg: Any) -> None:
     """4-bit (QLoRA) weights need CUDA: said in one line before anything loads, never a silent fp32 load."""
-    if getattr(model_cfg, "quantization", "none") == "4bit" and not torch.cuda.is_available():
+    if model_cfg.four_bit and not torch.cuda.is_available():
         raise ModelLoadError(
             "model.quantization '4bit' needs a CUDA GPU (bitsandbytes: pip install -e '.[gpu]'); "
             "here, run without it: --set model.quantization=none (bf16 on a GPU, fp32 on the CPU)"

@@ -18,6 +18,7 @@ from transformers import BlipForQuestionAnswering, BlipImageProcessor, BlipProce
 from pathvqa.config import BlipModelConfig, EvalConfig, ExperimentConfig
 from pathvqa.data.images import ImageSpec
 from pathvqa.data.prepare import Sample
+from pathvqa.errors import PathVQAError
 from pathvqa.models import tiny
 from pathvqa.models.base import (
     CLIP_MEAN,
@@ -51,11 +52,10 @@ class BlipBundle(Bundle):
 class BlipFamily(Family):
     name = "blip"
 
-    def build(self, cfg: ExperimentConfig) -> BlipBundle:
-        m: BlipModelConfig = cfg.model
+    def build(self, m: BlipModelConfig, seed: int) -> BlipBundle:
         if m.name in tiny.BLIP_SIZES:
             size = m.image_size or 64
-            model, tokenizer = tiny.blip(m.hidden_size, m.num_layers, size, cfg.train.seed)
+            model, tokenizer = tiny.blip(m.hidden_size, m.num_layers, size, seed)
             mask_cross_attention(model)
             spec = ImageSpec(size, CLIP_MEAN, CLIP_STD)
             return BlipBundle(
@@ -85,6 +85,17 @@ class BlipFamily(Family):
             image_encoder=model.vision_model,
             processor=processor,
         )
+
+    def parts(self, bundle: BlipBundle) -> list[tuple[str, tuple[str, ...]]]:
+        return [("connector", ()), ("vision", ("vision_model.",))]
+
+    def dry_run(self, m: BlipModelConfig) -> BlipModelConfig:
+        """Only the tiny size builds without weights: a real BLIP id has no random-init path here."""
+        if m.name not in tiny.BLIP_SIZES:
+            raise PathVQAError(
+                "pathvqa plan builds BLIP at its tiny size only (a real id has no random-init path)"
+            )
+        return m
 
     def inputs(
         self,

@@ -67,14 +67,13 @@ class HfFamily(Family):
                 m.name, m.trust_remote_code, m.max_layers, m.config_overrides, AutoModelForImageTextToText
             )
 
-    def build(self, cfg: ExperimentConfig) -> HfBundle:
-        m: HfModelConfig = cfg.model
+    def build(self, m: HfModelConfig, seed: int) -> HfBundle:
         tiny = m.name in tiny_hf.BUILDERS
         if tiny:
             size = m.image_size or 32
-            processor, model = tiny_hf.build(m.name, m.hidden_size, m.num_layers, size, cfg.train.seed)
+            processor, model = tiny_hf.build(m.name, m.hidden_size, m.num_layers, size, seed)
         else:
-            torch.manual_seed(cfg.train.seed)  # model.init random: the same config builds the same weights
+            torch.manual_seed(seed)  # model.init random: the same config builds the same weights
             processor, model = _load(m)
         arch = _architecture(model.config.model_type, m.name)
         if not tiny:
@@ -99,6 +98,28 @@ class HfFamily(Family):
             image_token_id=image_token_id,
             shared=SharedImages(model.get_submodule(arch.per_image)) if arch.per_image else None,
         )
+
+    # ---- what pathvqa plan reads --------------------------------------------------------------------------
+    pipeline_tag = "image-text-to-text"
+
+    def parts(self, bundle: HfBundle) -> list[tuple[str, tuple[str, ...]]]:
+        """The connector first: Qwen's merger sits inside its vision tower."""
+        return [("connector", bundle.arch.connector), ("vision", (bundle.arch.vision,))]
+
+    def sequence_tokens(self, bundle: HfBundle, tensors: dict[str, torch.Tensor]) -> tuple[int, int]:
+        ids = tensors["input_ids"][0]
+        images = int((ids == bundle.image_token_id).sum()) if bundle.image_token_id is not None else 0
+        return len(ids), images
+
+    def dry_run(self, m: HfModelConfig) -> HfModelConfig:
+        return (
+            m
+            if m.name in tiny_hf.BUILDERS
+            else m.model_copy(update={"quantization": "none", "init": "random"})
+        )
+
+    def checkpoints_activations(self, m: HfModelConfig) -> bool:
+        return m.gradient_checkpointing
 
     def pinned_modules(self, bundle: HfBundle, m: HfModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The vision tower trains in full with ``model.train_vision`` (else it stays frozen), the

@@ -5,26 +5,20 @@ from __future__ import annotations
 import importlib
 import logging
 
-from pathvqa.config import ExperimentConfig
+from pathvqa.config import FAMILY_CONFIGS, ExperimentConfig
 from pathvqa.errors import PathVQAError
 from pathvqa.models.base import Bundle, Family, require_cuda_for_4bit
 from pathvqa.models.tuning import apply_tuning
 
 log = logging.getLogger(__name__)
 
-FAMILIES = {
-    "blip": "pathvqa.models.blip:BlipFamily",
-    "vlm": "pathvqa.models.vlm:VlmFamily",
-    "hf": "pathvqa.models.hf:HfFamily",
-}
-"""``model.family`` → the class that implements it (imported on first use: a family's heavy imports,
-open_clip for one, are paid only by the runs that use it)."""
-
 
 def get_family(name: str) -> Family:
-    if name not in FAMILIES:
-        raise PathVQAError(f"unknown model family {name!r} (have {', '.join(FAMILIES)})")
-    module, _, cls = FAMILIES[name].partition(":")
+    """The family ``model.family: NAME`` names: its config section's ``implementation``, imported on first
+    use (a family's heavy imports, open_clip for one, are paid only by the runs that use it)."""
+    if name not in FAMILY_CONFIGS:
+        raise PathVQAError(f"unknown model family {name!r} (have {', '.join(FAMILY_CONFIGS)})")
+    module, _, cls = FAMILY_CONFIGS[name].implementation.partition(":")
     return getattr(importlib.import_module(module), cls)()
 
 
@@ -44,7 +38,7 @@ def build(cfg: ExperimentConfig, tuned: bool = True) -> tuple[Family, Bundle]:
             "model.trust_remote_code is ON: loading %s may run Python code from its repository",
             ", ".join(cfg.model.parts),
         )
-    bundle = family.build(cfg)
+    bundle = family.build(cfg.model, cfg.train.seed)
     if tuned:
         tune(family, bundle, cfg)
     return family, bundle

@@ -201,10 +201,8 @@ class VlmFamily(Family):
                 m.language, m.trust_remote_code, m.max_layers, m.config_overrides, AutoModelForCausalLM
             )
 
-    def build(self, cfg: ExperimentConfig) -> VlmBundle:
-        m: VlmModelConfig = cfg.model
-        seed = cfg.train.seed  # fixed init: the same config builds the same weights
-        torch.manual_seed(seed)
+    def build(self, m: VlmModelConfig, seed: int) -> VlmBundle:
+        torch.manual_seed(seed)  # fixed init: the same config builds the same weights
         if m.vision in tiny.VISION_SIZES:
             vision, spec, vision_width = tiny.vision(m.vision, m.vision_layer, m.use_cls, m.image_size, seed)
         else:
@@ -240,6 +238,25 @@ class VlmFamily(Family):
             random_parts=random_parts,
             image_encoder=vision,
         )
+
+    # ---- what pathvqa plan reads --------------------------------------------------------------------------
+    def parts(self, bundle: VlmBundle) -> list[tuple[str, tuple[str, ...]]]:
+        return [("connector", ("projector.",)), ("vision", ("vision.",))]
+
+    def sequence_tokens(self, bundle: VlmBundle, tensors: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """One placeholder id stands for the encoder's patch tokens, spliced in at the forward."""
+        device = next(bundle.image_encoder.parameters()).device
+        size = bundle.image_size
+        with torch.no_grad():
+            patches = int(bundle.image_encoder(torch.zeros(1, 3, size, size, device=device)).shape[1])
+        return len(tensors["input_ids"][0]) - 1 + patches, patches
+
+    def dry_run(self, m: VlmModelConfig) -> VlmModelConfig:
+        return m.model_copy(update={"quantization": "none", "init": "random"})
+
+    def checkpoints_activations(self, m: VlmModelConfig) -> bool:
+        """Its QLoRA loading (peft's ``prepare_model_for_kbit_training``) turns gradient checkpointing on."""
+        return m.four_bit
 
     def pinned_modules(self, bundle: VlmBundle, m: VlmModelConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(always trainable, never trainable) module prefixes: the projector, a frozen encoder."""
@@ -337,10 +354,10 @@ class VlmFamily(Family):
         )
         (out_dir / "vlm.json").write_text(json.dumps(cfg.model.model_dump(), indent=1))
 
-    def load_export(self, cfg: ExperimentConfig, folder: Path) -> VlmBundle:
+    def load_export(self, m: VlmModelConfig, folder: Path, seed: int) -> VlmBundle:
         """``language_model/`` is a causal-LM folder; the projector (and a tiny encoder) load from their files."""
-        model = cfg.model.model_copy(update={"language": str(folder / "language_model"), "tuning": "frozen"})
-        bundle = self.build(cfg.model_copy(update={"model": model}))
+        model = m.model_copy(update={"language": str(folder / "language_model"), "tuning": "frozen"})
+        bundle = self.build(model, seed)
         plain = unwrap(bundle.model)
         plain.projector.load_state_dict(load_file(str(folder / "projector.safetensors")))
         if (folder / "vision.safetensors").is_file():

@@ -144,7 +144,7 @@ def evaluate_both(run: Path, data: Path, questions: int) -> dict:
     from transformers import BlipImageProcessor
 
     from pathvqa.models.generation import predict
-    from pathvqa.training.restore import load_trained
+    from pathvqa.runtime.trained import load_trained
 
     cfg, family, bundle, _ = load_trained(run)
     samples = load_split(str(data), "test", progress=False).samples[:questions]

@@ -223,7 +223,7 @@ def generation(kind: str, model, batch: dict, new_tokens: int = 8) -> float:
 
 
 def measure(name: str, build, peak: float, steps: int = 5) -> dict:
-    from pathvqa.training.runtime import upcast_trainable
+    from pathvqa.runtime.processes import upcast_trainable
 
     started = time.perf_counter()
     torch.set_default_dtype(torch.bfloat16)  # random init straight on the GPU, in bf16

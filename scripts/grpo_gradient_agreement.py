@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pathvqa.config import load_config
-from pathvqa.training import checkpoint
+from pathvqa.runtime import checkpoint
 from pathvqa.training.grpo import GrpoTrainer
 
 CHUNK = 16  # questions per rollout, as a step of the shipped tiny config

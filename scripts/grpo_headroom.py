@@ -28,9 +28,9 @@ from pathvqa import answers
 from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import load_data_split
 from pathvqa.models.generation import predict
+from pathvqa.runtime.trained import load_trained
 from pathvqa.scoring import strict
 from pathvqa.training.grpo import sample_group, sampling_config
-from pathvqa.training.restore import load_trained
 
 SCORES = {
     "closed": {"correct": answers.closed_correct},

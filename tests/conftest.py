@@ -206,7 +206,7 @@ def pytest_collection_finish(session):
     from tests import test_recipes
 
     test_recipes.start_training()
-    from pathvqa.training.runtime import beside_trainings
+    from pathvqa.runtime.processes import beside_trainings
 
     # The two trainings hold both cores of a 2-core machine and end the suite: they go first. The rest
     # of the suite (and every process it starts) runs beside them at a lower priority, in the CPU time

@@ -7,8 +7,8 @@ from pathvqa.config import load_config
 from pathvqa.data.prepare import load_split
 from pathvqa.evaluation.evaluate import predict
 from pathvqa.models.registry import build
-from pathvqa.training import checkpoint
-from pathvqa.training.restore import load_trained
+from pathvqa.runtime import checkpoint
+from pathvqa.runtime.trained import load_trained
 from pathvqa.training.stages import fit
 from tests.conftest import model_inputs, run_cli
 

@@ -19,7 +19,7 @@ from pathvqa.data.prepare import load_split
 from pathvqa.evaluation.evaluate import predict
 from pathvqa.models import tiny
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
-from pathvqa.training.restore import load_trained
+from pathvqa.runtime.trained import load_trained
 from pathvqa.training.stages import Trainer
 
 pytestmark = pytest.mark.gpu

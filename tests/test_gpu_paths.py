@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from pathvqa.config import load_config
 from pathvqa.evaluation import evaluate
-from pathvqa.training import checkpoint
+from pathvqa.runtime import checkpoint
 from pathvqa.training.stages import fit
 from tests.conftest import run_cli
 
@@ -24,7 +24,7 @@ TINY_LORA = [
 def test_eval_builds_the_process_state_before_the_model(tmp_path, synth_dir, monkeypatch):
     fit(load_config("configs/llava_tiny.yaml", [f"data.dataset={synth_dir}", *TINY_LORA]), tmp_path / "run")
     order: list[str] = []
-    real_accelerator, real_load = evaluate.Accelerator, evaluate.load_trained
+    real_accelerator, real_load = evaluate.Accelerator, evaluate.load
 
     def accelerator(*args, **kwargs):
         order.append("accelerator")
@@ -35,7 +35,7 @@ def test_eval_builds_the_process_state_before_the_model(tmp_path, synth_dir, mon
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(evaluate, "Accelerator", accelerator)
-    monkeypatch.setattr(evaluate, "load_trained", load)
+    monkeypatch.setattr(evaluate, "load", load)
     evaluate.run(out=tmp_path / "eval", checkpoint_dir=str(tmp_path / "run"), limit=4, progress=False)
     assert order == ["accelerator", "model"], order
 

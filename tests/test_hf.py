@@ -17,7 +17,7 @@ from pathvqa.evaluation.evaluate import predict, run
 from pathvqa.models import tiny_hf
 from pathvqa.models.hf import render_prompt
 from pathvqa.models.registry import build
-from pathvqa.training.restore import load_trained
+from pathvqa.runtime.trained import load_trained
 from pathvqa.training.stages import fit
 from tests.conftest import model_inputs, run_cli
 

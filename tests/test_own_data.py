@@ -102,7 +102,7 @@ def test_slake_reads_english_rows_with_its_own_answer_types(tmp_path):
 def test_the_question_prior_is_scored_by_the_datasets_own_answer_types(tmp_path):
     """The prior's rows carry the dataset's answer type, as a model's do: a CLOSED answer that is not yes/no
     counts as closed for the prior too (one prediction-row contract: ``Sample.prediction_row``)."""
-    from pathvqa.scoring.baseline import QuestionPrior, prior_scores
+    from pathvqa.evaluation.baselines import QuestionPrior, prior_scores
 
     data = load_split(f"slake:{slake(tmp_path / 'Slake1.0')}", "train", progress=False)
     rows = QuestionPrior(data.samples).predictions(data.samples)

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from pathvqa.evaluation.evaluate import run, run_baseline
+from pathvqa.runtime.processes import all_cores
 from pathvqa.scoring.metrics import compare, read_predictions
-from pathvqa.training.runtime import all_cores
 
 RECIPES = ["blip_tiny", "vlm_tiny"]
 # (closed accuracy − prior, open exact match − prior, blind closed accuracy − prior): lower, lower, upper.

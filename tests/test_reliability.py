@@ -23,7 +23,7 @@ from pathvqa.data.prepare import load_split
 from pathvqa.evaluation.evaluate import run
 from pathvqa.models.blip import BlipFamily
 from pathvqa.runs import step_of
-from pathvqa.training import checkpoint
+from pathvqa.runtime import checkpoint
 from pathvqa.training.stages import TrainingDiverged, fit
 from tests.conftest import FAULTS, QUICK, noise_image, png_bytes, record_fault, run_cli, write_jsonl
 

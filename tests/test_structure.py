@@ -19,11 +19,12 @@ LAYERS = {
     "models": 3,
     "scoring": 3,
     "synth": 3,
-    "training": 4,
-    "evaluation": 5,
-    "sweeps": 6,
-    "analysis": 7,
-    "apps": 8,
+    "runtime": 4,
+    "training": 5,
+    "evaluation": 6,
+    "sweeps": 7,
+    "analysis": 8,
+    "apps": 9,
 }
 """Each package's layer: a module imports from its own package or from a lower layer, never sideways or up."""
 TOP_LEVEL_MODULES_AT_MOST = 6

@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pathvqa.data.prepare import load_split
+from pathvqa.evaluation.baselines import prior_scores as prior_baseline
 from pathvqa.models.tokenizers import tiny_vocab
-from pathvqa.scoring.baseline import prior_scores as prior_baseline
 from pathvqa.synth import generator as synthetic
 from pathvqa.synth import questions
 from tests.conftest import run_cli

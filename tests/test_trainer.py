@@ -13,8 +13,8 @@ from pathvqa.config import load_config
 from pathvqa.errors import PathVQAError
 from pathvqa.models.base import ModelInputs
 from pathvqa.models.registry import build
-from pathvqa.training import checkpoint
-from pathvqa.training.runtime import make_accelerator, upcast_trainable
+from pathvqa.runtime import checkpoint
+from pathvqa.runtime.processes import make_accelerator, upcast_trainable
 from pathvqa.training.stages import Trainer, fit
 from tests.conftest import model_inputs
 

@@ -18,8 +18,8 @@ from pathvqa.models.registry import build
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
 from pathvqa.models.vision import build_vision
 from pathvqa.models.vlm import IMAGE_TOKEN_INDEX, unwrap
-from pathvqa.training import checkpoint
-from pathvqa.training.restore import load_trained, start_from
+from pathvqa.runtime import checkpoint
+from pathvqa.runtime.trained import load_trained, start_from
 from pathvqa.training.stages import fit
 from tests.conftest import model_inputs, run_cli
 

@@ -166,7 +166,7 @@ def step_of(folder: str | Path) -> int | None:
 
 @dataclass(frozen=True)
 class StepDir:
-    """One checkpoint folder, ``checkpoints/step-N``: the files it holds (written by ``training.checkpoint``)."""
+    """One checkpoint folder, ``checkpoints/step-N``: the files it holds (written by ``runtime.checkpoint``)."""
 
     path: Path
 

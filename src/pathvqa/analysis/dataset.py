@@ -21,7 +21,7 @@ from typing import Any
 from pathvqa.config import MAX_PIXELS
 from pathvqa.data.prepare import Sample, SplitData, load_split
 from pathvqa.errors import DataError
-from pathvqa.scoring.baseline import QuestionPrior, prior_scores
+from pathvqa.evaluation.baselines import QuestionPrior, prior_scores
 from pathvqa.scoring.metrics import every_protocol, score
 
 SPLITS = ("train", "validation", "test")

@@ -21,9 +21,13 @@ from pathvqa.config import ExperimentConfig, load_config
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.answerer import Answer, Answerer
 from pathvqa.evaluation.evaluate import run
+from pathvqa.runtime.trained import TrainedRun, resolve_run
 from pathvqa.training.stages import fit
 
-__all__ = ["Answer", "Answerer", "ExperimentConfig", "PathVQAError", "evaluate", "load_config", "train"]
+__all__ = [
+    "Answer", "Answerer", "ExperimentConfig", "PathVQAError", "TrainedRun", "evaluate", "load_config",
+    "resolve_run", "train",
+]  # fmt: skip
 
 
 def _path(value: Any, what: str) -> Path:
@@ -43,7 +47,7 @@ def train(
 
 
 def evaluate(
-    checkpoint: str | Path,
+    checkpoint: str | Path | TrainedRun,
     out: str | Path,
     dataset: str | None = None,
     split: str | None = None,
@@ -53,6 +57,5 @@ def evaluate(
     ``predictions.jsonl`` and ``metrics.json`` into ``out`` and returns the metrics. ``options``: those of
     ``pathvqa eval`` (``blind``, ``limit``, ``overwrite``, ``progress``, …). ``out`` is checked before any
     work."""
-    checkpoint = _path(checkpoint, "checkpoint")
-    out = _path(out, "out")
-    return run(out=out, checkpoint_dir=str(checkpoint), dataset=dataset, split=split, **options)
+    trained = checkpoint if isinstance(checkpoint, TrainedRun) else _path(checkpoint, "checkpoint")
+    return run(out=_path(out, "out"), checkpoint_dir=trained, dataset=dataset, split=split, **options)

@@ -199,7 +199,7 @@ def train(
     from pathvqa.config import load_config
 
     cfg = load_config(config, overrides)  # every config error, before torch or a model loads
-    from pathvqa.training.trackers import check_installed
+    from pathvqa.runtime.trackers import check_installed
 
     check_installed(cfg.train.report_to)
     from pathvqa.training.stages import fit  # which checks the model and the splits before any work
@@ -296,8 +296,8 @@ def export(
     from pathvqa.apps.export import check_export
     from pathvqa.apps.export import export as run_export
 
-    check_export(checkpoint, out, merge, overwrite)  # before torch loads
-    typer.echo(f"exported to {run_export(checkpoint, out, merge, overwrite)}")
+    trained = check_export(checkpoint, out, merge, overwrite)  # resolved once, checked before torch loads
+    typer.echo(f"exported to {run_export(trained, out, merge, overwrite)}")
 
 
 @app.command("report")
@@ -436,15 +436,17 @@ def predict(
         if not path.is_file():
             raise PathVQAError(f"image not found: {path}" if not path.exists() else f"{path} is not a file")
     require_checkpoint_folder(checkpoint)
-    from pathvqa.evaluation.answerer import Answerer, model_folders
+    from pathvqa.evaluation.answerer import Answerer
+    from pathvqa.runtime.trained import resolve_run
 
+    trained = resolve_run(checkpoint)  # once: the checkpoint chosen and its config
     if out is not None:
         from pathvqa.destinations import check_destination
 
-        check_destination(out, reads=[*model_folders(checkpoint), *(p for p, _ in pairs)], file=True)
+        check_destination(out, reads=[*trained.reads(), *(p for p, _ in pairs)], file=True)
         if out.exists() and not overwrite:
             raise PathVQAError(f"--out {out} exists: give a new file, or --overwrite to replace it")
-    answerer = Answerer(checkpoint)
+    answerer = Answerer(trained)
     from pathvqa.config import RANDOM_WEIGHTS, random_weights
 
     if random_weights(answerer.cfg):

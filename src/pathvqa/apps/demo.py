@@ -31,10 +31,10 @@ from pathvqa.config import load_config, packaged_config
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.evaluate import run, run_baseline
 from pathvqa.runs import RunDir, metrics_file
+from pathvqa.runtime import checkpoint
+from pathvqa.runtime.processes import all_cores, beside_trainings, threads_each
 from pathvqa.scoring.metrics import compare, describe_difference, find_predictions, read_predictions
 from pathvqa.synth import generator as synthetic
-from pathvqa.training import checkpoint
-from pathvqa.training.runtime import all_cores, beside_trainings, threads_each
 
 TRAINED = {"blip-tiny fine-tuned": "blip_tiny", "vlm-tiny (projector, 2 stages)": "vlm_tiny"}
 GRPO = ("vlm-tiny 150 SFT steps + GRPO", "vlm_tiny_grpo")

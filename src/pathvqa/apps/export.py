@@ -7,20 +7,19 @@ from pathlib import Path
 
 import yaml
 
-from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights, save_config
+from pathvqa.config import RANDOM_WEIGHTS, random_weights, save_config
 from pathvqa.destinations import check_destination, replace_folder
 from pathvqa.errors import PathVQAError
-from pathvqa.evaluation.answerer import EXPORT_CONFIG
-from pathvqa.runs import RunDir, metrics_file, step_config, step_state
-from pathvqa.training.checkpoint import resolve
-from pathvqa.training.restore import load_trained
+from pathvqa.runs import metrics_file, step_state
+from pathvqa.runtime.trained import EXPORT_CONFIG, TrainedRun, load, resolve_run
 
 
-def model_card(cfg, family, folder: Path, merged: bool) -> str:
+def model_card(trained: TrainedRun, family, merged: bool) -> str:
+    cfg, folder = trained.config, trained.step
     state = json.loads(step_state(folder).read_text()) if step_state(folder).is_file() else {}
     metrics = {}
     # the whole run's evaluation (a staged run's is beside its stages), or one beside the checkpoint
-    for candidate in (metrics_file(RunDir.of_checkpoint(folder).top().eval_dir()), metrics_file(folder)):
+    for candidate in (metrics_file(trained.run.eval_dir()), metrics_file(folder)):
         if candidate.is_file():
             metrics = json.loads(candidate.read_text())
             break
@@ -60,38 +59,39 @@ def model_card(cfg, family, folder: Path, merged: bool) -> str:
     return "\n".join(lines)
 
 
-def _unquantized(checkpoint_dir: str | Path, merge: bool) -> list[str]:
-    """A QLoRA run merges into its base reloaded unquantized (bf16 on a GPU): the export is the plain
-    model that vLLM / TGI serve, with no ``quantization_config`` and no 4-bit rounding in its weights."""
-    cfg = load_config(step_config(resolve(checkpoint_dir)))
-    return ["model.quantization=none"] if merge and cfg.model.four_bit else []
-
-
-def check_export(checkpoint_dir: str | Path, out: Path, merge: bool, overwrite: bool) -> Path:
-    """Everything an export could refuse, before torch loads; returns the checkpoint folder. The export goes
+def check_export(
+    checkpoint_dir: str | Path | TrainedRun, out: Path, merge: bool, overwrite: bool
+) -> TrainedRun:
+    """Everything an export could refuse, before torch loads; returns the run resolved (once). The export goes
     into an empty (or new) folder apart from the run it reads (``--overwrite`` replaces another export,
     never the run), and ``merge`` needs adapters to merge."""
-    folder = resolve(checkpoint_dir)
-    check_destination(out, reads=[RunDir.of_checkpoint(folder).top().path, checkpoint_dir])
+    trained = resolve_run(checkpoint_dir)
+    check_destination(out, reads=trained.reads())
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise PathVQAError(f"--out {out} is not empty: give a new folder, or --overwrite to replace it")
-    tuning = load_config(step_config(folder)).model.tuning
+    tuning = trained.config.model.tuning
     if merge and tuning != "lora":
         raise PathVQAError(
-            f"--merge: {checkpoint_dir} has no LoRA adapters to merge (model.tuning {tuning}: its weights are "
+            f"--merge: {trained.path} has no LoRA adapters to merge (model.tuning {tuning}: its weights are "
             "whole already): export without --merge"
         )
-    return folder
+    return trained
 
 
-def export(checkpoint_dir: str | Path, out: str | Path, merge: bool = False, overwrite: bool = False) -> Path:
-    """The checkpoint as a ``save_pretrained`` folder with a model card, written whole into ``out``."""
+def export(
+    checkpoint_dir: str | Path | TrainedRun, out: str | Path, merge: bool = False, overwrite: bool = False
+) -> Path:
+    """The checkpoint as a ``save_pretrained`` folder with a model card, written whole into ``out``. A QLoRA
+    run merges into its base reloaded unquantized (bf16 on a GPU): the export is the plain model that vLLM /
+    TGI serve, with no ``quantization_config`` and no 4-bit rounding in its weights."""
     out = Path(out)
-    check_export(checkpoint_dir, out, merge, overwrite)
-    cfg, family, bundle, folder = load_trained(checkpoint_dir, _unquantized(checkpoint_dir, merge))
+    trained = check_export(checkpoint_dir, out, merge, overwrite)
+    if merge and trained.config.model.four_bit:
+        trained = trained.with_overrides(["model.quantization=none"])
+    family, bundle = load(trained)
     with replace_folder(out) as work:  # the folder appears complete, replacing an old one only then
-        family.export(bundle, cfg, str(work), merge)
+        family.export(bundle, trained.config, str(work), merge)
         if merge or not hasattr(bundle.model, "peft_config"):  # a whole model: predict / serve can load it
-            save_config(cfg, work / EXPORT_CONFIG)
-        (work / "README.md").write_text(model_card(cfg, family, folder, merge))
+            save_config(trained.config, work / EXPORT_CONFIG)
+        (work / "README.md").write_text(model_card(trained, family, merge))
     return out

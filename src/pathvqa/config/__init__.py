@@ -10,6 +10,7 @@ from pathvqa.config.files import (
     parse_overrides,
     resume_differences,
     save_config,
+    with_overrides,
 )
 from pathvqa.config.schema import (
     FAMILY_CONFIGS,
@@ -71,4 +72,5 @@ __all__ = [
     "resume_differences",
     "save_config",
     "validate",
+    "with_overrides",
 ]

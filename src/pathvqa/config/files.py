@@ -111,6 +111,14 @@ def load_config(
     return validate(_deep_merge(raw, extra), source)
 
 
+def with_overrides(cfg: ExperimentConfig, overrides: list[str] | str) -> ExperimentConfig:
+    """``cfg`` with ``key=value`` overrides applied, validated again (every problem at once)."""
+    extra, problems = parse_overrides(overrides)
+    if problems:
+        raise ConfigError(problems)
+    return validate(_deep_merge(cfg.model_dump(), extra))
+
+
 RESUMABLE = {
     "train": {"max_steps", "epochs", "eval_every", "save_every", "keep_last", "log_every", "report_to",
               "experiment", "mlflow_uri", "num_workers", "threads"},

@@ -13,44 +13,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from pathvqa.config import load_config
 from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.images import BadImage
 from pathvqa.data.prepare import Sample
 from pathvqa.errors import PathVQAError
 from pathvqa.models.feature_cache import FeatureCache
-from pathvqa.models.registry import get_family
-from pathvqa.runs import RunDir
-from pathvqa.training.checkpoint import resolve
-from pathvqa.training.restore import load_trained
+from pathvqa.runtime.trained import TrainedRun, load, resolve_run
 
-EXPORT_CONFIG = "pathvqa.yaml"
-"""Written by ``pathvqa export --merge`` beside the weights: what the folder holds, for ``predict``/``serve``."""
 SERVE_FEATURE_CACHE_MB = 256
 """Image features an :class:`Answerer` keeps (least recently used dropped first)."""
-
-
-def load_model(path: str | Path, overrides: list[str] | None = None):
-    """(cfg, family, bundle, source) from a run folder, a checkpoint folder or a merged export."""
-    path = Path(path)
-    if (path / EXPORT_CONFIG).is_file():
-        cfg = load_config(path / EXPORT_CONFIG, overrides)
-        family = get_family(cfg.model.family)
-        bundle = family.load_export(cfg.model, path, cfg.train.seed)
-        bundle.model.eval().requires_grad_(False)
-        return cfg, family, bundle, path
-    if (path / "adapter_config.json").is_file() or (path / "adapter").is_dir():
-        raise PathVQAError(f"{path} is a LoRA adapter export: pass its run folder, or export with --merge")
-    return load_trained(path, overrides)
-
-
-def model_folders(path: str | Path) -> list[Path]:
-    """The folders a model is read from: a merged export, or a checkpoint and the whole run it belongs to
-    (what a command's destination must stay apart from)."""
-    path = Path(path)
-    if (path / EXPORT_CONFIG).is_file():
-        return [path]
-    return [path, RunDir.of_checkpoint(resolve(path)).top().path]
 
 
 @dataclass
@@ -112,8 +83,10 @@ class Answerer:
     """A trained model that answers questions about an image, one batch per image; thread-safe (one
     generation at a time per model)."""
 
-    def __init__(self, path: str | Path, label: str | None = None):
-        self.cfg, self.family, self.bundle, self.source = load_model(path)
+    def __init__(self, path: str | Path | TrainedRun, label: str | None = None):
+        self.trained = resolve_run(path)
+        self.cfg, self.source = self.trained.config, self.trained.step
+        self.family, self.bundle = load(self.trained)
         self.label = label or self.cfg.name
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if not getattr(self.bundle.model, "hf_device_map", None):  # quantized models are already placed

@@ -18,15 +18,14 @@ from pathvqa.data.prepare import load_data_split, load_split, mark_seen, say_row
 from pathvqa.data.spec import as_spec
 from pathvqa.destinations import check_destination, write_text_atomic
 from pathvqa.errors import PathVQAError
+from pathvqa.evaluation.baselines import QuestionPrior
 from pathvqa.models.generation import predict
 from pathvqa.models.registry import build
-from pathvqa.runs import METRICS, PREDICTIONS, RunDir, step_config
-from pathvqa.scoring.baseline import QuestionPrior
+from pathvqa.runs import METRICS, PREDICTIONS
+from pathvqa.runtime.processes import cpu_processes, mixed_precision
+from pathvqa.runtime.trackers import log_test_metrics
+from pathvqa.runtime.trained import TrainedRun, load, resolve_run
 from pathvqa.scoring.metrics import score_all
-from pathvqa.training.checkpoint import resolve
-from pathvqa.training.restore import load_trained
-from pathvqa.training.runtime import cpu_processes, mixed_precision
-from pathvqa.training.trackers import log_test_metrics
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def run(
     dataset: str | None = None,
     split: str | None = None,
     config: str | None = None,
-    checkpoint_dir: str | None = None,
+    checkpoint_dir: str | Path | TrainedRun | None = None,
     blind: bool = False,
     limit: int | None = None,
     overrides: list[str] | None = None,
@@ -103,18 +102,19 @@ def run(
     out, overrides = Path(out), list(overrides or [])
     if dataset:
         overrides.append(f"data.dataset={dataset}")
-    source = resolve(checkpoint_dir) if checkpoint_dir is not None else Path(config)
-    cfg = load_config(step_config(source) if checkpoint_dir is not None else config, overrides)
+    trained = resolve_run(checkpoint_dir, overrides) if checkpoint_dir is not None else None  # once
+    source = trained.step if trained else Path(config)
+    cfg = trained.config if trained else load_config(config, overrides)
     split = split or cfg.data.test_split
     reads = [source, *spec_of(cfg.data).local_paths()]
-    if checkpoint_dir is not None:
-        reads.append(RunDir.of_checkpoint(source).checkpoints)
+    if trained is not None:
+        reads.append(trained.stage.checkpoints)
     check_destination(out, reads=reads)  # before the model is built
     identity = eval_identity(out, source, cfg.data.dataset, split, blind, limit, dedupe)
     check_eval_folder(out, identity, overwrite)
     accelerator = Accelerator(cpu=cpu_processes(), mixed_precision=mixed_precision(cfg))
-    if checkpoint_dir is not None:  # the process state first: a 4-bit model is placed on this rank's GPU
-        cfg, family, bundle, source = load_trained(checkpoint_dir, overrides)
+    if trained is not None:  # the process state first: a 4-bit model is placed on this rank's GPU
+        family, bundle = load(trained)
     else:
         family, bundle = build(cfg)
     if not getattr(bundle.model, "hf_device_map", None):  # quantized models are already placed

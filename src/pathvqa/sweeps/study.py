@@ -30,8 +30,8 @@ from pathvqa.config import ExperimentConfig
 from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
 from pathvqa.runs import RunDir, metrics_file
+from pathvqa.runtime.trackers import mlflow_uri, open_mlflow_store
 from pathvqa.sweeps.spec import Spec, load_spec
-from pathvqa.training.trackers import mlflow_uri, open_mlflow_store
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "sweep.json"

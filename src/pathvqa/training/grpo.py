@@ -28,9 +28,9 @@ from pathvqa.data.batches import Collator
 from pathvqa.data.prepare import Sample
 from pathvqa.errors import PathVQAError
 from pathvqa.models.base import ModelInputs, answer_means, undistributed
+from pathvqa.runtime.trained import start_from
 from pathvqa.training import rewards as reward_functions
 from pathvqa.training.loop import Trainer
-from pathvqa.training.restore import start_from
 
 EPS = 1e-4  # added to the reward spread before dividing, as TRL does
 STATS = ("tokens", "answers", "clipped", "kl")  # summed over micro-batches and processes per update

@@ -38,10 +38,10 @@ from pathvqa.models.generation import predict
 from pathvqa.models.registry import build
 from pathvqa.models.tuning import stored_names, trainable_summary
 from pathvqa.runs import RunDir
+from pathvqa.runtime import checkpoint, trackers
+from pathvqa.runtime.processes import make_accelerator, mixed_precision, sharded, upcast_trainable
+from pathvqa.runtime.trained import restore, start_from
 from pathvqa.scoring.metrics import score
-from pathvqa.training import checkpoint, trackers
-from pathvqa.training.restore import restore, start_from
-from pathvqa.training.runtime import make_accelerator, mixed_precision, sharded, upcast_trainable
 
 log = logging.getLogger(__name__)
 

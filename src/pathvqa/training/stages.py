@@ -15,10 +15,10 @@ from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
 from pathvqa.models.registry import check_model
 from pathvqa.runs import RunDir
-from pathvqa.training import checkpoint
+from pathvqa.runtime import checkpoint
+from pathvqa.runtime.processes import is_main_process
 from pathvqa.training.grpo import GrpoTrainer
 from pathvqa.training.loop import Position, Trainer, TrainingDiverged, _run_exists, epoch_order
-from pathvqa.training.runtime import is_main_process
 
 __all__ = ["Position", "Trainer", "TrainingDiverged", "epoch_order", "fit"]
 

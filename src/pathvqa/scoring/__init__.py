@@ -1,1 +1,2 @@
-"""Scoring: the three protocols, paired comparisons, WordNet for METEOR, and the question-only prior."""
+"""Scoring: the protocols (one module each, found by ``protocol.registry``), the metric suite over them, paired
+comparisons, WordNet for METEOR."""

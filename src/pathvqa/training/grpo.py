@@ -164,12 +164,12 @@ class GrpoTrainer(Trainer):
         self.max_new_tokens = self.sampling.max_new_tokens
         self.pipeline = self.val_pipeline  # no augmentation: the answers are rewarded on the image as it is
 
-    def _updates_per_step(self) -> int:
+    def updates_per_step(self) -> int:
         return self.cfg.train.grpo.num_iterations
 
-    def _cache_features(self) -> None:
+    def cache_features(self) -> None:
         self.reference = self._reference_bundle()  # before the policy's encoder is given a feature cache
-        super()._cache_features()
+        super().cache_features()
 
     def make_collate(self) -> Callable[[list[int]], list[Sample]]:
         """The loader hands over questions: each step samples answers to them, then builds its inputs."""
@@ -216,11 +216,11 @@ class GrpoTrainer(Trainer):
             parts.append(self.loss(rollout))
             return parts[-1].numerator
 
-        loss_sum = self._backward_window(rollouts, loss_of, scale)
+        loss_sum = self.backward_window(rollouts, loss_of, scale)
         stats = [torch.as_tensor(sum(p.stats[k] for p in parts), device=acc.device) for k in STATS]
         loss, tokens, answers, clipped, kl = acc.reduce(torch.stack([loss_sum, *stats]), "sum").tolist()
         loss /= max(float(denominator), 1.0)
-        self._optimizer_step(loss)
+        self.optimizer_step(loss)
         return {"loss": loss, "clipped": clipped / max(tokens, 1.0), "kl": kl / max(tokens, 1.0),
                 "answer_tokens": tokens / max(answers, 1.0)}  # fmt: skip
 
@@ -319,7 +319,7 @@ class GrpoTrainer(Trainer):
             "answer_tokens": update["answer_tokens"],
             "lr": self.scheduler.get_last_lr()[0],
         }
-        self._write_log("grpo", row)
+        self.write_log("grpo", row)
         acc.log({f"grpo/{k}": v for k, v in row.items() if k not in ("step", "epoch")}, step=self.pos.step)
         self.bar.set_postfix(reward=f"{row['reward']:.3f}", same=f"{row['same_reward_groups']:.2f}")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
@@ -65,7 +66,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
 
 
-def _run_exists(run_dir: Path) -> PathVQAError:
+def run_exists(run_dir: Path) -> PathVQAError:
     return PathVQAError(f"{run_dir} already holds checkpoints: pass --resume to continue, or use a new --out")
 
 
@@ -89,6 +90,10 @@ class Trainer:
         self.label = label or cfg.name
         self.progress = progress
         self.pos = Position()
+        # what setup builds (None until it has): close() and an interrupt look at these whatever setup reached
+        self.accelerator: Accelerator | None = None
+        self.main = False
+        self.total_steps: int | None = None
         self.log_file = None
         self.bar = None
         self.feature_cache = None
@@ -107,7 +112,7 @@ class Trainer:
     def _interrupted(self) -> Interrupted:
         last = checkpoint.latest_valid(self.run_dir)
         kept = f"its last checkpoint is {last.name}" if last else "no checkpoint was saved yet"
-        total = getattr(self, "total_steps", None)
+        total = self.total_steps
         return Interrupted(
             f"interrupted at step {self.pos.step}{f' of {total}' if total else ''} of {self.label}; {kept}: "
             f"continue with pathvqa train CONFIG --out {self.run_dir.parent if '/' in self.label else self.run_dir}"
@@ -126,7 +131,7 @@ class Trainer:
         self._build_model()
         self._build_optimizer()
         self._prepare()
-        self._cache_features()
+        self.cache_features()
         self._make_pipelines()
         self._open_logs()
 
@@ -135,7 +140,7 @@ class Trainer:
         if self.resume and start is None and self.main:
             log.warning("--resume: no valid checkpoint in %s, starting from scratch", self.run_dir)
         if not self.resume and checkpoint.checkpoints(self.run_dir):
-            raise _run_exists(self.run_dir)
+            raise run_exists(self.run_dir)
         return start
 
     def _load_data(self) -> None:
@@ -178,7 +183,7 @@ class Trainer:
         micro_per_epoch = math.ceil(len(self.samples) / cfg.batch_size)
         self.steps_per_epoch = math.ceil(micro_per_epoch / self.accum)
         self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.steps_per_epoch)
-        updates = self.total_steps * self._updates_per_step()
+        updates = self.total_steps * self.updates_per_step()
         self.scheduler = get_scheduler(
             cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup",
             self.optimizer,
@@ -186,7 +191,7 @@ class Trainer:
             num_training_steps=updates,
         )
 
-    def _updates_per_step(self) -> int:
+    def updates_per_step(self) -> int:
         """Optimizer updates per training step (the schedule spans all of them)."""
         return 1
 
@@ -211,7 +216,7 @@ class Trainer:
                 acc.distributed_type,
             )
 
-    def _cache_features(self) -> None:
+    def cache_features(self) -> None:
         """Reuse a frozen image encoder's features across epochs (``model.cache_image_features``)."""
         self.feature_cache = None
         if not self.cfg.model.cache_image_features:
@@ -264,9 +269,9 @@ class Trainer:
         count = acc.reduce(torch.tensor(local, device=acc.device), "sum")
         # accelerate divides by grad_accum and DDP averages over processes: undo both, divide by the count
         scale = acc.num_processes * self.accum / count.clamp(min=1)
-        loss_sum = self._backward_window(micro_batches, self._summed_loss, scale)
+        loss_sum = self.backward_window(micro_batches, self._summed_loss, scale)
         loss_sum, count = torch.stack([acc.reduce(loss_sum, "sum"), count]).tolist()  # the step's host sync
-        self._optimizer_step(loss_sum / max(count, 1.0))
+        self.optimizer_step(loss_sum / max(count, 1.0))
         return {
             "loss_sum": loss_sum,
             "count": count,
@@ -369,7 +374,7 @@ class Trainer:
         self.bar.update(1)
         self.log_step(logged)
 
-    def _backward_window(self, micro_batches: list, loss_of, scale: torch.Tensor) -> torch.Tensor:
+    def backward_window(self, micro_batches: list, loss_of, scale: torch.Tensor) -> torch.Tensor:
         """Forward (``loss_of``: a micro-batch's summed loss) and backward of ``loss × scale`` for each
         micro-batch, gradients synchronised across processes once, after the last; the detached sum."""
         acc, model = self.accelerator, self.bundle.model
@@ -383,7 +388,7 @@ class Trainer:
             loss_sum += total.detach()
         return loss_sum
 
-    def _optimizer_step(self, mean_loss: float) -> None:
+    def optimizer_step(self, mean_loss: float) -> None:
         """Stop on a non-finite loss (before anything is saved); else clip, step, schedule."""
         acc = self.accelerator
         if not math.isfinite(mean_loss):
@@ -417,14 +422,14 @@ class Trainer:
             "samples_per_s": window["samples"] / max(elapsed, 1e-9),
             "time_s": round(time.perf_counter() - self.started, 2),
         }
-        self._write_log("train", row)
+        self.write_log("train", row)
         self.accelerator.log({"train/loss": row["loss"], "train/lr": row["lr"]}, step=self.pos.step)
         self.bar.set_postfix(
             loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}", sps=f"{row['samples_per_s']:.0f}"
         )
         self.window = {"loss": 0.0, "count": 0.0, "samples": 0, "t": time.perf_counter()}
 
-    def _write_log(self, kind: str, row: dict) -> None:
+    def write_log(self, kind: str, row: dict) -> None:
         """One row of the training log, its kind first (``runs.ROW_KINDS``: train, validation, grpo)."""
         if self.log_file is not None:
             self.log_file.write(json.dumps({"kind": kind, **row}) + "\n")
@@ -452,7 +457,7 @@ class Trainer:
             acc.log({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=pos.step)
             if self.main and self.on_validate is not None:
                 self.on_validate(self.label, pos.step, metrics)
-        self._write_log("validation", record)
+        self.write_log("validation", record)
 
     def save(self) -> None:
         acc, pos = self.accelerator, self.pos
@@ -501,7 +506,7 @@ class Trainer:
             self.feature_cache.close()
             if self.main:
                 log.info("feature cache: %s", self.feature_cache.summary())
-        if hasattr(self, "accelerator"):
+        if self.accelerator is not None:
             for tracker in self.accelerator.trackers:  # not end_training(): it ends the process group, and a
                 tracker.finish()  # next stage (or the evaluation after a demo fine-tune) still needs it
         if self.log_file is not None:

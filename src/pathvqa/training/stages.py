@@ -18,7 +18,7 @@ from pathvqa.runs import RunDir
 from pathvqa.runtime import checkpoint
 from pathvqa.runtime.processes import is_main_process
 from pathvqa.training.grpo import GrpoTrainer
-from pathvqa.training.loop import Position, Trainer, TrainingDiverged, _run_exists, epoch_order
+from pathvqa.training.loop import Position, Trainer, TrainingDiverged, epoch_order, run_exists
 
 __all__ = ["Position", "Trainer", "TrainingDiverged", "epoch_order", "fit"]
 
@@ -46,7 +46,7 @@ def fit(
     if not cfg.stages:
         return _trainer(cfg)(cfg, run_dir, resume, progress, init=_start(cfg), on_validate=on_validate).run()
     if not resume and any(checkpoint.checkpoints(run_dir / s.name) for s in cfg.stages):
-        raise _run_exists(run_dir)
+        raise run_exists(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, RunDir(run_dir).config)
     init, results = _start(cfg), []

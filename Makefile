@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup setup-test test test-fast lint format docs docs-serve demo bench clean gpu-check gpu-wheels
+.PHONY: setup setup-test test test-fast lint format docs docs-serve demo bench clean gpu-check gpu-wheels hub-files
 
 # What `make demo` needs, without root: the venv, the pinned packages, WordNet (Debian's when installed or
 # installable as root, else nltk's downloader, else one line saying what to install).
@@ -66,6 +66,20 @@ demo: setup
 # Speed against a plain transformers Trainer and a per-question generate loop; data-loading growth.
 bench: setup
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# The non-weight files (configs, processors, tokenizers, chat templates) of the real models that
+# tests/test_hub_models.py proves offline, into .hub-cache/hub (a Hugging Face cache, ignored by git): the
+# test reads it first, ../shared/hub-cache/hub second. Needs the hub; no weights are downloaded.
+HUB_FILES := .hub-cache/hub
+HUB_MODELS := Qwen/Qwen2.5-VL-3B-Instruct Qwen/Qwen2.5-VL-7B-Instruct llava-hf/llava-1.5-7b-hf \
+	mistralai/Mistral-7B-Instruct-v0.3 microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224 \
+	microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract
+hub-files: setup
+	for id in $(HUB_MODELS); do \
+	  $(BIN)/hf download $$id --cache-dir $(HUB_FILES) --include "*.json" --include "*.jinja" \
+	    --include "*.txt" --include "*.model" --include "tokenizer*" || exit 1; \
+	done
+	@echo "non-weight files of $(words $(HUB_MODELS)) models in $(HUB_FILES) (HF_HUB_CACHE=$(HUB_FILES) HF_HUB_OFFLINE=1)"
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache .ruff_cache

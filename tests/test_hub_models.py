@@ -1,5 +1,5 @@
 """Real hub models, proven offline: the real configs, processors, tokenizers and chat templates of
-Qwen2.5-VL, LLaVA-1.5, Mistral and BiomedCLIP (``../shared/hub-cache``: every non-weight file) through
+Qwen2.5-VL, LLaVA-1.5, Mistral and BiomedCLIP (``make hub-files`` fetches every non-weight file into ``.hub-cache/``; ``../shared/hub-cache`` is read when that is absent) through
 ``train → eval → export --merge → load → predict`` with ``model.init: random``; ``pathvqa plan``'s
 parameter counts against each architecture's own; the training prompt against the model's own chat
 template. Widths are narrowed here (``model.config_overrides``) to keep the suite fast; the processor,
@@ -14,8 +14,13 @@ import torch
 
 from tests.conftest import run_cli
 
-HUB = Path(__file__).resolve().parent.parent.parent / "shared" / "hub-cache" / "hub"
-pytestmark = pytest.mark.skipif(not HUB.is_dir(), reason=f"no hub cache at {HUB} (../shared/hub-cache)")
+ROOT = Path(__file__).resolve().parent.parent
+CACHES = (ROOT / ".hub-cache" / "hub", ROOT.parent / "shared" / "hub-cache" / "hub")
+"""Where the real models' non-weight files are: ``make hub-files`` fills the first (it needs the hub)."""
+HUB = next((cache for cache in CACHES if cache.is_dir()), CACHES[0])
+pytestmark = pytest.mark.skipif(
+    not HUB.is_dir(), reason="no hub cache: run `make hub-files` (the real models' non-weight files, no weights)"
+)
 QWEN_3B, QWEN_7B = "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"
 LLAVA, MISTRAL = "llava-hf/llava-1.5-7b-hf", "mistralai/Mistral-7B-Instruct-v0.3"
 NARROW = {

@@ -245,3 +245,18 @@ def __getattr__(name: str):
 
         return type("ToyFamily", (BlipFamily,), {"name": "toy"})
     raise AttributeError(name)
+
+
+def test_no_family_is_named_above_the_models():
+    """Analysis, evaluation, training and the apps ask the family (``models.base.Family``); they never
+    compare ``model.family`` with a name."""
+    from pathvqa.config import FAMILY_CONFIGS
+
+    named = [
+        f"{path.relative_to(SRC)}:{node.lineno} {node.value!r}"
+        for package in ("analysis", "evaluation", "training", "apps", "runtime")
+        for path in (SRC / "pathvqa" / package).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in FAMILY_CONFIGS
+    ]
+    assert not named, named

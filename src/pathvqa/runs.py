@@ -76,41 +76,15 @@ class RunDir:
     def __init__(self, path: str | Path):
         object.__setattr__(self, "path", Path(path))
 
-    @property
-    def config(self) -> Path:
-        return self.path / CONFIG
-
-    @property
-    def summary(self) -> Path:
-        return self.path / SUMMARY
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / CHECKPOINTS
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / BEST
-
-    @property
-    def logs(self) -> Path:
-        return self.path / LOGS
-
-    @property
-    def train_log(self) -> Path:
-        return self.logs / TRAIN_LOG
-
-    @property
-    def trackers(self) -> Path:
-        return self.logs / TRACKERS
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.path / MLFLOW_DB
-
-    @property
-    def feature_cache(self) -> Path:
-        return self.path / FEATURE_CACHE
+    config = property(lambda self: self.path / CONFIG)
+    summary = property(lambda self: self.path / SUMMARY)
+    checkpoints = property(lambda self: self.path / CHECKPOINTS)
+    best = property(lambda self: self.checkpoints / BEST)
+    logs = property(lambda self: self.path / LOGS)
+    train_log = property(lambda self: self.logs / TRAIN_LOG)
+    trackers = property(lambda self: self.logs / TRACKERS)
+    mlflow_db = property(lambda self: self.path / MLFLOW_DB)
+    feature_cache = property(lambda self: self.path / FEATURE_CACHE)
 
     def step(self, number: int) -> Path:
         """``checkpoints/step-N``."""

@@ -19,7 +19,8 @@ CACHES = (ROOT / ".hub-cache" / "hub", ROOT.parent / "shared" / "hub-cache" / "h
 """Where the real models' non-weight files are: ``make hub-files`` fills the first (it needs the hub)."""
 HUB = next((cache for cache in CACHES if cache.is_dir()), CACHES[0])
 pytestmark = pytest.mark.skipif(
-    not HUB.is_dir(), reason="no hub cache: run `make hub-files` (the real models' non-weight files, no weights)"
+    not HUB.is_dir(),
+    reason="no hub cache: run `make hub-files` (the real models' non-weight files, no weights)",
 )
 QWEN_3B, QWEN_7B = "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"
 LLAVA, MISTRAL = "llava-hf/llava-1.5-7b-hf", "mistralai/Mistral-7B-Instruct-v0.3"

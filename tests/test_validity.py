@@ -178,3 +178,44 @@ def test_question_prior_baseline_command_counts_every_test_row(leaky, tmp_path):
         run_cli("score", tmp_path / "a" / "predictions.jsonl", "--protocol", "llava-med", "--json").stdout
     )
     assert medical == kept["llava_med"]
+
+
+def test_every_paired_test_equals_its_reference_implementation():
+    """The permutation test equals scipy's permutation_test (exact, every flip, on 11 rows), McNemar's equals
+    scipy's binomial test on the discordant pairs, Holm's adjustment equals statsmodels' multipletests."""
+    from scipy.stats import binomtest, permutation_test
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    a, b = rng.random(11), rng.random(11)
+    theirs = permutation_test(
+        (a, b), lambda x, y, axis: np.mean(x - y, axis=axis), permutation_type="samples", vectorized=True
+    ).pvalue
+    assert stats.permutation_p(a, b) == pytest.approx(theirs, abs=1e-12)
+    big_a, big_b = rng.random(400), rng.random(400) + 0.03  # Monte Carlo: within its error of scipy's
+    ref = permutation_test((big_a, big_b), lambda x, y, axis: np.mean(x - y, axis=axis),
+                           permutation_type="samples", vectorized=True, n_resamples=9999, random_state=1).pvalue  # fmt: skip
+    assert abs(stats.permutation_p(big_a, big_b) - ref) < 8 * np.sqrt(0.25 / 9999)  # 4 standard errors of 2·p̂
+    right_a, right_b = rng.random(200) < 0.6, rng.random(200) < 0.7
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    expected = binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue
+    assert stats.mcnemar(right_a, right_b)["p"] == pytest.approx(expected, rel=5e-3)
+    pvalues = [0.001, 0.04, 0.03, 0.2, 0.012, 0.5, 0.049]
+    assert stats.holm(pvalues) == pytest.approx(list(multipletests(pvalues, method="holm")[1]), abs=1e-12)
+    assert stats.holm([0.02, None, 0.01]) == pytest.approx([0.02, None, 0.02])
+
+
+def test_seed_aggregates_equal_a_direct_computation():
+    """Mean, sd and the t interval over three seeds, worked out directly; the seed-aware paired interval
+    widens when the seeds disagree (a bootstrap over seeds and questions)."""
+    summary = stats.over_seeds([0.70, 0.74, 0.72])
+    half = 4.302652729911275 * 0.02 / np.sqrt(3)  # t(0.975, 2) · sd / √3
+    assert summary["mean"] == 0.72 and summary["sd"] == 0.02 and summary["seeds"] == 3
+    assert summary["ci"] == pytest.approx([0.72 - half, 0.72 + half], abs=1e-4)
+    rng = np.random.default_rng(0)
+    base = (rng.random((1, 300)) < 0.6).astype(float)
+    steady = stats.seed_aware_difference(np.repeat(base, 3, 0), np.repeat(base, 3, 0) * 0 + base)
+    wobbly_b = np.stack([(rng.random(300) < q).astype(float) for q in (0.5, 0.7, 0.9)])
+    wobbly = stats.seed_aware_difference(np.repeat(base, 3, 0), wobbly_b)
+    assert steady["difference"] == 0 and steady["ci"] == [0.0, 0.0]
+    assert wobbly["ci"][1] - wobbly["ci"][0] > 0.2 and wobbly["seeds"] == [3, 3]

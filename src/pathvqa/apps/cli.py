@@ -155,7 +155,8 @@ def compare(
     ],
     as_json: JsonOpt = False,
 ) -> None:
-    """B against A on the same questions: paired differences with 95% intervals, McNemar's exact test."""
+    """B against A on the same questions: paired differences with 95% intervals, a test for each (McNemar's
+    exact test for right/wrong scores, a paired permutation test for graded ones) and Holm's adjustment."""
     from pathvqa.scoring.metrics import compare as compare_runs
     from pathvqa.scoring.metrics import describe_difference, find_predictions, read_predictions
 
@@ -168,8 +169,7 @@ def compare(
         out = result["left_out"]
         typer.echo(f"  left out: {out['a']} rows of A and {out['b']} rows of B that the other did not answer")
     for key, entry in result["metrics"].items():
-        p = result["mcnemar_closed"]["p"] if key == "closed_accuracy" else None
-        typer.echo("  " + describe_difference(key, entry, p))
+        typer.echo("  " + describe_difference(key, entry))
 
 
 SetOpt = Annotated[

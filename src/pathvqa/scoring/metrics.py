@@ -175,7 +175,8 @@ def find_predictions(path: str | Path) -> Path:
 
 def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """B against A on the questions both answered: per metric the paired difference B − A with its
-    bootstrap interval, and McNemar's exact test on closed accuracy under every protocol's rule."""
+    bootstrap interval and its test (``test``, ``p``; ``p_holm``: Holm's adjustment over the metrics
+    compared), and McNemar's exact test on closed accuracy under every protocol's rule."""
     a = {row.get("id"): row for row in a_rows}
     b = {row.get("id"): row for row in b_rows}
     common = sorted(i for i in a.keys() & b.keys() if i is not None)
@@ -201,7 +202,11 @@ def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[
             "a": _mean_or_none(ta[key]),
             "b": _mean_or_none(tb[key]),
             **stats.paired_difference(ta[key], tb[key]),
+            **stats.paired_test(ta[key], tb[key]),
         }
+    entries = list(result["metrics"].values())  # one family of tests: Holm over the scores compared here
+    for entry, adjusted in zip(entries, stats.holm([e["p"] for e in entries]), strict=True):
+        entry["p_holm"] = None if adjusted is None else stats.significant(adjusted)
     closed = ~np.isnan(ta["closed_accuracy"])
     result["mcnemar_closed"] = stats.mcnemar(ta["closed_accuracy"][closed], tb["closed_accuracy"][closed])
     for other in every_protocol():  # each protocol's own closed rule, on its own closed rows
@@ -211,10 +216,13 @@ def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[
     return result
 
 
-def describe_difference(name: str, entry: dict[str, Any], p: float | None = None) -> str:
-    """``closed_accuracy: B − A = +0.031 [−0.004, +0.066], p = 0.09``."""
+def describe_difference(name: str, entry: dict[str, Any]) -> str:
+    """``closed_accuracy: B − A = +0.031 [−0.004, +0.066], p = 0.09 (Holm 0.27; mcnemar, n = 200)``."""
     if entry["difference"] is None:
         return f"{name}: no question it applies to"
     low, high = entry["ci"]
     text = f"{name}: B − A = {entry['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
-    return text + (f", p = {p:.2g}" if p is not None else "") + f" (n = {entry['n']})"
+    if entry.get("p") is None:
+        return text + f" (n = {entry['n']})"
+    holm = f"Holm {entry['p_holm']:.2g}; " if entry.get("p_holm") is not None else ""
+    return text + f", p = {entry['p']:.2g} ({holm}{entry['test']}, n = {entry['n']})"

@@ -21,6 +21,7 @@ from pathvqa.analysis.results import COLUMNS, SEEN_COLUMNS, Run, load_run
 from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
 from pathvqa.scoring.metrics import HEADLINE, compare, every_protocol
+from pathvqa.scoring.stats import holm, significant
 from pathvqa.scoring.strict import PROTOCOL as STRICT
 from pathvqa.sweeps.study import SPEC_FILE, open_sweep, trial_folders
 
@@ -63,10 +64,10 @@ def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...], first: 
 
 
 def comparisons(runs: list[Run]) -> list[dict[str, Any]]:
-    """Every pair of runs that answered the same questions: B − A with its 95% interval per metric and
-    McNemar's exact p for closed accuracy."""
+    """Every pair of runs that answered the same questions: B − A with its 95% interval per headline score,
+    and its test's p with Holm's adjustment over every test of the report (pairs × scores)."""
     with_predictions = [r for r in runs if r.predictions]
-    out = []
+    out, tests = [], []
     for i, a in enumerate(with_predictions):
         for b in with_predictions[i + 1 :]:
             try:
@@ -81,9 +82,17 @@ def comparisons(runs: list[Run]) -> list[dict[str, Any]]:
                     if entry["difference"] is None
                     else (f"{entry['difference']:+.3f} [{entry['ci'][0]:+.3f}, {entry['ci'][1]:+.3f}]")
                 )
-            row["mcnemar_p_closed"] = result["mcnemar_closed"]["p"]
+                row[f"{key}_p"] = entry["p"]
+                tests.append((row, key))
             out.append(row)
+    for (row, key), adjusted in zip(tests, holm([row[f"{key}_p"] for row, key in tests]), strict=True):
+        if adjusted is not None:
+            row[f"{key}_p_holm"] = significant(adjusted)
+            row[f"{key}_p"] = f"{row[f'{key}_p']:.3g} (Holm {significant(adjusted):.3g})"
     return out
+
+
+PAIR_COLUMNS = (*(c for key in HEADLINE for c in (key, f"{key}_p")), "n")
 
 
 def _img(path: Path | None) -> str:
@@ -128,7 +137,7 @@ def _sections(
     """(markdown, html) of each table section: ours under the strict protocol, the paired comparisons, open
     questions by seen / unseen answers, ours under every other protocol (``protocols``, by key), and the
     published reference rows, each protocol apart."""
-    pair_cols = (*HEADLINE, "mcnemar_p_closed", "n")
+    pair_cols = PAIR_COLUMNS
     own_cols = ("exact_match", "meteor", "closed_accuracy")
     sections = {
         "ours": _both(rows, (*COLUMNS, "n")),
@@ -244,7 +253,9 @@ def build(
 
 
 PAIRS_INTRO = (
-    "Paired differences on the same questions (B − A, 95% interval; McNemar's exact test on closed accuracy):"
+    "Paired differences on the same questions (B − A, 95% interval). p: McNemar's exact test for right/wrong "
+    "scores, a paired permutation test for graded ones; in brackets Holm's adjustment over every test in "
+    "this table:"
 )
 SEEN_INTRO = (
     "Open questions split by whether their answer occurs in the training split (seen) or never does (unseen): "

@@ -96,3 +96,34 @@ def test_report_refuses_a_folder_without_metrics(tmp_path):
         build([tmp_path], tmp_path / "out")
     proc = run_cli("report", tmp_path, "--out", tmp_path / "out", check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_run_group_trains_evaluates_and_reports_over_seeds(tmp_path, two_runs, synth_dir):
+    """train --seeds trains one run per seed, eval scores each, the report shows mean ± sd over seeds and
+    pairs the group with a run by the hierarchical bootstrap; compare does the same."""
+    sets = [a for s in [f"data.dataset={synth_dir}", *QUICK, "model.image_size=32", "train.max_steps=2",
+                        "data.eval_samples=8"] for a in ("--set", s)]  # fmt: skip
+    run_cli("train", "configs/blip_tiny.yaml", "--out", tmp_path / "group", "--seeds", "0,1", *sets)
+    assert sorted(p.name for p in (tmp_path / "group").iterdir()) == ["seed-0", "seed-1"]
+    shown = run_cli(
+        "eval", "--checkpoint", tmp_path / "group", "--out", tmp_path / "group" / "eval", "--limit", "24"
+    )
+    assert "seed 0:" in shown.stdout and "closed_accuracy" in shown.stdout
+    build([f"group={tmp_path / 'group'}", f"fine-tuned={two_runs / 'blip'}"], tmp_path / "report")
+    summary = json.loads((tmp_path / "report" / "results.json").read_text())
+    group = summary["runs"][0]
+    seeds = [
+        json.loads((tmp_path / "group" / "eval" / f"seed-{k}" / "metrics.json").read_text()) for k in (0, 1)
+    ]
+    assert group["seeds"] == 2 and group["exact_match"] == pytest.approx(
+        (seeds[0]["exact_match"] + seeds[1]["exact_match"]) / 2, abs=1e-4
+    )
+    assert "±" in (tmp_path / "report" / "results.md").read_text()
+    pair = summary["paired_comparisons"][0]
+    assert pair["n"] == 24 and "Holm" in pair["exact_match_p"]
+    compared = json.loads(run_cli("compare", tmp_path / "group" / "eval", two_runs / "blip", "--json").stdout)
+    assert (
+        compared["seeds"] == [2, 1]
+        and compared["metrics"]["closed_accuracy"]["test"] == "hierarchical bootstrap"
+    )

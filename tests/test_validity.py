@@ -165,11 +165,21 @@ def test_data_stats_reports_leakage_duplicates_and_the_prior(leaky):
 
 def test_question_prior_baseline_command_counts_every_test_row(leaky, tmp_path):
     kept = json.loads(
-        run_cli("eval", "--baseline", "question-prior", "--dataset", leaky, "--out", tmp_path / "a").stdout
+        run_cli(
+            "eval", "--baseline", "question-prior", "--dataset", leaky, "--out", tmp_path / "a", "--json"
+        ).stdout
     )
     dropped = json.loads(
         run_cli(
-            "eval", "--baseline", "question-prior", "--dataset", leaky, "--out", tmp_path / "b", "--dedupe"
+            "eval",
+            "--baseline",
+            "question-prior",
+            "--dataset",
+            leaky,
+            "--out",
+            tmp_path / "b",
+            "--dedupe",
+            "--json",
         ).stdout
     )
     assert kept["n"] == 5 and dropped["n"] == 4 and kept["duplicate_rows"] == 1

@@ -12,6 +12,7 @@ RUN/
   feature_cache/           a frozen encoder's features  RunDir.feature_cache
   eval/, eval_blind/       predictions.jsonl, metrics.json (RunDir.eval_dir, metrics_file, predictions_file)
   vs_NAME.json             a paired comparison with NAME (RunDir.comparison)
+GROUP/seed-K/              a run group: one config at seeds K, each a run of its own (RunDir.seed, RunDir.seeds)
   STAGE/                   a staged config's stages, each a run folder of its own (RunDir.stage)
 ```
 """
@@ -42,6 +43,8 @@ SCHEDULER = "scheduler.json"
 MANIFEST = "manifest.json"
 RNG = "rng-"
 COMPARISON = "vs_"
+SEED = "seed-"
+"""A run group (one config trained at several seeds): ``GROUP/seed-K/``, each a run (or an evaluation) of its own."""
 NAMES = (
     CONFIG, SUMMARY, CHECKPOINTS, BEST, LOGS, TRAIN_LOG, TRACKERS, MLFLOW_DB, FEATURE_CACHE, EVAL, EVAL_BLIND,
     METRICS, PREDICTIONS, TRAINER_STATE, WEIGHTS, TOKENIZER, OPTIMIZER, OPTIMIZER_REST, SCHEDULER, MANIFEST,
@@ -98,6 +101,19 @@ class RunDir:
         """The step folders under ``checkpoints/`` (complete or not), by step."""
         found = [p for p in self.checkpoints.glob(f"{STEP}*") if p.is_dir() and step_of(p) is not None]
         return sorted(found, key=step_of) if self.checkpoints.is_dir() else []
+
+    def seed(self, number: int) -> RunDir:
+        """``seed-K``: the run of a run group trained at seed K."""
+        return RunDir(self.path / f"{SEED}{number}")
+
+    def seeds(self) -> dict[int, RunDir]:
+        """A run group's seed folders by seed ({} for a plain run)."""
+        found = {}
+        for folder in self.path.glob(f"{SEED}*") if self.path.is_dir() else []:
+            number = folder.name[len(SEED) :]
+            if folder.is_dir() and number.isdigit():
+                found[int(number)] = RunDir(folder)
+        return dict(sorted(found.items()))
 
     def comparison(self, other: str) -> Path:
         """``vs_OTHER.json``: this run paired with another on the same questions."""

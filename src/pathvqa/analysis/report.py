@@ -20,7 +20,7 @@ from pathvqa.analysis.figures import curves, gallery, gallery_ids, sweep_figures
 from pathvqa.analysis.results import COLUMNS, SEEN_COLUMNS, Run, load_run
 from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
-from pathvqa.scoring.metrics import HEADLINE, compare, every_protocol
+from pathvqa.scoring.metrics import HEADLINE, compare, compare_seeds, every_protocol
 from pathvqa.scoring.stats import holm, significant
 from pathvqa.scoring.strict import PROTOCOL as STRICT
 from pathvqa.sweeps.study import SPEC_FILE, open_sweep, trial_folders
@@ -46,13 +46,21 @@ PUBLISHED_OWN_SCORING = [
 ]
 
 
+def _interval(ci: list[float] | None) -> str:
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
 def _number(value: Any, ci: list[float] | None = None) -> str:
     if isinstance(value, float):
-        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        return f"{value:.3f}" + _interval(ci)
     return "–" if value is None else str(value)
 
 
 def _cell(row: dict[str, Any], column: str) -> str:
+    """A value with its 95% interval; a run group's mean ± its sd over seeds, then the interval."""
+    sd = row.get(f"{column}_sd")
+    if sd is not None and isinstance(row.get(column), float):
+        return f"{row[column]:.3f} ± {sd:.3f}" + _interval(row.get(f"{column}_ci"))
     return _number(row.get(column), row.get(f"{column}_ci"))
 
 
@@ -71,7 +79,10 @@ def comparisons(runs: list[Run]) -> list[dict[str, Any]]:
     for i, a in enumerate(with_predictions):
         for b in with_predictions[i + 1 :]:
             try:
-                result = compare(list(a.predictions.values()), list(b.predictions.values()))
+                if a.seeds or b.seeds:  # seeds and questions both vary: the hierarchical bootstrap
+                    result = compare_seeds(a.seed_predictions(), b.seed_predictions())
+                else:
+                    result = compare(list(a.predictions.values()), list(b.predictions.values()))
             except PathVQAError:  # different questions: nothing to pair
                 continue
             row: dict[str, Any] = {"pair": f"{b.label} − {a.label}", "n": result["n"]}
@@ -254,8 +265,10 @@ def build(
 
 PAIRS_INTRO = (
     "Paired differences on the same questions (B − A, 95% interval). p: McNemar's exact test for right/wrong "
-    "scores, a paired permutation test for graded ones; in brackets Holm's adjustment over every test in "
-    "this table:"
+    "scores, a paired permutation test for graded ones; a pair with a run group (several training seeds): "
+    "means over seeds and questions, the interval and p from a hierarchical bootstrap (each side's seeds and "
+    "the questions resampled); in brackets Holm's adjustment over every test in this table. A run group's "
+    "scores: mean ± sd over its seeds [95% t interval of the mean]:"
 )
 SEEN_INTRO = (
     "Open questions split by whether their answer occurs in the training split (seen) or never does (unseen): "

@@ -15,6 +15,7 @@ from pathvqa.errors import PathVQAError
 from pathvqa.runs import RunDir, metrics_file, predictions_file
 from pathvqa.scoring.metrics import read_predictions, score_all
 from pathvqa.scoring.protocol import Protocol
+from pathvqa.scoring.stats import over_seeds
 
 COLUMNS = (*SCORES, "blind_closed_accuracy")
 SEEN_COLUMNS = (
@@ -33,9 +34,19 @@ class Run:
     curves: list[tuple[str, str, list[dict]]] = field(default_factory=list)
     """(stage name, task, train.jsonl rows) per training stage."""
     config: str | None = None
+    seeds: list[Run] = field(default_factory=list)
+    """A run group's seeds (``train --seeds``): its rows are their mean ± sd, its gallery and curves its
+    first seed's."""
     _rescored: dict[str, Any] | None = None
 
+    def seed_predictions(self) -> list[list[dict]]:
+        """Each seed's prediction rows (a single run: its own, as one seed)."""
+        members = self.seeds or [self]
+        return [list(m.predictions.values()) for m in members if m.predictions]
+
     def row(self) -> dict[str, Any]:
+        if self.seeds:
+            return over_seeds_row(self.label, [m.row() for m in self.seeds], (*COLUMNS, "n"))
         values = {k: self.metrics.get(k) for k in COLUMNS}
         values["blind_closed_accuracy"] = (self.blind or {}).get("closed_accuracy")
         intervals = {f"{k}_ci": self.metrics.get(f"{k}_ci") for k in COLUMNS}
@@ -45,6 +56,10 @@ class Run:
 
     def protocol_row(self, protocol: Protocol) -> dict[str, Any]:
         """This run under another protocol, rescored from its predictions when metrics.json predates it."""
+        if self.seeds:
+            return over_seeds_row(
+                self.label, [m.protocol_row(protocol) for m in self.seeds], (*protocol.columns, "n")
+            )
         scores = self.metrics.get(protocol.key)
         if scores is None and self.predictions:
             if self._rescored is None:
@@ -56,17 +71,44 @@ class Run:
 
     def seen_row(self) -> dict[str, Any]:
         """Open questions whose answer occurs in the training split, and those whose answer never does."""
+        if self.seeds:
+            return over_seeds_row(self.label, [m.seen_row() for m in self.seeds], SEEN_COLUMNS)
         return {"model": self.label, **{k: self.metrics.get(k) for k in SEEN_COLUMNS},
                 **{f"{k}_ci": self.metrics.get(f"{k}_ci") for k in SEEN_COLUMNS}}  # fmt: skip
 
 
+def over_seeds_row(label: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> dict[str, Any]:
+    """One row of a run group: each column's mean over its seeds' rows, with ``_sd`` and the 95% t interval
+    of the mean as ``_ci`` (``stats.over_seeds``); counts as the first seed's."""
+    out: dict[str, Any] = {"model": f"{label} ({len(rows)} seeds)", "seeds": len(rows)}
+    for column in columns:
+        values = [r.get(column) for r in rows]
+        if column == "n" or column.startswith("n_"):
+            out[column] = values[0]
+            continue
+        summary = over_seeds([v if isinstance(v, int | float) else None for v in values])
+        out[column], out[f"{column}_sd"], out[f"{column}_ci"] = summary["mean"], summary["sd"], summary["ci"]
+    return out
+
+
 def load_run(spec: str | Path) -> Run:
-    """A run from ``[LABEL=]FOLDER``: an evaluated training run, an eval folder, or a baseline folder."""
+    """A run from ``[LABEL=]FOLDER``: an evaluated training run, an eval folder, a baseline folder, or a run
+    group (``seed-K`` folders, each one of those)."""
     label, sep, path = str(spec).partition("=")
     if sep and not (label.strip() and path.strip()):
         raise PathVQAError(f"{spec!r}: give LABEL=FOLDER with both parts (or the folder alone)")
     folder = Path(path if sep else label)
     label = label if sep else folder.name
+    seeds = RunDir(folder).seeds() if not RunDir(folder).config.is_file() else {}
+    evaluated = RunDir(RunDir(folder).eval_dir()).seeds()  # eval --checkpoint GROUP --out GROUP/eval
+    if seeds and evaluated and not metrics_file(RunDir(next(iter(seeds.values())).path).eval_dir()).is_file():
+        seeds = evaluated
+    if seeds:
+        members = [load_run(f"{label} seed {k}={seed.path}") for k, seed in seeds.items()]
+        first = members[0]
+        return Run(
+            label, folder, first.metrics, first.predictions, first.blind, first.curves, first.config, members
+        )
     found = next((p for p in (RunDir(folder).eval_dir(), folder) if metrics_file(p).is_file()), None)
     if found is None:
         raise PathVQAError(

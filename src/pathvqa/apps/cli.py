@@ -158,14 +158,20 @@ def compare(
     """B against A on the same questions: paired differences with 95% intervals, a test for each (McNemar's
     exact test for right/wrong scores, a paired permutation test for graded ones) and Holm's adjustment."""
     from pathvqa.scoring.metrics import compare as compare_runs
-    from pathvqa.scoring.metrics import describe_difference, find_predictions, read_predictions
+    from pathvqa.scoring.metrics import compare_seeds, describe_difference, find_predictions, read_predictions
 
-    result = compare_runs(*(read_predictions(find_predictions(p)) for p in (run_a, run_b)))
+    if any(p.is_dir() and is_group(p) for p in (run_a, run_b)):  # a run group: seeds and questions vary
+        from pathvqa.analysis.results import load_run
+
+        result = compare_seeds(*(load_run(str(p)).seed_predictions() for p in (run_a, run_b)))
+    else:
+        result = compare_runs(*(read_predictions(find_predictions(p)) for p in (run_a, run_b)))
     if as_json:
         typer.echo(json.dumps(result))
         return
-    typer.echo(f"A = {run_a}\nB = {run_b}\n{result['n']} questions in common")
-    if any(result["left_out"].values()):
+    seeds = f" × {result['seeds'][0]} and {result['seeds'][1]} seeds" if "seeds" in result else ""
+    typer.echo(f"A = {run_a}\nB = {run_b}\n{result['n']} questions in common{seeds}")
+    if any(result.get("left_out", {}).values()):
         out = result["left_out"]
         typer.echo(f"  left out: {out['a']} rows of A and {out['b']} rows of B that the other did not answer")
     for key, entry in result["metrics"].items():
@@ -185,6 +191,18 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` → [0, 1, 2]; a malformed list is one line."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", ",").split(",") if part]
+    except ValueError:
+        raise PathVQAError(
+            f"--seeds {text!r}: give whole numbers separated by commas (--seeds 0,1,2)"
+        ) from None
+
+
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).")],
@@ -193,20 +211,25 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Continue from the last complete checkpoint in --out.")
     ] = False,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="Train once per seed (train.seed), e.g. 0,1,2: a run group, --out/seed-K/ each."),
+    ] = None,
 ) -> None:
     """Fine-tune a model (one training loop for every family; stages run in order)."""
     out_folder(out)
     from pathvqa.config import load_config
 
     cfg = load_config(config, overrides)  # every config error, before torch or a model loads
+    seed_list = _seeds(seeds)
     from pathvqa.runtime.trackers import check_installed
 
     check_installed(cfg.train.report_to)
-    from pathvqa.training.stages import fit  # which checks the model and the splits before any work
+    from pathvqa.training.stages import fit, fit_seeds  # which check the model and the splits before any work
 
     _setup_logging()
     try:
-        result = fit(cfg, out, resume=resume)
+        result = fit_seeds(cfg, out, seed_list, resume=resume) if seed_list else fit(cfg, out, resume=resume)
     except Interrupted as err:  # typer turns Ctrl-C into a silent exit 130: say where it stopped
         typer.echo(str(err), err=True)
         raise typer.Exit(130) from None
@@ -214,6 +237,31 @@ def train(
 
     if PartialState().is_main_process:
         typer.echo(json.dumps(result))
+
+
+def is_group(folder: Path) -> bool:
+    """A run group (``train --seeds``): seed-K folders, no config of its own."""
+    from pathvqa.runs import RunDir
+
+    return bool(RunDir(folder).seeds()) and not RunDir(folder).config.is_file()
+
+
+def _print_metrics(result: dict, as_json: bool) -> None:
+    """An evaluation's scores as ``score`` prints them (one JSON object with ``--json``); a run group's
+    per seed."""
+    from pathvqa.scoring.metrics import score_lines
+
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for seed, metrics in result.get("seeds", {None: result}).items():
+        if seed is not None:
+            typer.echo(f"seed {seed}:")
+        typer.echo(
+            f"{metrics.get('model', '')} on {metrics.get('dataset', '?')} [{metrics.get('split', '?')}]: {metrics.get('rows', '')}"
+        )
+        for line in score_lines(metrics):
+            typer.echo(line)
 
 
 @app.command("eval")
@@ -237,9 +285,11 @@ def eval_cmd(
         bool, typer.Option(help="Drop repeated (image, question, answer) rows of the split.")
     ] = False,
     overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Generate answers for a split and score them (every readable row counts, as in published numbers;
-    rows that cannot be read are listed with their reasons)."""
+    rows that cannot be read are listed with their reasons). A run group (``train --seeds``): each seed
+    into --out/seed-K/."""
     out_folder(out)
     if checkpoint is not None:  # argument mistakes are said before torch loads (seconds)
         require_checkpoint_folder(checkpoint)
@@ -252,35 +302,25 @@ def eval_cmd(
     if baseline is not None:
         if config or checkpoint or not dataset:
             raise PathVQAError("--baseline takes --dataset (and --split), not --config or --checkpoint")
-        typer.echo(
-            json.dumps(
-                run_baseline(
-                    out=out,
-                    dataset=dataset,
-                    split=split or "test",
-                    dedupe=dedupe,
-                    name=baseline,
-                    overwrite=overwrite,
-                )
-            )
+        result = run_baseline(
+            out=out, dataset=dataset, split=split or "test", dedupe=dedupe, name=baseline, overwrite=overwrite
         )
+        _print_metrics(result, as_json)
         return
 
     _setup_logging()
-    result = run(
-        out=out,
-        dataset=dataset,
-        split=split,
-        config=str(config) if config else None,
-        checkpoint_dir=str(checkpoint) if checkpoint else None,
-        blind=blind,
-        limit=limit,
-        overrides=overrides,
-        dedupe=dedupe,
+    options = dict(
+        out=out, dataset=dataset, split=split, blind=blind, limit=limit, overrides=overrides, dedupe=dedupe,
         overwrite=overwrite,
-    )
+    )  # fmt: skip
+    if checkpoint is not None and is_group(checkpoint):
+        from pathvqa.evaluation.evaluate import run_group
+
+        _print_metrics(run_group(checkpoint_dir=checkpoint, **options), as_json)
+        return
+    result = run(config=str(config) if config else None, checkpoint_dir=checkpoint, **options)
     if result:
-        typer.echo(json.dumps(result))
+        _print_metrics(result, as_json)
 
 
 @app.command()

@@ -21,7 +21,7 @@ from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.baselines import QuestionPrior
 from pathvqa.models.generation import predict
 from pathvqa.models.registry import build
-from pathvqa.runs import METRICS, PREDICTIONS
+from pathvqa.runs import METRICS, PREDICTIONS, RunDir
 from pathvqa.runtime.processes import cpu_processes, mixed_precision
 from pathvqa.runtime.trackers import log_test_metrics
 from pathvqa.runtime.trained import TrainedRun, load, resolve_run
@@ -149,6 +149,20 @@ def run(
             _to_trackers(source, result, split, blind)
     accelerator.wait_for_everyone()
     return result
+
+
+def run_group(*, out: str | Path, checkpoint_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Each seed of a run group (``GROUP/seed-K/``) evaluated as :func:`run` evaluates a run, into
+    ``out/seed-K/``; returns ``{"seeds": {K: metrics}}``."""
+    seeds = RunDir(checkpoint_dir).seeds()
+    if not seeds:
+        raise PathVQAError(
+            f"{checkpoint_dir} holds no seed-K runs (a run group: pathvqa train --seeds 0,1,2)"
+        )
+    out = RunDir(out)
+    return {
+        "seeds": {k: run(out=out.seed(k).path, checkpoint_dir=r.path, **options) for k, r in seeds.items()}
+    }
 
 
 def _to_trackers(checkpoint: Path, metrics: dict[str, Any], split: str, blind: bool) -> None:

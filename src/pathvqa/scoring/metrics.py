@@ -69,11 +69,16 @@ def protocol_scores(result: dict[str, Any], name: str) -> dict[str, Any]:
     return result if key is None else result[key]
 
 
+SHOWN = (*METRIC_KEYS, *SEEN_KEYS, "n_open_seen", "n_open_unseen")
+"""What ``score_lines`` shows of a result: the scores and their counts (an evaluation's metrics.json holds
+more: where it came from, rows skipped…)."""
+
+
 def score_lines(scores: dict[str, Any]) -> list[str]:
     """``pathvqa score``'s text: one aligned line per score, with its 95% interval."""
     lines = []
     for key, value in scores.items():
-        if not key.endswith("_ci") and not isinstance(value, dict):
+        if key in SHOWN or (key not in METRIC_KEYS and not key.endswith("_ci") and isinstance(value, float)):
             ci = scores.get(f"{key}_ci")
             number = value if value is None or key.startswith("n") else f"{value:.4f}"
             lines.append(f"{key:>24}  {number}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
@@ -173,28 +178,50 @@ def find_predictions(path: str | Path) -> Path:
     raise PathVQAError(f"no predictions in {path} (looked for eval/predictions.jsonl and predictions.jsonl)")
 
 
+def common_questions(*sides: list[dict[str, Any]]) -> list[str]:
+    """The question ids every side answered, checked to be the same questions (the same text and answer
+    wherever the rows carry them); a one-line error otherwise."""
+    keyed = [{row.get("id"): row for row in rows} for rows in sides]
+    common = sorted(set.intersection(*(set(k) for k in keyed)) - {None})
+    if not common:
+        raise PathVQAError("the prediction files share no question id: compare runs on the same split")
+    first = keyed[0]
+    for other in keyed[1:]:
+        for field in ("question", "answer"):  # an id names the same question only if both sides agree on it
+            differing = [
+                i for i in common
+                if field in first[i] and field in other[i]
+                and " ".join(str(first[i][field]).split()) != " ".join(str(other[i][field]).split())
+            ]  # fmt: skip
+            if differing:
+                raise PathVQAError(
+                    f"{len(differing)} shared ids have different {field}s (e.g. {differing[0]}): not the same "
+                    "questions: compare evaluations of the same split"
+                )
+    return common
+
+
+def compared_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The strict protocol's per-row scores of the compared metrics (``open_f1``: token F1 on open rows)."""
+    table = strict_table(rows)
+    table["open_f1"] = np.where(np.isnan(table["open_exact_match"]), np.nan, table["f1"])
+    return table
+
+
+def _holm_over(metrics: dict[str, dict]) -> None:
+    """One family of tests: Holm's adjustment over the scores one comparison makes (``p_holm``)."""
+    entries = list(metrics.values())
+    for entry, adjusted in zip(entries, stats.holm([e.get("p") for e in entries]), strict=True):
+        entry["p_holm"] = None if adjusted is None else stats.significant(adjusted)
+
+
 def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """B against A on the questions both answered: per metric the paired difference B − A with its
     bootstrap interval and its test (``test``, ``p``; ``p_holm``: Holm's adjustment over the metrics
     compared), and McNemar's exact test on closed accuracy under every protocol's rule."""
-    a = {row.get("id"): row for row in a_rows}
-    b = {row.get("id"): row for row in b_rows}
-    common = sorted(i for i in a.keys() & b.keys() if i is not None)
-    if not common:
-        raise PathVQAError("the two prediction files share no question id: compare runs on the same split")
-    for field in ("question", "answer"):  # an id names the same question only if both sides agree on it
-        differing = [
-            i for i in common
-            if field in a[i] and field in b[i] and " ".join(str(a[i][field]).split()) != " ".join(str(b[i][field]).split())
-        ]  # fmt: skip
-        if differing:
-            raise PathVQAError(
-                f"{len(differing)} shared ids have different {field}s (e.g. {differing[0]}): not the same "
-                "questions: compare evaluations of the same split"
-            )
-    ta, tb = (strict_table([rows[i] for i in common]) for rows in (a, b))
-    for table in (ta, tb):
-        table["open_f1"] = np.where(np.isnan(table["open_exact_match"]), np.nan, table["f1"])
+    common = common_questions(a_rows, b_rows)
+    a, b = ({row.get("id"): row for row in rows} for rows in (a_rows, b_rows))
+    ta, tb = (compared_table([rows[i] for i in common]) for rows in (a, b))
     left_out = {"a": len(a_rows) - len(common), "b": len(b_rows) - len(common)}
     result: dict[str, Any] = {"n": len(common), "left_out": left_out, "metrics": {}}
     for key in COMPARED:
@@ -204,15 +231,31 @@ def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[
             **stats.paired_difference(ta[key], tb[key]),
             **stats.paired_test(ta[key], tb[key]),
         }
-    entries = list(result["metrics"].values())  # one family of tests: Holm over the scores compared here
-    for entry, adjusted in zip(entries, stats.holm([e["p"] for e in entries]), strict=True):
-        entry["p_holm"] = None if adjusted is None else stats.significant(adjusted)
+    _holm_over(result["metrics"])
     closed = ~np.isnan(ta["closed_accuracy"])
     result["mcnemar_closed"] = stats.mcnemar(ta["closed_accuracy"][closed], tb["closed_accuracy"][closed])
     for other in every_protocol():  # each protocol's own closed rule, on its own closed rows
         pa, pb = (other.table([rows[i] for i in common])["closed_accuracy"] for rows in (a, b))
         mask = ~np.isnan(pa)
         result[f"{other.key}_mcnemar_closed"] = stats.mcnemar(pa[mask], pb[mask])
+    return result
+
+
+def compare_seeds(a_seeds: list[list[dict[str, Any]]], b_seeds: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Two run groups (each seed's prediction rows) on the questions every seed answered: per metric the
+    means over seeds and questions, B − A with a hierarchical bootstrap interval (each side's seeds and the
+    shared questions resampled: ``stats.seed_aware_difference``) and its bootstrap p, Holm over the metrics."""
+    common = common_questions(*a_seeds, *b_seeds)
+    tables = [
+        [compared_table([{row.get("id"): row for row in rows}[i] for i in common]) for rows in side]
+        for side in (a_seeds, b_seeds)
+    ]
+    result: dict[str, Any] = {"n": len(common), "seeds": [len(a_seeds), len(b_seeds)], "metrics": {}}
+    for key in COMPARED:
+        a, b = (np.stack([t[key] for t in side]) for side in tables)  # (seeds, questions)
+        difference = stats.seed_aware_difference(a, b)
+        result["metrics"][key] = {"a": _mean_or_none(a), "b": _mean_or_none(b), **difference}
+    _holm_over(result["metrics"])
     return result
 
 

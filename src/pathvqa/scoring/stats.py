@@ -157,7 +157,7 @@ def seed_aware_difference(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPL
     so the interval holds the spread between trainings as well as between questions."""
     applies = ~np.isnan(a).any(axis=0) & ~np.isnan(b).any(axis=0)
     if not applies.any():
-        return {"difference": None, "ci": None, "n": 0, "seeds": [len(a), len(b)]}
+        return {"difference": None, "ci": None, "n": 0, "seeds": [len(a), len(b)], "test": None, "p": None}
     a, b = a[:, applies], b[:, applies]
     rng = np.random.default_rng(seed)
     n = a.shape[1]
@@ -167,8 +167,9 @@ def seed_aware_difference(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPL
         seeds_a, seeds_b = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
         diffs[r] = b[seeds_b][:, rows].mean() - a[seeds_a][:, rows].mean()
     low, high = np.percentile(diffs, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+    p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))  # the bootstrap's own test
     return {"difference": round(float(b.mean() - a.mean()), 4), "ci": [round(float(low), 4), round(float(high), 4)],
-            "n": int(n), "seeds": [len(a), len(b)]}  # fmt: skip
+            "n": int(n), "seeds": [len(a), len(b)], "test": "hierarchical bootstrap", "p": significant(p)}  # fmt: skip
 
 
 def question_word(question: str) -> str:

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from pathvqa.config import ExperimentConfig, load_config, resume_differences, save_config
+from pathvqa.config import ExperimentConfig, load_config, resume_differences, save_config, with_overrides
 from pathvqa.data.prepare import check_splits, spec_of
 from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
@@ -20,7 +20,7 @@ from pathvqa.runtime.processes import is_main_process
 from pathvqa.training.grpo import GrpoTrainer
 from pathvqa.training.loop import Position, Trainer, TrainingDiverged, epoch_order, run_exists
 
-__all__ = ["Position", "Trainer", "TrainingDiverged", "epoch_order", "fit"]
+__all__ = ["Position", "Trainer", "TrainingDiverged", "epoch_order", "fit", "fit_seeds"]
 
 
 def fit(
@@ -68,6 +68,30 @@ def fit(
     if is_main_process():
         RunDir(run_dir).summary.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def fit_seeds(
+    cfg: ExperimentConfig,
+    group_dir: str | Path,
+    seeds: list[int],
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train ``cfg`` once per seed (``train.seed``) into ``group_dir/seed-K/``: a run group, which ``eval``,
+    ``report`` and ``compare`` read as one model over seeds. A finished seed is skipped with ``resume``."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise PathVQAError(f"--seeds {seeds}: give distinct seeds (e.g. --seeds 0,1,2)")
+    group = RunDir(check_destination(group_dir, reads=reads_of(cfg)))
+    summaries = {}
+    for seed in seeds:
+        run = group.seed(seed)
+        if resume and run.summary.is_file():
+            summaries[seed] = json.loads(run.summary.read_text())
+            continue
+        summaries[seed] = fit(
+            with_overrides(cfg, [f"train.seed={seed}"]), run.path, resume=resume, progress=progress
+        )
+    return {"seeds": summaries}
 
 
 def reads_of(cfg: ExperimentConfig) -> list[Path | str | None]:

@@ -127,3 +127,26 @@ def test_a_run_group_trains_evaluates_and_reports_over_seeds(tmp_path, two_runs,
         compared["seeds"] == [2, 1]
         and compared["metrics"]["closed_accuracy"]["test"] == "hierarchical bootstrap"
     )
+
+
+def test_tables_tex_is_balanced_booktabs_and_figures_come_as_vectors(tmp_path, two_runs):
+    from pathvqa.analysis import latex
+    from pathvqa.scoring.protocol import registry
+
+    build(
+        [f"untrained={two_runs / 'zeroshot'}", f"fine_tuned & 100%={two_runs / 'blip'}"], tmp_path / "report"
+    )
+    tex = (tmp_path / "report" / "tables.tex").read_text()
+    assert not latex.balanced(tex), latex.balanced(tex)
+    assert tex.count(r"\begin{table}") == len(registry()) and tex.count(r"\toprule") == len(registry())
+    assert r"fine\_tuned \& 100\%" in tex and r"\textbf{" in tex and r"$\pm$" in tex
+    for block in tex.split(r"\begin{tabular}")[1:]:  # every row has the header's number of cells
+        lines = [l for l in block.split(r"\bottomrule")[0].splitlines() if l.endswith(r"\\")]
+        assert len({l.count(" & ") for l in lines}) == 1, lines
+    assert latex.balanced(r"\begin{table}{x}\end{tabular}") and latex.balanced("{a")
+    for name in ("gallery", "curves", "types"):
+        for suffix in ("pdf", "svg"):
+            assert (tmp_path / "report" / f"{name}.{suffix}").stat().st_size > 1000, (name, suffix)
+    from PIL import Image
+
+    assert Image.open(tmp_path / "report" / "types.png").info["dpi"][0] == pytest.approx(300, abs=1)

@@ -1,7 +1,9 @@
 """The report's pictures: a gallery of answers, training curves, results per question type.
 
 Each takes the report's runs (``report.Run``: ``label``, ``predictions`` by id, ``curves``) and writes a
-PNG, or returns None when there is nothing to draw.
+PNG (300 dpi) with a PDF and an SVG of the same figure beside it (for a paper: vector text in DejaVu Sans,
+which has every character the labels use, fonts embedded as TrueType), or returns None when there is
+nothing to draw.
 """
 
 from __future__ import annotations
@@ -22,13 +24,31 @@ from pathvqa.sweeps.spec import Spec
 log = logging.getLogger(__name__)
 
 
+DPI = 300
+VECTOR_FORMATS = ("pdf", "svg")
+
+
 def plt_agg():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    matplotlib.rcParams.update({"font.family": "DejaVu Sans", "pdf.fonttype": 42, "svg.fonttype": "path"})
     return plt
+
+
+def save(fig, path: Path, **options) -> Path:
+    """``fig`` as ``path`` (PNG, 300 dpi) and beside it as PDF and SVG; the PNG's path."""
+    fig.savefig(path, dpi=DPI, **options)
+    for suffix in VECTOR_FORMATS:
+        fig.savefig(path.with_suffix(f".{suffix}"), **options)
+    return path
+
+
+def vector_files(path: Path) -> list[Path]:
+    """The PDF and SVG written beside a figure's PNG."""
+    return [path.with_suffix(f".{suffix}") for suffix in VECTOR_FORMATS]
 
 
 def gallery_ids(runs: list[Run], per_type: int = 4, seed: int = 0) -> list[str]:
@@ -99,7 +119,7 @@ def gallery(runs: list[Run], path: Path, chosen: list[str]) -> Path | None:
                 va="top",
                 color="#1a7f37" if ok else "#cf222e",
             )
-    fig.savefig(path, dpi=100)
+    save(fig, path)
     plt.close(fig)
     return path
 
@@ -169,7 +189,7 @@ def curves(runs: list[Run], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save(fig, path)
     plt.close(fig)
     return path
 
@@ -231,7 +251,7 @@ def type_bars(runs: list[Run], path: Path) -> Path | None:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(4, len(per_run)))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()  # the legend sits under the axes, clear of the bars
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save(fig, path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -267,6 +287,6 @@ def sweep_figures(spec: Spec, study, out: Path, prefix: str = "sweep") -> dict:
             figure.set_size_inches(7.5, 1.5 + 0.6 * len(spec.space))
             figure.tight_layout()
         files[name] = out / f"{name}.png"
-        figure.savefig(files[name], dpi=110)
+        save(figure, files[name])
         plt.close(figure)
     return files

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pathvqa.analysis import latex
 from pathvqa.analysis.figures import curves, gallery, gallery_ids, sweep_figures, type_bars, types_of
 from pathvqa.analysis.results import COLUMNS, SEEN_COLUMNS, Run, load_run
 from pathvqa.destinations import check_destination
@@ -243,6 +244,8 @@ def build(
     }
     files["json"].write_text(json.dumps(summary, indent=2))
     _write_csv(files["csv"], rows)
+    files["tex"] = out / "tables.tex"
+    files["tex"].write_text(_latex(title, runs, rows, protocols))
     images = {
         "gallery": gallery(runs, out / "gallery.png", chosen),
         "curves": curves(runs, out / "curves.png"),
@@ -274,6 +277,24 @@ SEEN_INTRO = (
     "Open questions split by whether their answer occurs in the training split (seen) or never does (unseen): "
     "a model that picks from the answers it was trained on can never get an unseen one."
 )
+
+
+def _latex(title: str, runs: list[Run], rows: list[dict], protocols: dict[str, list[dict]]) -> str:
+    """``tables.tex``: pathvqa's protocol and every other, one booktabs table each."""
+    split = runs[-1].metrics.get("split", "test")
+    where = f"{latex.escape(runs[-1].metrics.get('dataset', '?'))}, split {latex.escape(split)}"
+    spread = r"$\pm$: half the 95\% interval (a run group: its sd over seeds)"
+    tables = [
+        latex.table(
+            f"{latex.escape(STRICT.title)} on {where}. {spread}.", "tab:pathvqa-strict", rows, (*COLUMNS, "n")
+        )
+    ]
+    for other in every_protocol():
+        caption = f"{latex.escape(other.title)} on {where}. {spread}."
+        tables.append(
+            latex.table(caption, f"tab:pathvqa-{other.name}", protocols[other.key], (*other.columns, "n"))
+        )
+    return latex.document(title, tables)
 
 
 def _markdown(title: str, dataset: str, runs: list[Run], sections: dict, images: dict) -> str:

@@ -68,7 +68,8 @@ def test_an_evaluation_is_replaced_only_when_asked(run, tmp_path, synth_dir):
     assert json.loads((out / "metrics.json").read_bytes()) == json.loads(first)
     run_cli("eval", "--checkpoint", run, "--out", out, "--blind", "--limit", "8", "--overwrite")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["blind"] is True and metrics["rows"] == "8 of 8 rows"
+    assert metrics["blind"] is True and metrics["rows"] == "8 of 80 rows"
+    assert metrics["limited"] == ["a seeded sample of 8 of 80 rows"]
 
 
 def test_an_export_replaces_a_folder_whole_only_with_overwrite(run, tmp_path):
@@ -130,6 +131,8 @@ def test_the_model_card_of_a_two_stage_run_carries_its_test_metrics(tmp_path, sy
     run_cli("export", "--checkpoint", tmp_path / "run", "--out", tmp_path / "export")
     card = (tmp_path / "export" / "README.md").read_text()
     assert "## Test metrics" in card and "| exact_match |" in card, card[:800]
+    assert "**Limited evaluation** (a seeded sample of 8 of 80 rows)" in card and "8 of 80 rows" in card
+    assert "\n  hidden_size:" in card, "a tiny size's own settings apply to it"
 
 
 def test_every_name_a_run_holds_is_one_runs_py_knows(run, tmp_path):

@@ -82,7 +82,11 @@ def test_train_eval_export_load_predict_with_the_real_processor(config, hub, tmp
     assert metrics["random_weights"] is True and metrics["n"] == 4
     merged = tmp_path / "merged"
     run_cli("export", "--checkpoint", run_dir, "--out", merged, "--merge")
-    assert "random weights" in (merged / "README.md").read_text()
+    card = (merged / "README.md").read_text()
+    assert "random weights" in card and "**Limited evaluation**" in card and "4 of 80 rows" in card
+    assert "\n  hidden_size:" not in card and "\n  num_layers:" not in card, (
+        "tiny-size keys on a hub model's card"
+    )
     if config == "biomedclip_mistral_vqa":  # the LM half is a plain causal LM folder
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

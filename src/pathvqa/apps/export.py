@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from pathvqa.answers import SCORES
 from pathvqa.config import RANDOM_WEIGHTS, random_weights, save_config
 from pathvqa.destinations import check_destination, replace_folder
 from pathvqa.errors import PathVQAError
@@ -15,48 +16,61 @@ from pathvqa.runtime.trained import EXPORT_CONFIG, TrainedRun, load, resolve_run
 
 
 def model_card(trained: TrainedRun, family, merged: bool) -> str:
+    """A Hub model card: what the model is, its evaluation with its n, intervals, protocol and whatever
+    limited it, and the settings that apply to this model."""
     cfg, folder = trained.config, trained.step
     state = json.loads(step_state(folder).read_text()) if step_state(folder).is_file() else {}
-    metrics = {}
-    # the whole run's evaluation (a staged run's is beside its stages), or one beside the checkpoint
-    for candidate in (metrics_file(trained.run.eval_dir()), metrics_file(folder)):
-        if candidate.is_file():
-            metrics = json.loads(candidate.read_text())
-            break
     lines = [
-        "---",
-        "library_name: transformers",
-        *([f"pipeline_tag: {family.pipeline_tag}"] if family.pipeline_tag else []),
-        "tags: [pathology, vqa, pathvqa]",
-        "---",
-        "",
-        f"# {cfg.name}",
-        "",
+        "---", "library_name: transformers", *([f"pipeline_tag: {family.pipeline_tag}"] if family.pipeline_tag else []),
+        "tags: [pathology, vqa, pathvqa]", "---", "", f"# {cfg.name}", "",
         f"Exported by pathvqa from `{folder}` (step {state.get('step', '?')}); "
-        f"{'LoRA merged into the base weights' if merged else 'weights as trained'}.",
-        "",
+        f"{'LoRA merged into the base weights' if merged else 'weights as trained'}.", "",
         f"- family: `{cfg.model.family}`, model: `{cfg.model.name}`, tuning: `{cfg.model.tuning}`",
-        f"- dataset: `{cfg.data.dataset}`",
-    ]
+        f"- trained on: `{cfg.data.dataset}`",
+    ]  # fmt: skip
     if random_weights(cfg):
         lines += ["", f"> **Warning: {RANDOM_WEIGHTS}.** Its answers mean nothing."]
     if state.get("best_step") is not None:
         lines.append(
             f"- best validation {cfg.train.best_metric}: {state['best_value']:.4f} (step {state['best_step']})"
         )
-    if metrics:
-        lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float)]
-    lines += [
-        "",
-        "## Config",
-        "",
-        "```yaml",
-        yaml.safe_dump(cfg.model_dump(), sort_keys=False).strip(),
-        "```",
-        "",
-    ]
+    lines += _evaluation(trained)
+    settings = {
+        "model": cfg.model.settings(family.is_tiny(cfg.model)),
+        "train": cfg.train.model_dump(),
+        "task": cfg.task,
+    }
+    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(settings, sort_keys=False).strip(), "```", ""]
     return "\n".join(lines)
+
+
+def _evaluation(trained: TrainedRun) -> list[str]:
+    """The card's test metrics: the run's own evaluation (a staged run's is beside its stages), or one beside
+    the checkpoint, with what it scored (dataset, split, n of rows) and what limited it."""
+    found = next(
+        (f for f in (metrics_file(trained.run.eval_dir()), metrics_file(trained.step)) if f.is_file()), None
+    )
+    if found is None:
+        return [
+            "",
+            "## Test metrics",
+            "",
+            "Not evaluated: run `pathvqa eval --checkpoint RUN --out RUN/eval`.",
+        ]
+    metrics = json.loads(found.read_text())
+    limited = metrics.get("limited") or ([f"--limit {metrics['limit']}"] if metrics.get("limit") else [])
+    lines = ["", "## Test metrics", "",
+             f"Scored on `{metrics.get('dataset', '?')}`, split `{metrics.get('split', '?')}`: "
+             f"{metrics.get('rows') or str(metrics.get('n')) + ' rows'}; pathvqa's strict protocol, 95% bootstrap "
+             "intervals over questions (`metrics.json` holds the other protocols)."]  # fmt: skip
+    if limited:
+        lines += ["", f"> **Limited evaluation** ({'; '.join(limited)}): not the whole split's numbers."]
+    lines += ["", "| metric | value | 95% interval |", "|---|---|---|"]
+    for key in (*SCORES, "n"):
+        value, ci = metrics.get(key), metrics.get(f"{key}_ci")
+        shown = "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"| {key} | {shown} | {f'[{ci[0]:.4f}, {ci[1]:.4f}]' if ci else ''} |")
+    return lines
 
 
 def check_export(

@@ -77,6 +77,15 @@ class ModelSection(Section):
     def family_name(cls) -> str:
         return cls.model_fields["family"].default
 
+    TINY_KEYS: ClassVar[tuple[str, ...]] = ("hidden_size", "num_layers")
+    """Settings only the named tiny sizes read (a hub model ignores them)."""
+
+    def settings(self, tiny: bool) -> dict[str, Any]:
+        """The settings that apply to this model (a model card's config): the tiny sizes' keys only for a
+        tiny size, and no dry-run key left empty."""
+        dropped = set() if tiny else set(self.TINY_KEYS)
+        return {k: v for k, v in self.model_dump().items() if k not in dropped and v not in (None, {}, [])}
+
 
 RANDOM_WEIGHTS = "random weights (model.init: random): a dry run of the architecture, not a result"
 

@@ -105,6 +105,19 @@ class SplitData:
             "duplicates": self.duplicates, "sampled": self.sampled,
         }  # fmt: skip
 
+    def limits(self, dedupe: bool = False) -> list[str]:
+        """Why these rows are not the whole split (empty: every row was scored): what a table, a card or a
+        report says beside its numbers."""
+        out = [f"a seeded sample of {len(self.samples)} of {self.rows_total} rows"] if self.sampled else []
+        if self.filtered:
+            out.append(f"{self.filtered} rows filtered out by data.where")
+        unreadable = sum(n for reason, n in self.skipped.items() if reason != "duplicate")
+        if unreadable:
+            out.append(f"{unreadable} unreadable rows left out")
+        if dedupe and self.skipped.get("duplicate"):
+            out.append(f"{self.skipped['duplicate']} repeated rows dropped (--dedupe)")
+        return out
+
     def rows_line(self) -> str:
         """One line: rows kept of the split, and every row left out by reason (never dropped in silence)."""
         kept = len(self.samples)

@@ -148,6 +148,10 @@ class Family(Protocol):
         a one-line :class:`~pathvqa.errors.PathVQAError` where the family has no such path."""
         return model
 
+    def is_tiny(self, model: Any) -> bool:
+        """Whether the section builds a named tiny size (random weights, built offline) of this family."""
+        return False
+
     def checkpoints_activations(self, model: Any) -> bool:
         """Whether training recomputes activations in the backward pass (gradient checkpointing)."""
         return False

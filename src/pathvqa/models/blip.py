@@ -89,6 +89,9 @@ class BlipFamily(Family):
     def parts(self, bundle: BlipBundle) -> list[tuple[str, tuple[str, ...]]]:
         return [("connector", ()), ("vision", ("vision_model.",))]
 
+    def is_tiny(self, m: BlipModelConfig) -> bool:
+        return m.name in tiny.BLIP_SIZES
+
     def dry_run(self, m: BlipModelConfig) -> BlipModelConfig:
         """Only the tiny size builds without weights: a real BLIP id has no random-init path here."""
         if m.name not in tiny.BLIP_SIZES:

@@ -111,6 +111,9 @@ class HfFamily(Family):
         images = int((ids == bundle.image_token_id).sum()) if bundle.image_token_id is not None else 0
         return len(ids), images
 
+    def is_tiny(self, m: HfModelConfig) -> bool:
+        return m.name in tiny_hf.BUILDERS
+
     def dry_run(self, m: HfModelConfig) -> HfModelConfig:
         return (
             m

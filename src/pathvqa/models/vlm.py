@@ -251,6 +251,9 @@ class VlmFamily(Family):
             patches = int(bundle.image_encoder(torch.zeros(1, 3, size, size, device=device)).shape[1])
         return len(tensors["input_ids"][0]) - 1 + patches, patches
 
+    def is_tiny(self, m: VlmModelConfig) -> bool:
+        return m.vision in tiny.VISION_SIZES or m.language in tiny.LANGUAGE_SIZES
+
     def dry_run(self, m: VlmModelConfig) -> VlmModelConfig:
         return m.model_copy(update={"quantization": "none", "init": "random"})
 

@@ -70,11 +70,11 @@ def test_report_from_two_runs_writes_every_file(tmp_path, two_runs):
     kinds = [predictions[i]["type"] for i in summary["gallery_ids"]]
     assert kinds == ["closed"] * 4 + ["open"] * 4
 
-    # published PathVQA numbers sit in their own block, never in the synthetic table
+    # published PathVQA numbers never beside an evaluation of another dataset
     md = (tmp_path / "report" / "results.md").read_text()
-    ours, published = md.split("## Published reference")
-    assert "LLaVA-Med 7B" in published and "≈0.91" not in ours and "earlier work" not in ours
-    assert "fine-tuned" in ours
+    ours = md
+    assert "## Published reference" not in md and "≈0.91" not in md and "earlier work" not in md
+    assert "shown only beside evaluations of PathVQA's own test split" in md and "fine-tuned" in ours
     # the other protocol ours sit under, and the open questions split by seen / unseen answers
     assert (
         "### MultiMedEval protocol" in ours
@@ -141,8 +141,8 @@ def test_tables_tex_is_balanced_booktabs_and_figures_come_as_vectors(tmp_path, t
     assert tex.count(r"\begin{table}") == len(registry()) and tex.count(r"\toprule") == len(registry())
     assert r"fine\_tuned \& 100\%" in tex and r"\textbf{" in tex and r"$\pm$" in tex
     for block in tex.split(r"\begin{tabular}")[1:]:  # every row has the header's number of cells
-        lines = [l for l in block.split(r"\bottomrule")[0].splitlines() if l.endswith(r"\\")]
-        assert len({l.count(" & ") for l in lines}) == 1, lines
+        lines = [line for line in block.split(r"\bottomrule")[0].splitlines() if line.endswith(r"\\")]
+        assert len({line.count(" & ") for line in lines}) == 1, lines
     assert latex.balanced(r"\begin{table}{x}\end{tabular}") and latex.balanced("{a")
     for name in ("gallery", "curves", "types"):
         for suffix in ("pdf", "svg"):
@@ -150,3 +150,26 @@ def test_tables_tex_is_balanced_booktabs_and_figures_come_as_vectors(tmp_path, t
     from PIL import Image
 
     assert Image.open(tmp_path / "report" / "types.png").info["dpi"][0] == pytest.approx(300, abs=1)
+
+
+def test_published_numbers_only_beside_pathvqas_test_split_and_mixed_data_grouped(tmp_path, two_runs):
+    """A run scored on PathVQA's test split gets the published rows (unless --no-references); runs of two
+    datasets are refused in one line, and with --allow-mixed every table names each row's dataset."""
+    import shutil
+
+    pathvqa = tmp_path / "on_pathvqa"
+    shutil.copytree(two_runs / "blip" / "eval", pathvqa)
+    metrics = json.loads((pathvqa / "metrics.json").read_text())
+    metrics.update(dataset="flaviagiammarino/path-vqa")  # as an evaluation of PathVQA's test split says
+    (pathvqa / "metrics.json").write_text(json.dumps(metrics))
+    build([f"mine={pathvqa}"], tmp_path / "with")
+    md = (tmp_path / "with" / "results.md").read_text()
+    ours, published = md.split("## Published reference")
+    assert "LLaVA-Med 7B" in published and "≈0.91" not in ours and "earlier work" in published
+    build([f"mine={pathvqa}"], tmp_path / "without", references=False)
+    assert "## Published reference" not in (tmp_path / "without" / "results.md").read_text()
+    refused = run_cli("report", pathvqa, two_runs / "blip", "--out", tmp_path / "mixed", check=False)
+    assert refused.returncode == 2 and "--allow-mixed" in refused.stderr and not (tmp_path / "mixed").exists()
+    build([f"pathvqa={pathvqa}", f"synthetic={two_runs / 'blip'}"], tmp_path / "mixed", allow_mixed=True)
+    table = (tmp_path / "mixed" / "results.md").read_text()
+    assert "| model | dataset |" in table and "flaviagiammarino/path-vqa [test]" in table

@@ -19,6 +19,7 @@ from typing import Any
 from pathvqa.analysis import latex
 from pathvqa.analysis.figures import curves, gallery, gallery_ids, sweep_figures, type_bars, types_of
 from pathvqa.analysis.results import COLUMNS, SEEN_COLUMNS, Run, load_run
+from pathvqa.config.datasets import PRESETS
 from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
 from pathvqa.scoring.metrics import HEADLINE, compare, compare_seeds, every_protocol
@@ -144,28 +145,39 @@ def _both(rows: list[dict], columns: tuple[str, ...]) -> tuple[str, str]:
 
 
 def _sections(
-    rows: list[dict], protocols: dict[str, list[dict]], pairs: list[dict], note: str
+    rows: list[dict], protocols: dict[str, list[dict]], pairs: list[dict], lead: tuple[str, ...], shown: bool
 ) -> dict[str, tuple[str, str]]:
     """(markdown, html) of each table section: ours under the strict protocol, the paired comparisons, open
-    questions by seen / unseen answers, ours under every other protocol (``protocols``, by key), and the
-    published reference rows, each protocol apart."""
+    questions by seen / unseen answers, ours under every other protocol (``protocols``, by key), and, when
+    ``shown``, the published reference rows, each protocol apart. ``lead``: columns before the scores
+    (``dataset`` when runs of several datasets are reported together)."""
     pair_cols = PAIR_COLUMNS
     own_cols = ("exact_match", "meteor", "closed_accuracy")
     sections = {
-        "ours": _both(rows, (*COLUMNS, "n")),
-        "seen": _both(protocols["seen"], SEEN_COLUMNS),
+        "ours": _both(rows, (*lead, *COLUMNS, "n")),
+        "seen": _both(protocols["seen"], (*lead, *SEEN_COLUMNS)),
         "pairs": (
             markdown_table(pairs, pair_cols, "pair") if pairs else "_(no two runs share their questions)_",
             _html_table(pairs, pair_cols, "pair") if pairs else "<p><em>none</em></p>",
         ),
-        "own": _both(PUBLISHED_OWN_SCORING, own_cols),
-        "note": (note, f'<p class="note">{html.escape(note)}</p>'),
     }
     for other in every_protocol():
-        sections[other.key] = _both(protocols[other.key], (*other.columns, "n"))
-        if other.published:
+        sections[other.key] = _both(protocols[other.key], (*lead, *other.columns, "n"))
+        if other.published and shown:
             sections[f"published_{other.key}"] = _both(list(other.published), other.columns)
+    if shown:
+        sections["own"] = _both(PUBLISHED_OWN_SCORING, own_cols)
     return sections
+
+
+PUBLISHED_NOTE = (
+    "Published numbers on PathVQA's test split, for context: each sits beside our models only under the "
+    "protocol it was scored with."
+)
+NO_REFERENCES = (
+    "Published PathVQA numbers are shown only beside evaluations of PathVQA's own test split "
+    "(`--no-references` leaves them out there too)."
+)
 
 
 def expand_sweeps(specs: list[str | Path]) -> tuple[list[str], dict[Path, tuple]]:
@@ -210,12 +222,29 @@ def check_same_data(runs: list[Run], allow_mixed: bool) -> None:
     log.warning("report: runs evaluated on different data (%s): their scores are not comparable", shown)
 
 
+def on_pathvqa_test(run: Run) -> bool:
+    """Whether a run was scored on PathVQA's official test split: the only data published PathVQA numbers
+    may sit beside."""
+    named = {run.metrics.get("dataset"), (run.metrics.get("dataset_spec") or {}).get("source")}
+    return bool(named & {PRESETS["pathvqa"].source, "pathvqa"}) and run.metrics.get("split", "test") == "test"
+
+
+def _where(run: Run) -> str:
+    return f"{run.metrics.get('dataset', '?')} [{run.metrics.get('split', 'test')}]"
+
+
 def build(
-    specs: list[str | Path], out: str | Path, title: str = "pathvqa results", allow_mixed: bool = False
+    specs: list[str | Path],
+    out: str | Path,
+    title: str = "pathvqa results",
+    allow_mixed: bool = False,
+    references: bool = True,
 ) -> dict[str, Path]:
     """Write the report for runs ``specs`` (a sweep folder: its evaluated trials, and its pictures) into
     ``out``; returns the written files by kind. Runs evaluated on different datasets or splits are refused
-    unless ``allow_mixed``."""
+    unless ``allow_mixed`` (then every table's rows are grouped by their dataset, named in a first column).
+    Published PathVQA numbers appear only when every run was scored on PathVQA's test split, and not at all
+    without ``references``."""
     specs, sweeps = expand_sweeps(specs)
     runs = [load_run(s) for s in specs]
     if not runs:
@@ -223,29 +252,51 @@ def build(
     check_same_data(runs, allow_mixed)
     out = check_destination(out, reads=[*(r.folder for r in runs), *sweeps])
     out.mkdir(parents=True, exist_ok=True)
-    rows = [r.row() for r in runs]
-    dataset = runs[-1].metrics.get("dataset", "?")
-    files = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
-    chosen = gallery_ids(runs)
-    pairs = comparisons(runs)
+    mixed = len({_where(r) for r in runs}) > 1
+    if mixed:  # grouped by dataset, each row naming its own
+        runs = sorted(runs, key=_where)
+    rows = [{**({"dataset": _where(r)} if mixed else {}), **r.row()} for r in runs]
     protocols = {"seen": [r.seen_row() for r in runs]}
     protocols.update({p.key: [r.protocol_row(p) for r in runs] for p in every_protocol()})  # may rescore once
+    if mixed:
+        for table in protocols.values():
+            for run, row in zip(runs, table, strict=True):
+                row["dataset"] = _where(run)
+    shown = references and all(on_pathvqa_test(r) for r in runs)
+    files = _write_tables(out, title, runs, rows, protocols, shown)
+    images = _figures(out, runs, sweeps, gallery_ids(runs))
+    sections = _sections(rows, protocols, comparisons(runs), ("dataset",) if mixed else (), shown)
+    where = "; ".join(dict.fromkeys(_where(r) for r in runs))
+    files["md"] = out / "results.md"
+    files["md"].write_text(_markdown(title, where, runs, sections, images))
+    files["html"] = out / "report.html"
+    files["html"].write_text(_page(title, where, runs, sections, images))
+    return {**files, **{k: v for k, v in images.items() if v is not None}}
+
+
+def _write_tables(
+    out: Path, title: str, runs: list[Run], rows: list[dict], protocols: dict, shown: bool
+) -> dict:
+    """results.json, results.csv and tables.tex."""
+    pairs = comparisons(runs)
     summary = {
-        "dataset": dataset,
-        "runs": rows,
-        **protocols,
-        "paired_comparisons": pairs,
+        "dataset": "; ".join(dict.fromkeys(_where(r) for r in runs)),
+        "runs": rows, **protocols, "paired_comparisons": pairs,
         "by_question_type": {r.label: types_of(r) for r in runs if r.predictions},
         "published_pathvqa": {
             "own_scoring": PUBLISHED_OWN_SCORING,
             **{f"{p.key}_protocol": list(p.published) for p in every_protocol() if p.published},
-        },
-        "gallery_ids": chosen,
-    }
+        } if shown else None,
+        "gallery_ids": gallery_ids(runs),
+    }  # fmt: skip
+    files = {"json": out / "results.json", "csv": out / "results.csv", "tex": out / "tables.tex"}
     files["json"].write_text(json.dumps(summary, indent=2))
     _write_csv(files["csv"], rows)
-    files["tex"] = out / "tables.tex"
     files["tex"].write_text(_latex(title, runs, rows, protocols))
+    return files
+
+
+def _figures(out: Path, runs: list[Run], sweeps: dict, chosen: list[str]) -> dict[str, Path | None]:
     images = {
         "gallery": gallery(runs, out / "gallery.png", chosen),
         "curves": curves(runs, out / "curves.png"),
@@ -254,16 +305,7 @@ def build(
     for folder, (sweep_spec, study) in sweeps.items():
         prefix = "sweep" if len(sweeps) == 1 else f"sweep_{folder.name}"
         images.update(sweep_figures(sweep_spec, study, out, prefix=prefix))
-    note = (
-        "Published numbers on the real PathVQA test split, for context only: they come from a different "
-        f"dataset than the tables above (`{dataset}`). Each sits beside our models only under the protocol "
-        "it was scored with."
-    )
-    sections = _sections(rows, protocols, pairs, note)
-    files["md"].write_text(_markdown(title, dataset, runs, sections, images))
-    files["html"] = out / "report.html"
-    files["html"].write_text(_page(title, dataset, runs, sections, images))
-    return {**files, **{k: v for k, v in images.items() if v is not None}}
+    return images
 
 
 PAIRS_INTRO = (
@@ -300,15 +342,18 @@ def _latex(title: str, runs: list[Run], rows: list[dict], protocols: dict[str, l
 def _markdown(title: str, dataset: str, runs: list[Run], sections: dict, images: dict) -> str:
     md = {k: v[0] for k, v in sections.items()}
     lines = [
-        f"# {title}", "", f"Dataset: `{dataset}`, split `{runs[-1].metrics.get('split', 'test')}`. {STRICT.intro}", "",
+        f"# {title}", "", f"Evaluated on `{dataset}` (dataset [split]). {STRICT.intro}", "",
         md["ours"], "", PAIRS_INTRO, "", md["pairs"], "", SEEN_INTRO, "", md["seen"], "",
     ]  # fmt: skip
     for other in every_protocol():
         lines += [f"### {other.title}", "", other.intro, "", md[other.key], ""]
-    lines += [
-        "## Published reference (PathVQA, not this dataset)", "", md["note"], "",
-        "### Scored by their authors (exact match, METEOR)", "", md["own"], "",
-    ]  # fmt: skip
+    if "own" not in md:
+        lines += [f"_{NO_REFERENCES}_", ""]
+    else:
+        lines += [
+            "## Published reference (PathVQA)", "", PUBLISHED_NOTE, "",
+            "### Scored by their authors (exact match, METEOR)", "", md["own"], "",
+        ]  # fmt: skip
     for other in every_protocol():
         if f"published_{other.key}" in md:
             lines += [f"### {other.title}: published", "", md[f"published_{other.key}"], ""]
@@ -322,10 +367,16 @@ def _protocol_sections(page: dict) -> str:
 
 
 def _published_sections(page: dict) -> str:
-    return "".join(
-        f"<h3>{html.escape(p.title)}: published</h3>{page[f'published_{p.key}']}"
-        for p in every_protocol()
-        if f"published_{p.key}" in page
+    if "own" not in page:
+        return f'<p class="note">{html.escape(NO_REFERENCES)}</p>'
+    return (
+        f'<h2>Published reference (PathVQA)</h2><p class="note">{html.escape(PUBLISHED_NOTE)}</p>'
+        f"<h3>Scored by their authors</h3>{page['own']}"
+        + "".join(
+            f"<h3>{html.escape(p.title)}: published</h3>{page[f'published_{p.key}']}"
+            for p in every_protocol()
+            if f"published_{p.key}" in page
+        )
     )
 
 
@@ -350,13 +401,11 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}pre{{background:#f6f8fa;padding:1em;overflow:auto}}
 .note{{color:#555;font-size:0.95em}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Dataset <code>{html.escape(str(dataset))}</code>. {html.escape(STRICT.intro)} Closed accuracy: yes/no questions;
+<p>Evaluated on <code>{html.escape(str(dataset))}</code> (dataset [split]). {html.escape(STRICT.intro)} Closed accuracy: yes/no questions;
 open exact match and recall: the rest.</p>
 <h2>Results</h2>{page["ours"]}<p>{html.escape(PAIRS_INTRO)}</p>{page["pairs"]}
 <p>{html.escape(SEEN_INTRO)}</p>{page["seen"]}
-{_protocol_sections(page)}<h2>Published reference (PathVQA)</h2>{page["note"]}
-<h3>Scored by their authors</h3>{page["own"]}
-{_published_sections(page)}<h2>Sample answers</h2>{_img(images["gallery"])}
+{_protocol_sections(page)}{_published_sections(page)}<h2>Sample answers</h2>{_img(images["gallery"])}
 <h2>Training curves</h2>{_img(images["curves"])}
 <h2>By question type</h2>{_img(images["types"])}
 {_sweep_section(images)}<h2>Configs</h2>{configs or "<p><em>none</em></p>"}

@@ -350,12 +350,19 @@ def report_cmd(
     allow_mixed: Annotated[
         bool, typer.Option(help="Report runs evaluated on different datasets or splits together (warned).")
     ] = False,
+    no_references: Annotated[
+        bool,
+        typer.Option(
+            "--no-references", help="Leave out published PathVQA numbers (shown only on its test split)."
+        ),
+    ] = False,
 ) -> None:
-    """Tables (md/csv/json), gallery, curves and one self-contained HTML page from run folders."""
+    """Tables (md/csv/json/LaTeX), gallery, curves (PNG, PDF, SVG) and one self-contained HTML page from run
+    folders (a run group: mean ± sd over its seeds)."""
     out_folder(out)
     from pathvqa.analysis.report import build
 
-    files = build(runs, out, title=title, allow_mixed=allow_mixed)
+    files = build(runs, out, title=title, allow_mixed=allow_mixed, references=not no_references)
     typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")
 
 

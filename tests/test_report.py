@@ -120,6 +120,7 @@ def test_a_run_group_trains_evaluates_and_reports_over_seeds(tmp_path, two_runs,
         (seeds[0]["exact_match"] + seeds[1]["exact_match"]) / 2, abs=1e-4
     )
     assert "±" in (tmp_path / "report" / "results.md").read_text()
+    assert "(limited: a seeded sample of 24 of 80 rows) (2 seeds)" in group["model"], group["model"]
     pair = summary["paired_comparisons"][0]
     assert pair["n"] == 24 and "Holm" in pair["exact_match_p"]
     compared = json.loads(run_cli("compare", tmp_path / "group" / "eval", two_runs / "blip", "--json").stdout)

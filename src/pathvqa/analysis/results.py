@@ -46,19 +46,27 @@ class Run:
 
     def row(self) -> dict[str, Any]:
         if self.seeds:
-            return over_seeds_row(self.label, [m.row() for m in self.seeds], (*COLUMNS, "n"))
+            return over_seeds_row(self.shown_label, [m.row() for m in self.seeds], (*COLUMNS, "n"))
         values = {k: self.metrics.get(k) for k in COLUMNS}
         values["blind_closed_accuracy"] = (self.blind or {}).get("closed_accuracy")
         intervals = {f"{k}_ci": self.metrics.get(f"{k}_ci") for k in COLUMNS}
         intervals["blind_closed_accuracy_ci"] = (self.blind or {}).get("closed_accuracy_ci")
+        return {"model": self.shown_label, **values, "n": self.metrics.get("n"), **intervals}
+
+    @property
+    def shown_label(self) -> str:
+        """The label with what a reader must know: random weights, and what limited the evaluation."""
         label = f"{self.label} (random weights)" if self.metrics.get("random_weights") else self.label
-        return {"model": label, **values, "n": self.metrics.get("n"), **intervals}
+        limited = self.metrics.get("limited")
+        if limited is None and self.metrics.get("limit"):  # metrics.json written before it said why
+            limited = [f"a seeded sample of {self.metrics['limit']} rows"]
+        return f"{label} (limited: {'; '.join(limited)})" if limited else label
 
     def protocol_row(self, protocol: Protocol) -> dict[str, Any]:
         """This run under another protocol, rescored from its predictions when metrics.json predates it."""
         if self.seeds:
             return over_seeds_row(
-                self.label, [m.protocol_row(protocol) for m in self.seeds], (*protocol.columns, "n")
+                self.shown_label, [m.protocol_row(protocol) for m in self.seeds], (*protocol.columns, "n")
             )
         scores = self.metrics.get(protocol.key)
         if scores is None and self.predictions:
@@ -66,14 +74,14 @@ class Run:
                 self._rescored = score_all(list(self.predictions.values()))
             scores = self._rescored[protocol.key]
         scores, columns = scores or {}, protocol.columns
-        return {"model": self.label, **{k: scores.get(k) for k in columns}, "n": self.metrics.get("n"),
+        return {"model": self.shown_label, **{k: scores.get(k) for k in columns}, "n": self.metrics.get("n"),
                 **{f"{k}_ci": scores.get(f"{k}_ci") for k in columns}}  # fmt: skip
 
     def seen_row(self) -> dict[str, Any]:
         """Open questions whose answer occurs in the training split, and those whose answer never does."""
         if self.seeds:
-            return over_seeds_row(self.label, [m.seen_row() for m in self.seeds], SEEN_COLUMNS)
-        return {"model": self.label, **{k: self.metrics.get(k) for k in SEEN_COLUMNS},
+            return over_seeds_row(self.shown_label, [m.seen_row() for m in self.seeds], SEEN_COLUMNS)
+        return {"model": self.shown_label, **{k: self.metrics.get(k) for k in SEEN_COLUMNS},
                 **{f"{k}_ci": self.metrics.get(f"{k}_ci") for k in SEEN_COLUMNS}}  # fmt: skip
 
 

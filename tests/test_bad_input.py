@@ -296,3 +296,37 @@ def test_what_the_refusals_leave_open_still_works(world, tmp_path):
     assert refused.returncode == 2 and "--overwrite" in refused.stderr
     shutil.copytree(world / "run", tmp_path / "copy")
     run_cli("eval", "--checkpoint", tmp_path / "copy", "--out", tmp_path / "copy" / "eval", "--limit", "4")
+
+
+def test_an_unreachable_hub_fails_fast_naming_the_offline_switch(tmp_path):
+    """Without HF_HUB_OFFLINE, a machine that cannot reach the hub reads its cache only (said once) instead of
+    retrying every file for minutes; what is not cached fails in one line naming HF_HUB_OFFLINE=1."""
+    import os
+    import time
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    env.update(HF_HUB_CACHE=str(tmp_path / "empty"), HF_ENDPOINT="https://127.0.0.1:9")  # refused at once
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pathvqa", "plan", "configs/qwen25vl_lora.yaml"], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    took = time.perf_counter() - started
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Retrying" not in proc.stderr and took < 60, proc.stderr[-800:]
+    assert (
+        "cannot be reached" in lines[0]
+        and lines[-1].startswith("error: ")
+        and "HF_HUB_OFFLINE=1" in lines[-1]
+    )
+    assert len(lines) == 2, lines
+    from pathvqa.models.base import load_error
+
+    text = str(
+        load_error(
+            "config", "x/y", OSError("Can't load the config for 'x/y'. If you were trying,\nOtherwise,")
+        )
+    )
+    assert ",." not in text and ", ." not in text and "\n" not in text, text

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from pathvqa.config.datasets import FORMATS
 from pathvqa.errors import DataError
+from pathvqa.offline import offline_unless_reachable
 
 REQUIRED_COLUMNS = ("image", "question", "answer")
 
@@ -374,6 +375,7 @@ def _open_hub(source: str, split: str) -> RowTable:
     from datasets import load_dataset
 
     try:
+        offline_unless_reachable()
         ds = load_dataset(source, split=split)
     except ValueError as err:
         if "Unknown split" in str(err) or "should be one of" in str(err):

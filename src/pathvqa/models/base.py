@@ -19,6 +19,7 @@ import torch
 from pathvqa.config import EvalConfig, ExperimentConfig
 from pathvqa.data.prepare import Sample
 from pathvqa.errors import ModelLoadError
+from pathvqa.offline import is_offline
 
 CAPTION_PROMPT = "describe the image in detail."
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -312,8 +313,10 @@ def load_error(what: str, name: str, err: Exception) -> ModelLoadError:
             f"could not load {what} '{name}': it is gated: accept its licence at https://huggingface.co/{repo} "
             "with your account, then run `hf auth login` (or set HF_TOKEN) on this machine"
         )
+    reason = " ".join(str(err).split())[:200].rstrip(",;: ")  # one line, never cut after a comma
+    offline = " (the hub is off: HF_HUB_OFFLINE=1, so only what is cached here loads)" if is_offline() else ""
     return ModelLoadError(
-        f"could not load {what} '{name}': {err.__class__.__name__}: {str(err).splitlines()[0][:200]}. "
-        f"Offline, download it where the network allows (`hf download {repo} --local-dir DIR`) "
-        "and set the config to DIR, or use a named tiny size"
+        f"could not load {what} '{name}'{offline}: {err.__class__.__name__}: {reason.rstrip('.')}. Where the "
+        f"network allows, download it (`hf download {repo} --local-dir DIR`) and set the config to DIR, or use "
+        "a named tiny size"
     )

@@ -36,6 +36,7 @@ from pathvqa.models.base import (
     unwrap_to,
 )
 from pathvqa.models.tuning import base_state_dict
+from pathvqa.offline import offline_unless_reachable
 
 MAX_TEXT_TOKENS = 64
 
@@ -67,6 +68,7 @@ class BlipFamily(Family):
                 image_encoder=model.vision_model,
                 random_parts=(WHOLE_MODEL,),
             )
+        offline_unless_reachable()
         try:
             processor = BlipProcessor.from_pretrained(m.name, trust_remote_code=m.trust_remote_code)
             model = BlipForQuestionAnswering.from_pretrained(m.name, trust_remote_code=m.trust_remote_code)

@@ -41,6 +41,7 @@ from pathvqa.models.base import (
 from pathvqa.models.hf_archs import ARCHITECTURES, LANGUAGE_MODEL_PRESET, Architecture
 from pathvqa.models.hub import check_hub_config, has_weights, hub_config, random_model
 from pathvqa.models.tuning import base_state_dict
+from pathvqa.offline import offline_unless_reachable
 
 log = logging.getLogger(__name__)
 PALIGEMMA_PREFIX = "answer en "  # PaliGemma's task prefix for visual question answering
@@ -301,6 +302,7 @@ def _processor_size(processor, arch: Architecture) -> int:
 def _load(m: HfModelConfig):
     """(processor, model) of a hub id or folder: bf16 on GPU (4-bit NF4 if asked), fp32 on CPU; with
     ``model.init: random`` the architecture of its hub config with random weights (no weights read)."""
+    offline_unless_reachable()
     try:
         processor = AutoProcessor.from_pretrained(m.name, trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError, ImportError) as err:

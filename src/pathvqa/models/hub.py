@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from pathvqa.errors import PathVQAError
+from pathvqa.offline import offline_unless_reachable
 
 DEPTH_KEYS = ("num_hidden_layers", "depth", "num_layers", "n_layer", "encoder_layers", "decoder_layers")
 """Config attributes that count a tower's blocks (text, vision, Q-Former…)."""
@@ -72,6 +73,7 @@ def _auto_config(name: str, trust_remote_code: bool):
     from pathvqa.models.base import load_error
 
     try:
+        offline_unless_reachable()
         return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise load_error("model config", name, err) from None

@@ -47,6 +47,7 @@ from pathvqa.models.hub import check_hub_config, has_weights, hub_config, random
 from pathvqa.models.projector import build_projector
 from pathvqa.models.tokenizers import tiny_chat_tokenizer
 from pathvqa.models.vision import build_vision
+from pathvqa.offline import offline_unless_reachable
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def _load_language_model(m: VlmModelConfig):
             )
             kwargs["device_map"] = {"": torch.cuda.current_device()}
     try:
+        offline_unless_reachable()
         tokenizer = AutoTokenizer.from_pretrained(m.language, trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError, ImportError) as err:
         raise load_error("tokenizer", m.language, err) from None

@@ -263,3 +263,10 @@ def test_max_layers_that_cuts_nothing_is_refused(hub):
 def test_a_successful_plan_prints_no_library_deprecation_notices(hub):
     proc = run_cli("plan", "configs/qwen25vl_lora.yaml", *sets("model.init=random", "model.max_layers=2"))
     assert "FutureWarning" not in proc.stderr and "deprecated" not in proc.stderr, proc.stderr[-1500:]
+
+
+def test_plan_names_the_load_dtype_and_says_it_is_an_estimate(hub):
+    shown = json.loads(run_cli("plan", "configs/llava15_qlora.yaml", "--json").stdout)
+    assert shown["estimate"] is True and shown["stages"][0]["load_dtype"].startswith("NF4")
+    text = run_cli("plan", "configs/qwen25vl_lora.yaml").stdout
+    assert "not a measurement" in text and "weights load as bf16" in text and "(bf16; measured" not in text

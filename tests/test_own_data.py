@@ -152,13 +152,15 @@ def test_train_eval_report_and_data_stats_on_each_layout(layout, tmp_path):
     make, sets, name = LAYOUTS[layout]
     folder = make(tmp_path / layout)
     config = [*sets(folder), *QUICK, "train.max_steps=2", "train.eval_every=2", "data.eval_samples=8"]
-    run_cli(
+    trained = run_cli(
         "train",
         "configs/blip_tiny.yaml",
         "--out",
         tmp_path / "run",
         *[a for s in config for a in ("--set", s)],
     )
+    if layout == "train-test":  # however often the split is opened, the notice is said once
+        assert trained.stderr.count("carved out as it") == 1, trained.stderr
     run_cli("eval", "--checkpoint", tmp_path / "run", "--out", tmp_path / "run" / "eval")
     metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
     assert metrics["n"] > 0
@@ -175,6 +177,11 @@ def test_train_eval_report_and_data_stats_on_each_layout(layout, tmp_path):
     spec.write_text("\n".join(f"{k.removeprefix('data.')}: {v}" for k, v in described.items()) + "\n")
     table = run_cli("data-stats", "--dataset", name(folder) if name else spec).stdout
     assert "rows kept" in table and "question-only prior" in table
+    mapped = run_cli(
+        "data-stats", "--dataset", folder, *[a for s in sets(folder)[1:] for a in ("--set", s)]
+    ).stdout
+    kept = [text.splitlines()[0].split("]: ")[1] for text in (mapped, table)]
+    assert kept[0] == kept[1], "data-stats maps columns with --set as train does"
 
 
 def test_a_dataset_yaml_names_everything(tmp_path):

@@ -20,6 +20,7 @@ from typing import Any
 
 from pathvqa.config import MAX_PIXELS
 from pathvqa.data.prepare import Sample, SplitData, load_split
+from pathvqa.data.spec import DatasetSpec
 from pathvqa.errors import DataError
 from pathvqa.evaluation.baselines import QuestionPrior, prior_scores
 from pathvqa.scoring.metrics import every_protocol, score
@@ -27,7 +28,9 @@ from pathvqa.scoring.metrics import every_protocol, score
 SPLITS = ("train", "validation", "test")
 
 
-def dataset_stats(source: str, split: str = "train", max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
+def dataset_stats(
+    source: str | DatasetSpec, split: str = "train", max_pixels: int = MAX_PIXELS
+) -> dict[str, Any]:
     """``split``'s statistics at the top level (duplicates skipped as training skips them, and counted),
     plus ``across_splits`` over the other standard splits that exist."""
     main = load_split(source, split, max_pixels=max_pixels, allow_empty=True)

@@ -165,7 +165,8 @@ def plan_stage(cfg: ExperimentConfig, gpu_gb: float, name: str | None) -> dict[s
     tokens = sequence_tokens(family, bundle, built)
     gb = memory(bundle.model, counts, cfg, tokens)
     total, fits, advice = verdict(gb, cfg, gpu_gb, family.checkpoints_activations(cfg.model))
-    return {"stage": name, "parameters": counts, "tokens": tokens, "memory_gb": gb,
+    dtype = "NF4 4-bit weights, bf16 compute" if cfg.model.four_bit else "bf16"
+    return {"stage": name, "load_dtype": dtype, "parameters": counts, "tokens": tokens, "memory_gb": gb,
             "total_gb": total, "fits": fits, "advice": advice}  # fmt: skip
 
 
@@ -179,11 +180,12 @@ def plan(cfg: ExperimentConfig, gpu_gb: float = 16.0) -> dict[str, Any]:
 def plan_table(result: dict[str, Any]) -> list[str]:
     """The plan as lines of text."""
     lines = [
-        f"{result['config']}: estimates for a {result['gpu_gb']:g} GB GPU (bf16; measured on a GPU by make gpu-check)"
+        f"{result['config']}: an estimate for a {result['gpu_gb']:g} GB GPU (not a measurement: make gpu-check "
+        "measures peak memory on a GPU)"
     ]
     for stage in result["stages"]:
         p, gb, t = stage["parameters"], stage["memory_gb"], stage["tokens"]
-        lines.append(f"stage {stage['stage'] or '(single)'}")
+        lines.append(f"stage {stage['stage'] or '(single)'}: weights load as {stage['load_dtype']}")
         lines.append(
             f"  parameters  vision {p['vision']:,}  connector {p['connector']:,}  language model "
             f"{p['language_model']:,}  adapters {p['adapters']:,}"

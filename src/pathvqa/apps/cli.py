@@ -101,6 +101,12 @@ def data_stats(
         typer.Option(help="Shape figures to print beside the dataset's: pathvqa (the official set) or none."),
     ] = "pathvqa",
     as_json: JsonOpt = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="How the dataset reads, as train takes it: --set data.columns.image=img_name."
+        ),
+    ] = None,
 ) -> None:
     """A split's statistics (rows kept/skipped by reason, duplicates, yes/no share, answer vocabulary), across
     the dataset's splits leakage, unseen test answers and the question-only prior, and the dataset's shape
@@ -111,7 +117,16 @@ def data_stats(
         raise PathVQAError(f"--reference {reference!r}: use {', '.join(REFERENCES)} or none")
     if max_pixels < 1:
         raise PathVQAError(f"--max-pixels {max_pixels}: give a positive number of pixels")
-    stats = dataset_stats(dataset, split, max_pixels=max_pixels)
+    source = dataset
+    if overrides:  # data.* keys as a config takes them, on this dataset
+        from pathvqa.config import load_config
+        from pathvqa.data.prepare import spec_of
+
+        wrong = [o for o in overrides if not o.startswith("data.")]
+        if wrong:
+            raise PathVQAError(f"--set {wrong[0]}: data-stats takes data.* keys (how the dataset reads)")
+        source = spec_of(load_config(None, [f"data.dataset={dataset}", *overrides]).data)
+    stats = dataset_stats(source, split, max_pixels=max_pixels)
     if as_json:
         if reference != "none":
             stats["reference"] = {"name": reference, "shape": REFERENCES[reference]}

@@ -131,17 +131,28 @@ def open_split(source: str | DatasetSpec, split: str, mapped: bool = False) -> R
             raise DataError(f"{err}{_carve_hint(spec, split)}") from None
         train = _read(spec, TRAIN, mapped)
         chosen = _carved(spec, train)
-        log.warning(
-            "%s has no '%s' split: %.0f%% of train's images (%d rows) carved out as it, seeded "
-            "(data.validation_from_train; train keeps the rest)",
-            spec.describe(), split, 100 * spec.validation_from_train, len(chosen),
-        )  # fmt: skip
+        _say_carved(spec, split, len(chosen))
         return train.subset(chosen, f"{train.description} [carved {split}]")
     if split == TRAIN and _carves(spec):
         carved = set(_carved(spec, table))
-        log.info("%s: %d train rows are the carved '%s' split", spec.describe(), len(carved), spec.eval_split)
+        _say_carved(spec, spec.eval_split, len(carved))
         table = table.subset([i for i in range(len(table)) if i not in carved])
     return table
+
+
+_SAID: set[tuple] = set()
+
+
+def _say_carved(spec: DatasetSpec, split: str, rows: int) -> None:
+    """The carved-validation notice, once a process however often the split is opened."""
+    if (spec.source, split) in _SAID:
+        return
+    _SAID.add((spec.source, split))
+    log.warning(
+        "%s has no '%s' split: %.0f%% of train's images (%d rows) carved out as it, seeded "
+        "(data.validation_from_train; train keeps the rest)",
+        spec.describe(), split, 100 * spec.validation_from_train, rows,
+    )  # fmt: skip
 
 
 def _carves(spec: DatasetSpec) -> bool:

@@ -23,6 +23,23 @@ app = typer.Typer(
     help="Fine-tune and evaluate vision-language models on pathology VQA (PathVQA).",
 )
 
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import version
+
+        typer.echo(f"pathvqa {version('pathvqa')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Fine-tune and evaluate vision-language models on pathology VQA (PathVQA)."""
+
+
 DatasetOpt = Annotated[
     str, typer.Option("--dataset", help="Hub id, dataset folder, or JSONL + images folder.")
 ]

@@ -335,5 +335,7 @@ def test_an_unreachable_hub_fails_fast_naming_the_offline_switch(tmp_path):
 def test_version():
     import tomllib
 
-    wanted = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["version"]
+    wanted = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
+        "version"
+    ]
     assert run_cli("--version").stdout == f"pathvqa {wanted}\n"

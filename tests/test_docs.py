@@ -113,3 +113,15 @@ def api_docstring_example() -> str:
     from pathvqa.apps import api
 
     return api.__doc__.split("written):\n\n")[1]
+
+
+def test_the_dry_run_commands_give_the_settings_that_make_them_quick():
+    """The dry runs the docs show use one sequence a step and no validation (the config's own batch takes
+    minutes a step on a CPU), and say how long they took."""
+    for page in (ROOT / "README.md", ROOT / "docs" / "getting-started" / "gpu.md"):
+        text = page.read_text()
+        for command in re.findall(r"pathvqa train [^\n]*model\.init=random(?:[^\n]*\\\n)*[^\n]*", text):
+            assert all(
+                k in command for k in ("train.batch_size=1", "train.grad_accum=1", "data.eval_split=null")
+            ), command
+    assert "took 31 s" in (ROOT / "docs" / "getting-started" / "gpu.md").read_text()

@@ -16,6 +16,7 @@
     python scripts/docs.py --record-shape runs/demo/data --command "pathvqa data-stats --dataset runs/demo/data"
     python scripts/docs.py --record-demo runs/demo --as demo_llava.json --command "pathvqa demo --with llava_tiny"
     python scripts/docs.py --record-spread runs/spread-llava/spread.jsonl --command "python scripts/learning_spread.py …"
+    python scripts/docs.py --record-seeds runs/seeds --command "python scripts/seed_study.py --out runs/seeds"
 """
 
 from __future__ import annotations
@@ -363,7 +364,37 @@ def spread_table(result: dict) -> str:
     return "\n".join(lines) + "\n\n" + _provenance(result)
 
 
+def seeds_table(result: dict) -> str:
+    """The recipes over training seeds: each score's mean ± sd over the seeds, and every pair by the
+    hierarchical bootstrap (seeds and questions) with Holm's adjustment."""
+    columns = ("closed_accuracy", "open_exact_match", "exact_match", "meteor")
+    lines = [
+        "| model | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+        "|---" + "|---:" * len(columns) + "|",
+    ]
+    for r in result["runs"]:
+        cells = []
+        for c in columns:
+            value, sd, ci = r.get(c), r.get(f"{c}_sd"), r.get(f"{c}_ci")
+            cells.append(
+                f"{value:.3f} ± {sd:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if sd is not None else _number(value, ci)
+            )
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| pair (B − A) | closed accuracy | p (Holm) | open exact match | p (Holm) | n |",
+        "|---|---|---|---|---|---:|",
+    ]
+    for pair in result["pairs"]:
+        lines.append(
+            f"| {pair['pair']} | {pair['closed_accuracy']} | {pair['closed_accuracy_p']} "
+            f"| {pair['open_exact_match']} | {pair['open_exact_match_p']} | {pair['n']} |"
+        )
+    return "\n".join(lines) + "\n\n" + _provenance(result)
+
+
 BLOCKS = {
+    "seeds": ("seeds.json", seeds_table),
     "demo-results": ("demo.json", demo_results),
     "demo-seen": ("demo.json", demo_seen),
     "demo-vs-prior": ("demo.json", demo_vs_prior),
@@ -448,6 +479,17 @@ def record_bench(log: Path, command: str) -> None:
     (RESULTS / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
+def record_seeds(folder: Path, command: str) -> None:
+    """``docs/results/seeds.json`` from ``scripts/seed_study.py``'s report: the rows over seeds and the pairs."""
+    report = json.loads((folder / "report" / "results.json").read_text())
+    result = {
+        "produced_by": _produced_by(command, "seeds.json"),
+        "runs": report["runs"],
+        "pairs": report["paired_comparisons"],
+    }
+    (RESULTS / "seeds.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 def record_spread(logs: list[Path], command: str, file: str) -> None:
     """``docs/results/FILE`` from ``scripts/learning_spread.py``'s ``spread.jsonl`` files (rows by seed)."""
     rows = [json.loads(line) for log in logs for line in log.read_text().splitlines() if line.strip()]
@@ -462,6 +504,9 @@ def main() -> None:
     parser.add_argument("--record-demo", type=Path, help="record a finished demo folder in docs/results/")
     parser.add_argument("--record-bench", type=Path, help="record bench.py's output in docs/results/")
     parser.add_argument("--record-shape", type=Path, help="record a dataset's shape figures in docs/results/")
+    parser.add_argument(
+        "--record-seeds", type=Path, help="record scripts/seed_study.py's folder in docs/results/"
+    )
     parser.add_argument(
         "--record-spread", type=Path, nargs="+", help="record learning_spread.py's spread.jsonl file(s)"
     )
@@ -478,7 +523,9 @@ def main() -> None:
         record_shape(args.record_shape, args.command)
     if args.record_spread:
         record_spread(args.record_spread, args.command, args.file or "llava_spread.json")
-    if args.record_demo or args.record_bench or args.record_shape or args.record_spread:
+    if args.record_seeds:
+        record_seeds(args.record_seeds, args.command)
+    if args.record_demo or args.record_bench or args.record_shape or args.record_spread or args.record_seeds:
         return  # recorded; `python scripts/docs.py` then fills the tables from it
     stale = []
     for path, text in expected().items():

@@ -1,0 +1,128 @@
+"""How sure an answer is, and whether that can be trusted: one definition of confidence, its calibration
+(expected calibration error, Brier score), selective prediction (the risk–coverage curve, AURC, accuracy at
+a coverage), and temperature scaling fitted on a validation split.
+
+Confidence (each prediction row's ``confidence``, from what generation returned with the answer):
+
+- a closed question answered "yes" or "no": the model's probability of its answer renormalised over
+  {yes, no} at the first answer token, ``p = σ(±z / T)`` with ``z = log p(yes) − log p(no)`` there (``+`` for
+  a "yes", ``−`` for a "no");
+- any other answer: the length-normalised sequence probability, the geometric mean of its tokens'
+  probabilities, ``exp(mean log p / T)``.
+
+``T`` is 1 unless a temperature was fitted (one for closed answers, one for open ones): by minimising, on
+the validation split's predictions, the negative log-likelihood of the reference yes/no answer (closed) and
+of being right (open).
+
+Expected calibration error: 15 equal-width bins of confidence, closed on the left (a confidence of exactly 1
+in a bin of its own), the bins' |accuracy − mean confidence| weighted by their share of the rows:
+torchmetrics' ``BinaryCalibrationError(n_bins=15, norm="l1")`` on (confidence, right or wrong), which a test
+holds it equal to. AURC: the mean over k of the error rate among the k most confident answers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+BINS = 15
+COVERAGES = (0.9, 0.8, 0.5)
+RESAMPLES = 1000
+SEED = 0
+
+
+def row_confidence(row: dict[str, Any], temperature: dict[str, float] | None = None) -> float | None:
+    """A prediction row's confidence (see the module's docstring); None when its generation gave no scores."""
+    temperature = temperature or {}
+    if row.get("yes_no_logit") is not None:
+        z = row["yes_no_logit"] / temperature.get("closed", 1.0)
+        sign = 1.0 if str(row["prediction"]).strip().lower().startswith("yes") else -1.0
+        return _sigmoid(sign * z)
+    if row.get("logprob_mean") is not None:
+        return math.exp(row["logprob_mean"] / temperature.get("open", 1.0))
+    return None
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
+    """ECE over equal-width bins closed on the left, [k/bins, (k+1)/bins), a confidence of exactly 1 in a
+    bin of its own: torchmetrics' binning."""
+    index = np.searchsorted(np.linspace(0.0, 1.0, bins + 1), confidence, side="right") - 1
+    total = 0.0
+    for b in range(bins + 1):
+        mask = index == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)
+
+
+def brier(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Mean squared difference between the confidence and the outcome (1 right, 0 wrong)."""
+    return float(np.mean((confidence - correct) ** 2))
+
+
+def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage, risk) after each answer, most confident first (ties in the order given)."""
+    order = np.argsort(-confidence, kind="stable")
+    errors = np.cumsum(1.0 - correct[order])
+    k = np.arange(1, len(order) + 1)
+    return k / len(order), errors / k
+
+
+def aurc(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Area under the risk–coverage curve: the mean risk over the k most confident answers, over every k."""
+    return float(risk_coverage(confidence, correct)[1].mean())
+
+
+def accuracy_at(confidence: np.ndarray, correct: np.ndarray, coverage: float) -> float:
+    """Accuracy of the ceil(coverage · n) most confident answers."""
+    keep = max(1, math.ceil(coverage * len(confidence)))
+    order = np.argsort(-confidence, kind="stable")[:keep]
+    return float(correct[order].mean())
+
+
+def summary(confidence: np.ndarray, correct: np.ndarray, closed: bool) -> dict[str, Any]:
+    """The calibration and selective-prediction scores of one kind of question, each with a 95% bootstrap
+    interval over its rows."""
+    scores = {
+        "ece": expected_calibration_error,
+        **({"brier": brier} if closed else {}),
+        "aurc": aurc,
+        **{f"accuracy_at_{round(100 * c)}": (lambda c_, k_, c=c: accuracy_at(c_, k_, c)) for c in COVERAGES},
+    }
+    out: dict[str, Any] = {
+        "n": len(confidence),
+        "accuracy": float(correct.mean()),
+        "mean_confidence": float(confidence.mean()),
+    }
+    rng = np.random.default_rng(SEED)
+    draws = rng.integers(0, len(confidence), size=(RESAMPLES, len(confidence)))
+    for name, score in scores.items():
+        out[name] = round(score(confidence, correct), 4)
+        values = [score(confidence[d], correct[d]) for d in draws]
+        out[f"{name}_ci"] = [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
+    out["ece_bins"] = BINS
+    return out
+
+
+def fit_temperature(logits: np.ndarray, outcome: np.ndarray, kind: str) -> float:
+    """The temperature that minimises the validation NLL: ``closed``: ``logits`` are z = log p(yes) − log
+    p(no) and ``outcome`` 1 where the reference is yes; ``open``: ``logits`` are mean token log-probabilities
+    and ``outcome`` 1 where the answer was right. A bounded 1-D search (scipy)."""
+    from scipy.optimize import minimize_scalar
+
+    eps = 1e-12
+
+    def nll(log_t: float) -> float:
+        t = math.exp(log_t)
+        closed = 1.0 / (1.0 + np.exp(-logits / t)) if kind == "closed" else None
+        p = np.clip(closed if closed is not None else np.exp(np.minimum(logits / t, 0.0)), eps, 1 - eps)
+        return float(-np.mean(outcome * np.log(p) + (1 - outcome) * np.log(1 - p)))
+
+    found = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    return round(math.exp(found.x), 4)

@@ -89,7 +89,7 @@ def test_two_process_eval_writes_each_of_101_questions_once(tmp_path, data_101):
         config="configs/blip_tiny.yaml",
         overrides=[s.removeprefix("--set=") for s in sets],
     )
-    launch(2, "eval", "--config", "configs/blip_tiny.yaml", "--out", tmp_path / "eval2", *sets)
+    launch(2, "eval", "--config", "configs/blip_tiny.yaml", "--out", tmp_path / "eval2", "--json", *sets)
     rows = {
         n: [json.loads(x) for x in (tmp_path / f"eval{n}" / "predictions.jsonl").read_text().splitlines()]
         for n in (1, 2)

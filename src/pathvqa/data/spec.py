@@ -133,9 +133,8 @@ def open_split(source: str | DatasetSpec, split: str, mapped: bool = False) -> R
         chosen = _carved(spec, train)
         _say_carved(spec, split, len(chosen))
         return train.subset(chosen, f"{train.description} [carved {split}]")
-    if split == TRAIN and _carves(spec):
+    if split == TRAIN and _carves(spec):  # said where the carved split is read (a baseline never reads it)
         carved = set(_carved(spec, table))
-        _say_carved(spec, spec.eval_split, len(carved))
         table = table.subset([i for i in range(len(table)) if i not in carved])
     return table
 

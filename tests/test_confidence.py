@@ -67,3 +67,111 @@ def test_row_confidence_is_the_renormalised_yes_no_probability_or_the_geometric_
     row = {"prediction": "fibrin", "logprob_mean": sum(logps) / 2}
     assert conf.row_confidence(row) == pytest.approx(math.sqrt(0.5 * 0.8))
     assert conf.row_confidence({"prediction": "x"}) is None
+
+
+# ---- what generation returns: scores equal to a teacher-forced recomputation ---------------------------------
+FAMILIES = ["blip_tiny", "vlm_tiny", *(f"{arch}_tiny" for arch in ("blip2", "llava", "qwen25vl", "paligemma", "smolvlm"))]  # fmt: skip
+
+
+def tiny(synth_dir, name: str):
+    from pathvqa.config import load_config
+    from pathvqa.models.registry import build
+
+    sets = [f"data.dataset={synth_dir}", "stages=[]", "model.image_size=32", "eval.max_new_tokens=5"]
+    if name not in ("blip_tiny", "vlm_tiny"):
+        sets.append("model.hidden_size=64")
+    family, bundle = build(load_config(f"configs/{name}.yaml", sets))
+    bundle.model.eval()
+    return family, bundle
+
+
+def tokens_favoured(bundle, ids: list[int], by: float):
+    """Adds ``by`` to the output logits of tokens ``ids`` in every output head (a forward hook, so generation
+    and teacher forcing see the same model): a random model then answers with them, while the gap between
+    them stays the model's own."""
+    handles, seen = [], set()
+    for module in bundle.model.modules():
+        head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
+        if isinstance(head, torch.nn.Linear) and id(head) not in seen:
+            seen.add(id(head))
+            bias = torch.zeros(head.out_features)
+            bias[ids] = by
+            handles.append(head.register_forward_hook(lambda _m, _i, out, bias=bias: out + bias.to(out)))
+    assert handles, "no output head found"
+    return handles
+
+
+def teacher_forced(family, bundle, samples, answers: list[str]) -> list[tuple[list[int], list[float]]]:
+    """Each answer as a training target after its question: (its tokens as the family tokenizes it there,
+    the end-of-answer token included; their log-probabilities through ``Family.token_logprobs``)."""
+    from dataclasses import replace
+
+    from pathvqa.data.batches import Collator, ImagePipeline
+
+    targets = [replace(s, target=a) for s, a in zip(samples, answers, strict=True)]
+    collate = Collator(targets, family, bundle, ImagePipeline(bundle.image_size), "vqa", train=True)
+    tensors = collate(list(range(len(targets)))).tensors
+    with torch.no_grad():
+        logp, mask = family.token_logprobs(bundle, tensors)
+    labels = tensors["labels"][:, 1:]  # token t is predicted at t - 1
+    ids = [row[row != -100].tolist() for row in labels]
+    return [(i, row[m.bool()].tolist()) for i, row, m in zip(ids, logp, mask, strict=True)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_greedy_scores_equal_teacher_forcing_and_closed_confidence_is_the_yes_no_softmax(synth_dir, name):
+    from pathvqa.config import EvalConfig
+    from pathvqa.data.prepare import load_split
+    from tests.conftest import model_inputs
+
+    family, bundle = tiny(synth_dir, name)
+    samples = load_split(str(synth_dir), "test", progress=False).samples[:12]
+    words = [teacher_forced(family, bundle, samples[:1], [w])[0][0][0] for w in ("yes", "no")]
+    checked = 0
+    for favoured in ([], words):  # the model's own answers, then answers that start with yes or no
+        handles = tokens_favoured(bundle, favoured, 30.0) if favoured else []
+        inputs = model_inputs(family, bundle, samples, train=False)
+        got = family.generate(bundle, inputs, EvalConfig(max_new_tokens=5))
+        forced = teacher_forced(family, bundle, samples, [g.text for g in got])
+        for g, (ids, logp) in zip(got, forced, strict=True):
+            if list(g.token_ids) != ids[: len(g.token_ids)] or len(ids) - len(g.token_ids) not in (0, 1):
+                continue  # the text does not tokenize back to the generated tokens (a random model's odd words)
+            assert g.token_logprobs == pytest.approx(logp[: len(g.token_logprobs)], abs=1e-4), (name, g.text)
+            checked += 1
+        if favoured:
+            yes, no = (teacher_forced(family, bundle, samples, [w] * len(samples)) for w in ("yes", "no"))
+            for g, (_, y), (_, n) in zip(got, yes, no, strict=True):
+                assert g.yes_no_logit == pytest.approx(y[0] - n[0], abs=1e-4), (name, g.text)
+                first = y[0] if g.text.lower().startswith("yes") else n[0]
+                confidence = conf.row_confidence({"prediction": g.text, "yes_no_logit": g.yes_no_logit})
+                assert confidence == pytest.approx(
+                    math.exp(first) / (math.exp(y[0]) + math.exp(n[0])), abs=1e-5
+                )
+        for h in handles:
+            h.remove()
+    assert checked >= 4, f"{name}: only {checked} of {2 * len(samples)} answers tokenize back to themselves"
+
+
+@pytest.mark.parametrize("name", ["blip_tiny", "vlm_tiny"])
+def test_beam_search_answers_carry_their_tokens_log_probabilities(synth_dir, name):
+    from pathvqa.config import EvalConfig
+    from pathvqa.data.prepare import load_split
+    from tests.conftest import model_inputs
+
+    family, bundle = tiny(synth_dir, name)
+    samples = load_split(str(synth_dir), "test", progress=False).samples[:8]
+    words = [teacher_forced(family, bundle, samples[:1], [w])[0][0][0] for w in ("yes", "no")]
+    handles = tokens_favoured(bundle, words, 4.0)  # beams among yes/no sequences, which tokenize back
+    inputs = model_inputs(family, bundle, samples, train=False)
+    beams = family.generate(bundle, inputs, EvalConfig(max_new_tokens=4, num_beams=3))
+    forced = teacher_forced(family, bundle, samples, [b.text for b in beams])
+    for h in handles:
+        h.remove()
+    checked = 0
+    for b, (ids, logp) in zip(beams, forced, strict=True):
+        assert len(b.token_logprobs) == len(b.token_ids) > 0
+        if list(b.token_ids) == ids[: len(b.token_ids)] and len(ids) - len(b.token_ids) in (0, 1):
+            assert b.token_logprobs == pytest.approx(logp[: len(b.token_logprobs)], abs=1e-4), (name, b.text)
+            checked += 1
+    assert checked >= 4, f"{name}: only {checked} answers tokenize back to themselves"

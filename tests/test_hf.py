@@ -120,9 +120,9 @@ def test_batched_generation_answers_as_one_at_a_time(synth_dir, test_samples):
         alone = [new_token_ids(bundle, model_inputs(family, bundle, [s], train=False))[0] for s in chosen]
         assert together == alone, arch
         eval_cfg = hf_cfg(synth_dir, arch).eval
-        answers = family.generate(bundle, batch, eval_cfg)
+        answers = [g.text for g in family.generate(bundle, batch, eval_cfg)]
         one = [
-            family.generate(bundle, model_inputs(family, bundle, [s], train=False), eval_cfg)[0]
+            family.generate(bundle, model_inputs(family, bundle, [s], train=False), eval_cfg)[0].text
             for s in chosen
         ]
         assert answers == one, arch

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -59,9 +60,20 @@ def test_predict_answers_in_one_batch_and_prints_json(runs, images):
     )  # fmt: skip
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["question"] for r in rows] == ["what stain is used?", "is this normal?"]
-    assert all(set(r) == {"image", "model", "question", "answer", "latency_ms"} for r in rows)
+    keys = {"image", "model", "question", "answer", "latency_ms", "confidence", "abstained"}
+    assert all(set(r) == keys for r in rows)
     assert all(r["model"] == "blip_tiny" and r["answer"] and r["latency_ms"] > 0 for r in rows)
+    assert all(0 < r["confidence"] < 1 and not r["abstained"] for r in rows)
     assert rows[0]["latency_ms"] == rows[1]["latency_ms"], "one batch for the questions about one image"
+    sure = max(r["confidence"] for r in rows)
+    plain = run_cli(
+        "predict", "--checkpoint", runs["blip-tiny"], "--image", images / "tile.png",
+        "--question", "what stain is used?", "--question", "is this normal?", "--abstain-below", str(sure),
+    ).stdout.splitlines()  # fmt: skip
+    for row, line in zip(rows, plain, strict=True):
+        p = f"p = {row['confidence']:.2f}"
+        said = f"not sure ({p})" if row["confidence"] < sure else f"{row['answer']} ({p})"
+        assert line == f"{row['question']} → {said}", line
     plain = run_cli(
         "predict", "--checkpoint", runs["blip-tiny"], "--image", images / "tile.png", "--question", "q?"
     )
@@ -195,6 +207,18 @@ def shown_answers(page) -> dict[str, str]:
     }
 
 
+def test_an_answer_under_the_threshold_reads_not_sure():
+    from pathvqa.apps.serve import answers_html
+    from pathvqa.evaluation.answerer import Answer
+
+    unsure = Answer("m", "q?", "yes", 5.0, 0.41, abstained=True)
+    sure = Answer("n", "q?", "no", 5.0, 0.93)
+    rows = [{**vars(a), "shown": a.shown} for a in (unsure, sure)]
+    page = answers_html(rows)
+    assert "<td>not sure (p = 0.41)</td>" in page and "<td>no</td>" in page and "p = 0.93" in page
+    assert sure.shown == "no (p = 0.93)" and Answer("o", "q?", "x", 1.0).shown == "x"
+
+
 @needs_chromium
 def test_a_browser_uploads_asks_and_sees_every_model_answer(server, images, tmp_path):
     outside: list[str] = []
@@ -205,6 +229,9 @@ def test_a_browser_uploads_asks_and_sees_every_model_answer(server, images, tmp_
         page.locator("#answers table").wait_for(timeout=60_000)
         shown = shown_answers(page)
         assert set(shown) == {"blip-tiny", "llava-tiny"} and all(shown.values()), shown
+        rows = page.locator("#answers table tbody tr")
+        sure = [rows.nth(i).locator("td").nth(2).inner_text() for i in range(rows.count())]
+        assert all(re.fullmatch(r"p = [01]\.\d\d", p) for p in sure), sure  # beside every answer
         assert "what stain is used?" in page.locator("#asked").inner_text()
         page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
     assert Image.open(tmp_path / "serve.png").size[0] == 1280 and not outside, outside

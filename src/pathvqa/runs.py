@@ -10,6 +10,7 @@ RUN/
   logs/trackers.json       the tracker runs it opened   RunDir.trackers (TensorBoard's files beside it)
   mlflow.db                MLflow's store, by default   RunDir.mlflow_db
   feature_cache/           a frozen encoder's features  RunDir.feature_cache
+  calibration.json         temperatures fitted on validation (eval)  RunDir.calibration
   eval/, eval_blind/       predictions.jsonl, metrics.json (RunDir.eval_dir, metrics_file, predictions_file)
   vs_NAME.json             a paired comparison with NAME (RunDir.comparison)
 GROUP/seed-K/              a run group: one config at seeds K, each a run of its own (RunDir.seed, RunDir.seeds)
@@ -32,6 +33,7 @@ TRAIN_LOG = "train.jsonl"
 TRACKERS = "trackers.json"
 MLFLOW_DB = "mlflow.db"
 FEATURE_CACHE = "feature_cache"
+CALIBRATION = "calibration.json"
 EVAL, EVAL_BLIND = "eval", "eval_blind"
 METRICS, PREDICTIONS = "metrics.json", "predictions.jsonl"
 STEP = "step-"
@@ -46,7 +48,7 @@ COMPARISON = "vs_"
 SEED = "seed-"
 """A run group (one config trained at several seeds): ``GROUP/seed-K/``, each a run (or an evaluation) of its own."""
 NAMES = (
-    CONFIG, SUMMARY, CHECKPOINTS, BEST, LOGS, TRAIN_LOG, TRACKERS, MLFLOW_DB, FEATURE_CACHE, EVAL, EVAL_BLIND,
+    CONFIG, SUMMARY, CHECKPOINTS, BEST, LOGS, TRAIN_LOG, TRACKERS, MLFLOW_DB, FEATURE_CACHE, CALIBRATION, EVAL, EVAL_BLIND,
     METRICS, PREDICTIONS, TRAINER_STATE, WEIGHTS, TOKENIZER, OPTIMIZER, OPTIMIZER_REST, SCHEDULER, MANIFEST,
 )  # fmt: skip
 """Every name inside a run folder; ``PATTERNS`` the names made of a number or a name."""
@@ -88,6 +90,7 @@ class RunDir:
     trackers = property(lambda self: self.logs / TRACKERS)
     mlflow_db = property(lambda self: self.path / MLFLOW_DB)
     feature_cache = property(lambda self: self.path / FEATURE_CACHE)
+    calibration = property(lambda self: self.path / CALIBRATION)
 
     def step(self, number: int) -> Path:
         """``checkpoints/step-N``."""

@@ -1,4 +1,5 @@
-"""The report's pictures: a gallery of answers, training curves, results per question type.
+"""The report's pictures: a gallery of answers, training curves, results per question type, and how far
+the confidences can be trusted (a reliability diagram, a risk–coverage curve).
 
 Each takes the report's runs (``report.Run``: ``label``, ``predictions`` by id, ``curves``) and writes a
 PNG (300 dpi) with a PDF and an SVG of the same figure beside it (for a paper: vector text in DejaVu Sans,
@@ -17,6 +18,7 @@ from pathlib import Path
 from pathvqa.analysis.results import Run
 from pathvqa.answers import correct
 from pathvqa.runs import row_kind
+from pathvqa.scoring import confidence
 from pathvqa.scoring.stats import by_question_type
 from pathvqa.scoring.strict import strict_table
 from pathvqa.sweeps.spec import Spec
@@ -110,10 +112,12 @@ def gallery(runs: list[Run], path: Path, chosen: list[str]) -> Path | None:
         for line, run in enumerate(with_predictions):
             row = run.predictions[qid]
             ok = bool(correct(row["prediction"], row["answer"], row["type"]))
+            said = textwrap.shorten(row["prediction"] or "(empty)", 30)
+            said = confidence.readable(said, row.get("confidence"), False)  # with "(p = 0.93)" when scored
             ax.text(
                 0.0,
                 -0.03 - 0.22 / image_in * line,
-                f"{'✓' if ok else '✗'} {run.label}: {textwrap.shorten(row['prediction'] or '(empty)', 30)}",
+                f"{'✓' if ok else '✗'} {run.label}: {said}",
                 transform=ax.transAxes,
                 fontsize=8.5,
                 va="top",
@@ -203,6 +207,84 @@ def _reward_curve(ax, rows: list[dict], offset: int, color: str, label: str | No
         ax.plot(steps, [r["same_reward_groups"] for r in rows], ":", color=color, alpha=0.6)
     ax.set(xlabel="optimizer step", ylabel="reward", ylim=(0, None),
            title="GRPO: mean reward (dotted: groups with one reward)")  # fmt: skip
+
+
+def _confidences(runs: list[Run]) -> list[tuple[Run, dict[str, tuple]]]:
+    """Each run whose predictions carry confidences: {kind: (confidence, right or wrong)} (strict protocol)."""
+    out = []
+    for run in runs:
+        rows = list(run.predictions.values())
+        if not any(r.get("confidence") is not None for r in rows):
+            continue
+        right = strict_table(rows)["correct"]
+        out.append((run, {kind: confidence.scored(rows, right, kind) for kind in ("closed", "open")}))
+    return out
+
+
+def reliability(runs: list[Run], path: Path) -> Path | None:
+    """Reliability diagrams, closed and open questions apart: each confidence bin's accuracy against its
+    mean confidence (15 equal-width bins, a marker's area its rows), every model on one axis, ECE in the
+    legend; the diagonal is a perfectly calibrated model."""
+    scored = _confidences(runs)
+    if not scored:
+        return None
+    plt = plt_agg()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, kind in zip(axes, ("closed", "open"), strict=True):
+        ax.plot([0, 1], [0, 1], color="#888", linestyle="--", linewidth=1, label="calibrated")
+        for run, kinds in scored:
+            values, right = kinds[kind]
+            if not len(values):
+                continue
+            bins = confidence.reliability_bins(values, right)
+            ece = confidence.expected_calibration_error(values, right)
+            line = ax.plot(
+                [b[0] for b in bins],
+                [b[1] for b in bins],
+                linewidth=1.2,
+                label=f"{run.label} (ECE {ece:.3f})",
+            )
+            ax.scatter([b[0] for b in bins], [b[1] for b in bins], s=[8 + 120 * b[2] / len(values) for b in bins],
+                       color=line[0].get_color(), alpha=0.8)  # fmt: skip
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy",
+               title=f"{kind} questions: reliability ({confidence.BINS} bins)")  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7.5, loc="upper left")
+    fig.tight_layout()
+    save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def risk_coverage(runs: list[Run], path: Path) -> Path | None:
+    """Risk (error rate of the answered questions) against coverage (the share answered, most confident
+    first), closed and open apart, every model on one axis, AURC in the legend: where a threshold for
+    ``--abstain-below`` is read off."""
+    scored = _confidences(runs)
+    if not scored:
+        return None
+    plt = plt_agg()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, kind in zip(axes, ("closed", "open"), strict=True):
+        for run, kinds in scored:
+            values, right = kinds[kind]
+            if not len(values):
+                continue
+            coverage, risk = confidence.risk_coverage(values, right)
+            ax.plot(
+                coverage,
+                risk,
+                linewidth=1.3,
+                label=f"{run.label} (AURC {confidence.aurc(values, right):.3f})",
+            )
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="coverage (share answered)", ylabel="risk (error rate answered)",
+               title=f"{kind} questions: risk–coverage")  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7.5, loc="lower right")
+    fig.tight_layout()
+    save(fig, path)
+    plt.close(fig)
+    return path
 
 
 def types_of(run: Run) -> dict[str, dict]:

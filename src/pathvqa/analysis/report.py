@@ -17,8 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from pathvqa.analysis import latex
-from pathvqa.analysis.figures import curves, gallery, gallery_ids, sweep_figures, type_bars, types_of
-from pathvqa.analysis.results import COLUMNS, SEEN_COLUMNS, Run, load_run
+from pathvqa.analysis.figures import (
+    curves,
+    gallery,
+    gallery_ids,
+    reliability,
+    risk_coverage,
+    sweep_figures,
+    type_bars,
+    types_of,
+)
+from pathvqa.analysis.results import CALIBRATION_COLUMNS, COLUMNS, SEEN_COLUMNS, Run, load_run
 from pathvqa.config.datasets import PRESETS
 from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
@@ -156,6 +165,7 @@ def _sections(
     sections = {
         "ours": _both(rows, (*lead, *COLUMNS, "n")),
         "seen": _both(protocols["seen"], (*lead, *SEEN_COLUMNS)),
+        "confidence": _both(protocols["confidence"], (*lead, *CALIBRATION_COLUMNS)),
         "pairs": (
             markdown_table(pairs, pair_cols, "pair") if pairs else "_(no two runs share their questions)_",
             _html_table(pairs, pair_cols, "pair") if pairs else "<p><em>none</em></p>",
@@ -256,7 +266,7 @@ def build(
     if mixed:  # grouped by dataset, each row naming its own
         runs = sorted(runs, key=_where)
     rows = [{**({"dataset": _where(r)} if mixed else {}), **r.row()} for r in runs]
-    protocols = {"seen": [r.seen_row() for r in runs]}
+    protocols = {"seen": [r.seen_row() for r in runs], "confidence": [r.calibration_row() for r in runs]}
     protocols.update({p.key: [r.protocol_row(p) for r in runs] for p in every_protocol()})  # may rescore once
     if mixed:
         for table in protocols.values():
@@ -301,6 +311,8 @@ def _figures(out: Path, runs: list[Run], sweeps: dict, chosen: list[str]) -> dic
         "gallery": gallery(runs, out / "gallery.png", chosen),
         "curves": curves(runs, out / "curves.png"),
         "types": type_bars(runs, out / "types.png"),
+        "reliability": reliability(runs, out / "reliability.png"),
+        "risk_coverage": risk_coverage(runs, out / "risk_coverage.png"),
     }
     for folder, (sweep_spec, study) in sweeps.items():
         prefix = "sweep" if len(sweeps) == 1 else f"sweep_{folder.name}"
@@ -314,6 +326,13 @@ PAIRS_INTRO = (
     "means over seeds and questions, the interval and p from a hierarchical bootstrap (each side's seeds and "
     "the questions resampled); in brackets Holm's adjustment over every test in this table. A run group's "
     "scores: mean ± sd over its seeds [95% t interval of the mean]:"
+)
+CONFIDENCE_INTRO = (
+    "How far each answer's confidence can be trusted (pathvqa's definition: a yes/no answer's probability "
+    "renormalised over yes and no, else the geometric mean of its tokens' probabilities, under the temperature "
+    "fitted on the validation split). ECE: expected calibration error over 15 equal-width bins; Brier: mean "
+    "squared error of the confidence (closed); AURC: area under the risk–coverage curve (lower is better); "
+    "accuracy_at_50: accuracy on the most confident half. n/a: predictions written without confidences."
 )
 SEEN_INTRO = (
     "Open questions split by whether their answer occurs in the training split (seen) or never does (unseen): "
@@ -344,6 +363,7 @@ def _markdown(title: str, dataset: str, runs: list[Run], sections: dict, images:
     lines = [
         f"# {title}", "", f"Evaluated on `{dataset}` (dataset [split]). {STRICT.intro}", "",
         md["ours"], "", PAIRS_INTRO, "", md["pairs"], "", SEEN_INTRO, "", md["seen"], "",
+        "## Confidence", "", CONFIDENCE_INTRO, "", md["confidence"], "",
     ]  # fmt: skip
     for other in every_protocol():
         lines += [f"### {other.title}", "", other.intro, "", md[other.key], ""]
@@ -405,6 +425,7 @@ td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}pre{{backgr
 open exact match and recall: the rest.</p>
 <h2>Results</h2>{page["ours"]}<p>{html.escape(PAIRS_INTRO)}</p>{page["pairs"]}
 <p>{html.escape(SEEN_INTRO)}</p>{page["seen"]}
+<h2>Confidence</h2><p>{html.escape(CONFIDENCE_INTRO)}</p>{page["confidence"]}{_img(images["reliability"])}{_img(images["risk_coverage"])}
 {_protocol_sections(page)}{_published_sections(page)}<h2>Sample answers</h2>{_img(images["gallery"])}
 <h2>Training curves</h2>{_img(images["curves"])}
 <h2>By question type</h2>{_img(images["types"])}

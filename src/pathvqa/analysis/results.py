@@ -13,11 +13,18 @@ import yaml
 from pathvqa.answers import SCORES
 from pathvqa.errors import PathVQAError
 from pathvqa.runs import RunDir, metrics_file, predictions_file
+from pathvqa.scoring import confidence
 from pathvqa.scoring.metrics import read_predictions, score_all
 from pathvqa.scoring.protocol import Protocol
 from pathvqa.scoring.stats import over_seeds
+from pathvqa.scoring.strict import strict_table
 
 COLUMNS = (*SCORES, "blind_closed_accuracy")
+CALIBRATION_COLUMNS = (
+    "closed_ece", "closed_brier", "closed_aurc", "closed_accuracy_at_50", "open_ece", "open_aurc",
+    "open_accuracy_at_50",
+)  # fmt: skip
+"""The report's confidence table: ``KIND_SCORE`` of ``metrics.json``'s ``calibration[KIND][SCORE]``."""
 SEEN_COLUMNS = (
     "open_exact_match_seen", "open_exact_match_unseen", "open_recall_seen", "open_recall_unseen",
     "n_open_seen", "n_open_unseen",
@@ -52,6 +59,24 @@ class Run:
         intervals = {f"{k}_ci": self.metrics.get(f"{k}_ci") for k in COLUMNS}
         intervals["blind_closed_accuracy_ci"] = (self.blind or {}).get("closed_accuracy_ci")
         return {"model": self.shown_label, **values, "n": self.metrics.get("n"), **intervals}
+
+    def calibration_row(self) -> dict[str, Any]:
+        """The confidence table's row: from metrics.json, else from the predictions' confidences; ``n/a``
+        where the predictions carry none."""
+        if self.seeds:
+            rows = [m.calibration_row() for m in self.seeds]
+            return over_seeds_row(self.shown_label, rows, CALIBRATION_COLUMNS)
+        found = self.metrics.get("calibration")
+        if found is None and self.predictions:
+            rows = list(self.predictions.values())
+            found = confidence.calibration(rows, strict_table(rows)["correct"])
+        out: dict[str, Any] = {"model": self.shown_label}
+        for column in CALIBRATION_COLUMNS:
+            kind, score = column.split("_", 1)
+            part = (found or {}).get(kind)
+            out[column] = part.get(score) if isinstance(part, dict) else confidence.NOT_AVAILABLE
+            out[f"{column}_ci"] = part.get(f"{score}_ci") if isinstance(part, dict) else None
+        return out
 
     @property
     def shown_label(self) -> str:

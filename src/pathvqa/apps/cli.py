@@ -23,6 +23,7 @@ app = typer.Typer(
     help="Fine-tune and evaluate vision-language models on pathology VQA (PathVQA).",
 )
 
+
 def _version(shown: bool) -> None:
     if shown:
         from importlib.metadata import version
@@ -296,6 +297,12 @@ def _print_metrics(result: dict, as_json: bool) -> None:
             typer.echo(line)
 
 
+AbstainOpt = Annotated[
+    float | None,
+    typer.Option(help="Mark answers less sure than this (a confidence in (0, 1)) as abstained: 'not sure'."),
+]
+
+
 @app.command("eval")
 def eval_cmd(
     out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and metrics.json.")],
@@ -318,11 +325,22 @@ def eval_cmd(
     ] = False,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
+    calibrate: Annotated[
+        bool | None,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="Fit a temperature for the confidences on the validation split (default: when there is one).",
+        ),
+    ] = None,
+    abstain_below: AbstainOpt = None,
 ) -> None:
     """Generate answers for a split and score them (every readable row counts, as in published numbers;
     rows that cannot be read are listed with their reasons). A run group (``train --seeds``): each seed
     into --out/seed-K/."""
     out_folder(out)
+    from pathvqa.scoring.confidence import check_threshold
+
+    check_threshold(abstain_below)
     if checkpoint is not None:  # argument mistakes are said before torch loads (seconds)
         require_checkpoint_folder(checkpoint)
     elif config is not None:
@@ -343,7 +361,7 @@ def eval_cmd(
     _setup_logging()
     options = dict(
         out=out, dataset=dataset, split=split, blind=blind, limit=limit, overrides=overrides, dedupe=dedupe,
-        overwrite=overwrite,
+        overwrite=overwrite, calibrate=calibrate, abstain_below=abstain_below,
     )  # fmt: skip
     if checkpoint is not None and is_group(checkpoint):
         from pathvqa.evaluation.evaluate import run_group
@@ -504,8 +522,13 @@ def predict(
         Path | None, typer.Option(help="Also write the answers to this file (JSON lines, written whole).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+    abstain_below: AbstainOpt = None,
 ) -> None:
-    """Answer questions about images with a trained model (questions about one image: one batch)."""
+    """Answer questions about images with a trained model (questions about one image: one batch), each with
+    its confidence: ``yes (p = 0.93)``, or ``not sure (p = 0.41)`` under --abstain-below."""
+    from pathvqa.scoring.confidence import check_threshold
+
+    check_threshold(abstain_below)
     pairs = image_questions(sys.argv[1:]) if image and question else []
     if not pairs or any(not qs for _, qs in pairs):
         raise PathVQAError("give at least one --question for every --image")
@@ -525,7 +548,7 @@ def predict(
         check_destination(out, reads=[*trained.reads(), *(p for p, _ in pairs)], file=True)
         if out.exists() and not overwrite:
             raise PathVQAError(f"--out {out} exists: give a new file, or --overwrite to replace it")
-    answerer = Answerer(trained)
+    answerer = Answerer(trained, abstain_below=abstain_below)
     from pathvqa.config import RANDOM_WEIGHTS, random_weights
 
     if random_weights(answerer.cfg):
@@ -538,9 +561,9 @@ def predict(
                 typer.echo(json.dumps(rows[-1]))
             else:
                 typer.echo(
-                    answer.answer
+                    answer.shown
                     if len(questions) == 1 and len(pairs) == 1
-                    else f"{answer.question} → {answer.answer}"
+                    else f"{answer.question} → {answer.shown}"
                 )
     if out is not None:
         from pathvqa.destinations import write_text_atomic
@@ -571,13 +594,17 @@ def serve(
         bool,
         typer.Option(help="Serve a non-loopback --host without sign-in (anyone who reaches it may ask)."),
     ] = False,
+    abstain_below: AbstainOpt = None,
 ) -> None:
     """A web app where every loaded model answers questions about an image, side by side."""
     from pathvqa.apps.serve import serve as run_serve
+    from pathvqa.scoring.confidence import check_threshold
 
+    check_threshold(abstain_below)
     _setup_logging()
     app_ = run_serve(
         checkpoint or [],
+        abstain_below=abstain_below,
         host=host,
         port=port,
         demo_dir=demo_dir,

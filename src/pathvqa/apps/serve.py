@@ -62,7 +62,9 @@ def check_image(data: bytes, max_pixels: int) -> None:
 def answer_all(answerers: list[Answerer], image_path: str | None, question: str) -> list[dict[str, Any]]:
     """Every model's answer to ``question`` about the image file at ``image_path``."""
     image = read_upload(image_path)
-    return [asdict(a.answer(image, [question])[0]) for a in answerers]
+    return [
+        {**asdict(answer), "shown": answer.shown} for a in answerers for answer in a.answer(image, [question])
+    ]
 
 
 def demo_examples(demo_dir: Path, count: int = 6) -> list[list[str]]:
@@ -99,10 +101,19 @@ def _table(header: list[str], rows: list[list[str]], numeric: int | None = None)
 
 def answers_html(rows: list[dict[str, Any]]) -> str:
     return _table(
-        ["model", "answer", "latency (ms)"],
-        [[r["model"], r["answer"] or "(empty)", f"{r['latency_ms']:.0f}"] for r in rows],
-        numeric=2,
+        ["model", "answer", "confidence", "latency (ms)"],
+        [[r["model"], _answer_cell(r), _confidence_cell(r), f"{r['latency_ms']:.0f}"] for r in rows],
+        numeric=3,
     )
+
+
+def _answer_cell(row: dict[str, Any]) -> str:
+    return row["shown"] if row.get("abstained") else row["answer"] or "(empty)"  # "not sure (p = 0.41)"
+
+
+def _confidence_cell(row: dict[str, Any]) -> str:
+    """The answer's confidence as ``p = 0.93`` (``n/a`` for a model whose generation gives no scores)."""
+    return "n/a" if row.get("confidence") is None else f"p = {row['confidence']:.2f}"
 
 
 def history_html(labels: list[str], history: list[list[str]]) -> str:
@@ -143,7 +154,7 @@ def build_app(answerers: list[Answerer], examples: list[list[str]]):
             rows = answer_all(answerers, image_path, question)
         except PathVQAError as err:  # one sentence in the page; the app keeps serving
             return gr.skip(), gr.skip(), history, _status(str(err))
-        history = [*history, [" ".join(question.split()), *(r["answer"] for r in rows)]]
+        history = [*history, [" ".join(question.split()), *(r["shown"] for r in rows)]]
         return answers_html(rows), history_html(labels, history), history, ""
 
     with gr.Blocks(title="pathvqa: ask the models") as app:
@@ -240,13 +251,17 @@ def serve(
     block: bool = True,
     auth_file: str | Path | None = None,
     allow_open: bool = False,
+    abstain_below: float | None = None,
 ):
     """Load the models (``[LABEL=]PATH``: run, checkpoint or merged export; default: the demo's) and launch.
-    A non-loopback ``host`` needs credentials (see :func:`access`) unless ``allow_open``."""
+    A non-loopback ``host`` needs credentials (see :func:`access`) unless ``allow_open``. Each answer shows
+    its confidence; under ``abstain_below``, "not sure"."""
     credentials = access(host, auth_file, allow_open)  # before any model loads
     demo_dir = Path(demo_dir)
     specs = checkpoints or _demo_models(demo_dir)
-    answerers = [Answerer(path, label or None) for label, path in (_split(spec) for spec in specs)]
+    answerers = [
+        Answerer(path, label or None, abstain_below) for label, path in (_split(spec) for spec in specs)
+    ]
     examples = demo_examples(demo_dir) if synthetic.holds_dataset(demo_dir / "data") else []
     app = build_app(answerers, examples)
     app.launch(

@@ -13,12 +13,16 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from pathvqa.answers import answer_type
 from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.images import BadImage
-from pathvqa.data.prepare import Sample
+from pathvqa.data.prepare import Sample, clean_answer
 from pathvqa.errors import PathVQAError
+from pathvqa.evaluation.calibrate import saved_temperature
+from pathvqa.models.base import Generated
 from pathvqa.models.feature_cache import FeatureCache
 from pathvqa.runtime.trained import TrainedRun, load, resolve_run
+from pathvqa.scoring.confidence import check_threshold, kept, readable, row_confidence
 
 SERVE_FEATURE_CACHE_MB = 256
 """Image features an :class:`Answerer` keeps (least recently used dropped first)."""
@@ -31,6 +35,16 @@ class Answer:
     answer: str
     latency_ms: float
     """Wall time of the batch that answered it (questions about one image are answered together)."""
+    confidence: float | None = None
+    """How sure the model is (``scoring.confidence``: a yes/no answer's renormalised probability, else the
+    geometric mean of its tokens' probabilities), under the run's fitted temperature when it has one."""
+    abstained: bool = False
+    """Less sure than the answerer's ``abstain_below``: shown as "not sure"."""
+
+    @property
+    def shown(self) -> str:
+        """The answer as a person reads it: ``yes (p = 0.93)``, or ``not sure (p = 0.41)``."""
+        return readable(self.answer, self.confidence, self.abstained)
 
 
 def image_problem(err: BadImage, name: str = "this image") -> str:
@@ -81,12 +95,18 @@ def read_questions(questions: str | list[str] | tuple[str, ...]) -> list[str]:
 
 class Answerer:
     """A trained model that answers questions about an image, one batch per image; thread-safe (one
-    generation at a time per model)."""
+    generation at a time per model). ``abstain_below``: answers less sure than this are marked abstained."""
 
-    def __init__(self, path: str | Path | TrainedRun, label: str | None = None):
+    def __init__(
+        self, path: str | Path | TrainedRun, label: str | None = None, abstain_below: float | None = None
+    ):
+        check_threshold(abstain_below)
+        self.abstain_below = abstain_below
         self.trained = resolve_run(path)
         self.cfg, self.source = self.trained.config, self.trained.step
         self.family, self.bundle = load(self.trained)
+        self.temperature = saved_temperature(self.trained)
+        """The run's fitted temperatures (``pathvqa eval`` fits them on the validation split)."""
         self.label = label or self.cfg.name
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if not getattr(self.bundle.model, "hf_device_map", None):  # quantized models are already placed
@@ -119,4 +139,16 @@ class Answerer:
             started = time.perf_counter()
             answers = self.family.generate(self.bundle, inputs.to(self.device), self.cfg.eval)
             ms = (time.perf_counter() - started) * 1000
-        return [Answer(self.label, q, a, round(ms, 1)) for q, a in zip(questions, answers, strict=True)]
+        out = []
+        for q, a in zip(questions, answers, strict=True):
+            p = self._confidence(a)
+            unsure = p is not None and self.abstain_below is not None and p < self.abstain_below
+            out.append(Answer(self.label, q, a.text, round(ms, 1), kept(p), unsure))
+        return out
+
+    def _confidence(self, answer: Generated) -> float | None:
+        """A yes/no answer is a closed question's (its question type is unknown here: its answer tells)."""
+        closed = answer_type(clean_answer(answer.text)) == "closed"
+        row = {"prediction": answer.text, "logprob_mean": answer.logprob_mean,
+               "yes_no_logit": answer.yes_no_logit if closed else None}  # fmt: skip
+        return row_confidence(row, self.temperature)

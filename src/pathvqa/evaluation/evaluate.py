@@ -19,13 +19,22 @@ from pathvqa.data.spec import as_spec
 from pathvqa.destinations import check_destination, write_text_atomic
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.baselines import QuestionPrior
+from pathvqa.evaluation.calibrate import temperature_for
 from pathvqa.models.generation import predict
 from pathvqa.models.registry import build
 from pathvqa.runs import METRICS, PREDICTIONS, RunDir
 from pathvqa.runtime.processes import cpu_processes, mixed_precision
 from pathvqa.runtime.trackers import log_test_metrics
 from pathvqa.runtime.trained import TrainedRun, load, resolve_run
+from pathvqa.scoring.confidence import (
+    check_threshold,
+    expected_calibration_error,
+    kept,
+    row_confidence,
+    scored,
+)
 from pathvqa.scoring.metrics import score_all
+from pathvqa.scoring.strict import strict_table
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +100,18 @@ def run(
     progress: bool = True,
     dedupe: bool = False,
     overwrite: bool = False,
+    calibrate: bool | None = None,
+    abstain_below: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a config (zero-shot) or a checkpoint on a split; write predictions.jsonl and metrics.json.
 
     Every readable row of the split counts, as in published numbers (``dedupe``: drop repeated rows); rows
     that cannot be read are reported with their reasons. ``out`` holding another evaluation is refused
-    unless ``overwrite``."""
+    unless ``overwrite``. Each answer's confidence is calibrated by the run's temperature (``calibrate``:
+    see ``calibrate.temperature_for``); answers under ``abstain_below`` are marked abstained."""
     if (config is None) == (checkpoint_dir is None):
         raise PathVQAError("pass exactly one of --config (zero-shot) or --checkpoint")
+    check_threshold(abstain_below)
     out, overrides = Path(out), list(overrides or [])
     if dataset:
         overrides.append(f"data.dataset={dataset}")
@@ -122,34 +135,65 @@ def run(
     if random_weights(cfg):
         log.warning("%s: %s", cfg.name, RANDOM_WEIGHTS)
     main = accelerator.is_main_process
+    temperature = temperature_for(trained, family, bundle, cfg, accelerator, calibrate, progress and main)
     data = load_data_split(cfg.data, split, limit, progress and main, dedupe=dedupe, say=main)
     rows = predict(family, bundle, data.samples, cfg, accelerator=accelerator, blind=blind, progress=progress)
     result: dict[str, Any] = {}
     if main:
         mark_seen(rows, split_answers(spec_of(cfg.data), cfg.data.train_split))
+        uncalibrated = confide(rows, {}, None)
+        confide(rows, temperature, abstain_below)
         write_predictions(rows, out / PREDICTIONS)
         result = score_all(rows)
-        skipped = sum(data.skipped.values())
         result.update(
-            {
-                "model": cfg.name,
-                **identity,
-                **({"random_weights": True} if random_weights(cfg) else {}),
-                "dataset_spec": spec_of(cfg.data).to_json(),  # how the rows were read (report's gallery)
-                "rows": f"{len(rows)} of {data.rows_total} rows",
-                "limited": data.limits(dedupe),
-                "skipped_rows": skipped,
-                "skipped_reasons": dict(data.skipped),
-                "duplicate_rows": data.duplicates,
-                "filtered_rows": data.filtered,
-                "processes": accelerator.num_processes,
-            }
-        )
+            {"model": cfg.name, **identity, **({"random_weights": True} if random_weights(cfg) else {}),
+             "dataset_spec": spec_of(cfg.data).to_json(),  # how the rows were read (report's gallery)
+             **data_counts(data, len(rows), dedupe), "processes": accelerator.num_processes,
+             "temperature": temperature or None, "uncalibrated_ece": uncalibrated,
+             **({"abstention": abstention(rows, abstain_below)} if abstain_below is not None else {})}
+        )  # fmt: skip
         write_text_atomic(out / METRICS, json.dumps(result, indent=2))
         if checkpoint_dir is not None:  # ``source``: the checkpoint folder it resolved to
             _to_trackers(source, result, split, blind)
     accelerator.wait_for_everyone()
     return result
+
+
+def confide(
+    rows: list[dict], temperature: dict[str, float], abstain_below: float | None
+) -> dict[str, float | None]:
+    """Each row's ``confidence`` under ``temperature`` (and ``abstained`` under ``abstain_below``); returns
+    the expected calibration error of closed and open rows at these confidences."""
+    for row in rows:
+        value = row_confidence(row, temperature)
+        row["confidence"] = kept(value)
+        if abstain_below is not None:
+            row["abstained"] = value is not None and value < abstain_below
+    right = strict_table(rows)["correct"]  # right or wrong: the strict protocol
+    out = {}
+    for kind in ("closed", "open"):
+        values, ok = scored(rows, right, kind)
+        out[kind] = round(expected_calibration_error(values, ok), 4) if len(values) else None
+    return out
+
+
+def abstention(rows: list[dict], threshold: float) -> dict[str, Any]:
+    """Coverage and accuracy on the answered questions (strict protocol), closed and open apart."""
+    out: dict[str, Any] = {"threshold": threshold}
+    table = strict_table(rows)["correct"]
+    for kind in ("closed", "open"):
+        mine = [i for i, r in enumerate(rows) if r["type"] == kind]
+        kept = [i for i in mine if not rows[i].get("abstained")]
+        out[kind] = {"n": len(mine), "answered": len(kept), "coverage": round(len(kept) / len(mine), 4) if mine else None,
+                     "accuracy_answered": round(float(table[kept].mean()), 4) if kept else None}  # fmt: skip
+    return out
+
+
+def data_counts(data, scored: int, dedupe: bool) -> dict[str, Any]:
+    """What ``metrics.json`` says of the rows: how many of the split were scored, and what was left out."""
+    skipped = sum(data.skipped.values())
+    return {"rows": f"{scored} of {data.rows_total} rows", "limited": data.limits(dedupe), "skipped_rows": skipped,
+            "skipped_reasons": dict(data.skipped), "duplicate_rows": data.duplicates, "filtered_rows": data.filtered}  # fmt: skip
 
 
 def run_group(*, out: str | Path, checkpoint_dir: str | Path, **options: Any) -> dict[str, Any]:

@@ -123,8 +123,9 @@ class Family(Protocol):
         sampled from, as TRL scores them): what GRPO's ratio and KL are made of."""
         ...
 
-    def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
-        """Answers (greedy or beam search; sampled with ``cfg.do_sample``, see :func:`decoding`)."""
+    def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[Generated]:
+        """Answers (greedy or beam search; sampled with ``cfg.do_sample``, see :func:`decoding`), each with
+        the scores it was generated with (:func:`scored_answers`)."""
         ...
 
     def export(self, bundle: Bundle, cfg: ExperimentConfig, out: str, merge: bool) -> None: ...
@@ -254,10 +255,80 @@ def label_logprobs(
 
 
 def decoding(cfg: EvalConfig) -> dict[str, Any]:
-    """``generate`` keywords for greedy/beam search, or for sampling (GRPO's groups)."""
+    """``generate`` keywords for greedy/beam search, or for sampling (GRPO's groups), asking for the scores
+    every step was chosen by (what :func:`scored_answers` reads: no second forward pass)."""
+    scores = {"return_dict_in_generate": True}
     if not cfg.do_sample:
-        return {"num_beams": cfg.num_beams, "do_sample": False}
-    return {"num_beams": 1, "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0}
+        beams = cfg.num_beams > 1
+        return {
+            "num_beams": cfg.num_beams,
+            "do_sample": False,
+            **scores,
+            ("output_scores" if beams else "output_logits"): True,
+        }
+    return {"num_beams": 1, "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0,
+            **scores, "output_logits": True}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One generated answer with the scores it was generated with."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    """The generated tokens, the end-of-answer token included when it was reached."""
+    token_logprobs: tuple[float, ...]
+    """Each generated token's log-probability under the model (the end-of-answer token included when it
+    was reached): softmax of the raw logits for greedy search and sampling, the beam's own step scores for
+    beam search (``compute_transition_scores``)."""
+    yes_no_logit: float | None = None
+    """log p(yes) − log p(no) at the first answer token, when the answer's first token is "yes" or "no"."""
+
+    @property
+    def logprob_mean(self) -> float | None:
+        return sum(self.token_logprobs) / len(self.token_logprobs) if self.token_logprobs else None
+
+
+def scored_answers(
+    model, out, tokenizer, start: int, eos: set[int], decode_from: int | None = None
+) -> list[Generated]:
+    """``generate``'s dict output (``decoding``'s keywords) → one :class:`Generated` per row: the text as the
+    tokenizer decodes the sequence from ``decode_from`` (default ``start``, where the new tokens begin),
+    each new token's log-probability up to the first of ``eos``, and the yes/no logit at the first answer
+    token."""
+    beams = getattr(out, "beam_indices", None)
+    steps = out.scores if beams is not None else out.logits
+    transition = model.compute_transition_scores(out.sequences, steps, beams, normalize_logits=beams is None)
+    new = out.sequences[:, start:]  # (B, T)
+    first = steps[0].float().log_softmax(-1)  # (B · beams, V): the first answer token's distribution
+    rows = first[:: first.shape[0] // new.shape[0]]  # a beam search's rows are beams: each row's first
+    shown = out.sequences[:, start if decode_from is None else decode_from :]
+    texts = [t.strip() for t in tokenizer.batch_decode(shown, skip_special_tokens=True)]
+    answers = []
+    for b, ids in enumerate(new.tolist()):
+        stop = next((i + 1 for i, t in enumerate(ids) if t in eos), len(ids))
+        logprobs = tuple(float(x) for x in transition[b, :stop].tolist())
+        yes_no = _yes_no_logit(tokenizer, ids[0] if ids else None, rows[b])
+        answers.append(Generated(texts[b], tuple(ids[:stop]), logprobs, yes_no))
+    return answers
+
+
+def _yes_no_logit(tokenizer, first: int | None, logprobs: torch.Tensor) -> float | None:
+    """log p(yes) − log p(no) at the first answer token when that token is "yes" or "no" (as the tokenizer
+    writes it, with its word-start mark and case); its counterpart is the same token with the other word."""
+    if first is None:
+        return None
+    token = tokenizer.convert_ids_to_tokens(first)
+    word = token.lstrip("Ġ▁ ").lower() if isinstance(token, str) else ""
+    if word not in ("yes", "no"):
+        return None
+    swap = {"yes": "no", "Yes": "No", "YES": "NO", "no": "yes", "No": "Yes", "NO": "YES"}
+    stem = token.lstrip("Ġ▁ ")
+    other = tokenizer.convert_tokens_to_ids(token[: len(token) - len(stem)] + swap.get(stem, stem))
+    if other is None or other == tokenizer.unk_token_id or other == first:
+        return None
+    yes, no = (first, other) if word == "yes" else (other, first)
+    return float(logprobs[yes] - logprobs[no])
 
 
 @functools.lru_cache(maxsize=200_000)

@@ -26,12 +26,14 @@ from pathvqa.models.base import (
     WHOLE_MODEL,
     Bundle,
     Family,
+    Generated,
     ModelInputs,
     SharedImages,
     decoding,
     label_logprobs,
     load_error,
     prompt_and_target,
+    scored_answers,
     tokenize_padded,
     unwrap_to,
 )
@@ -163,7 +165,9 @@ class BlipFamily(Family):
             )  # BLIP's output keeps no decoder logits
 
     @torch.no_grad()
-    def generate(self, bundle: BlipBundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
+    def generate(
+        self, bundle: BlipBundle, batch: dict[str, torch.Tensor], cfg: EvalConfig
+    ) -> list[Generated]:
         model = _unwrap(bundle.model)
         text_config = model.config.text_config
         # Same path as BlipForQuestionAnswering.generate, but the decoder's cross-attention uses
@@ -178,8 +182,9 @@ class BlipFamily(Family):
             encoder_attention_mask=batch["attention_mask"],
             max_new_tokens=cfg.max_new_tokens,
             **decoding(cfg),
-        )
-        return [t.strip() for t in bundle.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        )  # (B, 1 + new tokens): the start token, then the answer
+        eos = {text_config.sep_token_id}
+        return scored_answers(model.text_decoder, out, bundle.tokenizer, 1, eos, decode_from=0)
 
     def export(self, bundle: BlipBundle, cfg: ExperimentConfig, out: str, merge: bool) -> None:
         """``save_pretrained`` folder plus a processor (tokenizer + image processor), so

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from pathvqa.config import ExperimentConfig
 from pathvqa.data.batches import Collator, ImagePipeline, image_batches
 from pathvqa.data.prepare import Sample
-from pathvqa.models.base import caption_reference
+from pathvqa.models.base import Generated, caption_reference
 from pathvqa.models.feature_cache import FeatureCache
 
 
@@ -95,6 +95,13 @@ def _features_kept(encoder: torch.nn.Module | None, cap_mb: float):
             cache.close()
 
 
-def _row(sample: Sample, prediction: str, task: str) -> dict:
+def _row(sample: Sample, answer: Generated, task: str) -> dict:
+    """The prediction row, with what its confidence is made of: the mean token log-probability, and for a
+    closed question the yes/no logit at the first answer token (``scoring.confidence``)."""
     reference = caption_reference(sample) if task == "caption" else sample.answer
-    return sample.prediction_row(prediction, reference)
+    row = sample.prediction_row(answer.text, reference)
+    if answer.logprob_mean is not None:
+        row["logprob_mean"] = round(answer.logprob_mean, 6)
+    if sample.type == "closed" and answer.yes_no_logit is not None:
+        row["yes_no_logit"] = round(answer.yes_no_logit, 6)
+    return row

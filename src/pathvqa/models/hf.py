@@ -27,6 +27,7 @@ from pathvqa.models.base import (
     WHOLE_MODEL,
     Bundle,
     Family,
+    Generated,
     ModelInputs,
     SharedImages,
     decoding,
@@ -35,6 +36,7 @@ from pathvqa.models.base import (
     load_error,
     prompt_and_target,
     require_cuda_for_4bit,
+    scored_answers,
     token_loss,
     unwrap_to,
 )
@@ -186,7 +188,7 @@ class HfFamily(Family):
             return bundle.model(**inputs).logits  # (B, T, V)
 
     @torch.no_grad()
-    def generate(self, bundle: HfBundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
+    def generate(self, bundle: HfBundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[Generated]:
         model = unwrap_to(bundle.model, PreTrainedModel)
         tokenizer = bundle.processor.tokenizer
         batch = dict(batch)
@@ -201,8 +203,9 @@ class HfFamily(Family):
                 **decoding(cfg),
                 pad_token_id=tokenizer.pad_token_id,
             )
-        new = out[:, batch["input_ids"].shape[1] :]  # (B, new tokens)
-        return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        ends = model.generation_config.eos_token_id
+        eos = {*(ends if isinstance(ends, list) else [ends]), tokenizer.eos_token_id} - {None}
+        return scored_answers(model, out, tokenizer, batch["input_ids"].shape[1], eos)  # new tokens: (B, T)
 
     def export(self, bundle: HfBundle, cfg: ExperimentConfig, out: str, merge: bool) -> None:
         """A folder ``AutoModelForImageTextToText`` / ``AutoProcessor`` load as they are (merged), or the

@@ -33,6 +33,7 @@ from pathvqa.models import tiny
 from pathvqa.models.base import (
     Bundle,
     Family,
+    Generated,
     ModelInputs,
     decoding,
     expand_images,
@@ -40,6 +41,7 @@ from pathvqa.models.base import (
     load_error,
     prompt_and_target,
     require_cuda_for_4bit,
+    scored_answers,
     token_loss,
     unwrap_to,
 )
@@ -319,7 +321,7 @@ class VlmFamily(Family):
         )  # (logits, labels spliced to the same length)
 
     @torch.no_grad()
-    def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[str]:
+    def generate(self, bundle: Bundle, batch: dict[str, torch.Tensor], cfg: EvalConfig) -> list[Generated]:
         model = unwrap(bundle.model)
         embeds, mask, _ = model.splice(
             batch["input_ids"],
@@ -336,7 +338,7 @@ class VlmFamily(Family):
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         )  # (B, new tokens): with inputs_embeds only the continuation comes back
-        return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+        return scored_answers(model.language_model, out, tok, 0, {tok.eos_token_id})
 
     def export(self, bundle: VlmBundle, cfg: ExperimentConfig, out: str, merge: bool) -> None:
         """``language_model/`` (merged LM, or ``adapter/`` with ``merge=False``), ``projector.safetensors``,

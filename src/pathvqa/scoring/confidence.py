@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from pathvqa.answers import exact_match, normalize, row_type
+from pathvqa.errors import PathVQAError
+
 BINS = 15
 COVERAGES = (0.9, 0.8, 0.5)
 RESAMPLES = 1000
@@ -45,20 +48,49 @@ def row_confidence(row: dict[str, Any], temperature: dict[str, float] | None = N
     return None
 
 
+def check_threshold(abstain_below: float | None) -> None:
+    """``--abstain-below P``: a confidence strictly between 0 and 1."""
+    if abstain_below is not None and not 0 < abstain_below < 1:
+        raise PathVQAError(f"--abstain-below {abstain_below}: give a confidence between 0 and 1 (e.g. 0.6)")
+
+
+def readable(answer: str, confidence: float | None, abstained: bool) -> str:
+    """An answer as a person reads it: ``yes (p = 0.93)``, or ``not sure (p = 0.41)`` under the threshold."""
+    if confidence is None:
+        return answer
+    return f"not sure (p = {confidence:.2f})" if abstained else f"{answer} (p = {confidence:.2f})"
+
+
+def kept(value: float | None) -> float | None:
+    """A confidence as a prediction row keeps it: six significant digits (a ranking survives the rounding)."""
+    return None if value is None else float(f"{value:.6g}")
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
-    """ECE over equal-width bins closed on the left, [k/bins, (k+1)/bins), a confidence of exactly 1 in a
-    bin of its own: torchmetrics' binning."""
+def reliability_bins(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = BINS
+) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, rows) of each non-empty bin: equal-width bins closed on the left,
+    [k/bins, (k+1)/bins), a confidence of exactly 1 in a bin of its own (torchmetrics' binning). What a
+    reliability diagram draws and the expected calibration error is made of."""
     index = np.searchsorted(np.linspace(0.0, 1.0, bins + 1), confidence, side="right") - 1
-    total = 0.0
+    out = []
     for b in range(bins + 1):
         mask = index == b
         if mask.any():
-            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(total)
+            out.append((float(confidence[mask].mean()), float(correct[mask].mean()), int(mask.sum())))
+    return out
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
+    """The bins' |accuracy − mean confidence| weighted by their share of the rows (:func:`reliability_bins`)."""
+    n = len(confidence)
+    return float(
+        sum(rows / n * abs(acc - mean) for mean, acc, rows in reliability_bins(confidence, correct, bins))
+    )
 
 
 def brier(confidence: np.ndarray, correct: np.ndarray) -> float:
@@ -126,3 +158,49 @@ def fit_temperature(logits: np.ndarray, outcome: np.ndarray, kind: str) -> float
 
     found = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
     return round(math.exp(found.x), 4)
+
+
+def scored(rows: list[dict[str, Any]], correct: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, right or wrong) of the rows of one kind (``closed`` / ``open``) that carry a confidence."""
+    chosen = [i for i, r in enumerate(rows) if row_type(r) == kind and r.get("confidence") is not None]
+    values = np.array([rows[i]["confidence"] for i in chosen], dtype=np.float64)
+    return values, np.asarray(correct, dtype=np.float64)[chosen]
+
+
+def calibration(rows: list[dict[str, Any]], correct: np.ndarray) -> dict[str, Any]:
+    """``metrics.json``'s ``calibration``: closed and open questions apart (:func:`summary` of their rows'
+    ``confidence`` against ``correct``, each row right or wrong by the strict protocol); ``"n/a"`` for a
+    kind whose rows carry no confidence (predictions written before answers carried their scores)."""
+    out: dict[str, Any] = {}
+    for kind in ("closed", "open"):
+        values, right = scored(rows, correct, kind)
+        out[kind] = summary(values, right, closed=kind == "closed") if len(values) else NOT_AVAILABLE
+    return out
+
+
+NOT_AVAILABLE = "n/a"
+"""What a calibration score says for rows without confidences (predictions written before answers carried
+their scores)."""
+
+
+MIN_ROWS = 10
+"""Fewer validation rows of a kind than this: its temperature stays 1."""
+
+
+def fit_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Temperatures for closed and open answers from validation prediction rows (their ``yes_no_logit`` /
+    ``logprob_mean``): the closed one by the reference yes/no answer, the open one by being right."""
+    closed = [r for r in rows if row_type(r) == "closed" and r.get("yes_no_logit") is not None]
+    opened = [r for r in rows if row_type(r) == "open" and r.get("logprob_mean") is not None]
+    out: dict[str, Any] = {"n_closed": len(closed), "n_open": len(opened)}
+    if len(closed) >= MIN_ROWS:
+        z = np.array([r["yes_no_logit"] for r in closed])
+        yes = np.array([normalize(str(r["answer"])) == "yes" for r in closed], dtype=np.float64)
+        out["closed"] = fit_temperature(z, yes, "closed")
+    if len(opened) >= MIN_ROWS:
+        mean = np.array([r["logprob_mean"] for r in opened])
+        right = np.array(
+            [exact_match(str(r["prediction"]), str(r["answer"])) for r in opened], dtype=np.float64
+        )
+        out["open"] = fit_temperature(mean, right, "open")
+    return out

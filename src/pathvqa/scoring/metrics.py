@@ -17,7 +17,7 @@ import numpy as np
 from pathvqa.answers import METRIC_KEYS, SCORES
 from pathvqa.errors import PathVQAError
 from pathvqa.runs import RunDir, predictions_file
-from pathvqa.scoring import protocol, stats, wordnet
+from pathvqa.scoring import confidence, protocol, stats, wordnet
 from pathvqa.scoring.strict import strict_table
 
 SEEN_KEYS = tuple(f"{m}_{part}" for m in ("open_exact_match", "open_recall") for part in ("seen", "unseen"))
@@ -112,6 +112,7 @@ def score(rows: Iterable[dict[str, Any]], intervals: bool = False, protocols: bo
         result["by_question_type"] = stats.by_question_type(
             [str(r.get("question", "")) for r in rows], table["correct"]
         )
+        result["calibration"] = confidence.calibration(rows, table["correct"])
     return result
 
 

@@ -128,7 +128,7 @@ def sample_group(
     """``count`` answers to one question from one ``generate`` call with ``decoding``: a GRPO group (the
     caller seeds the draw)."""
     collate = Collator([sample] * count, family, bundle, pipeline, task, train=False, share_images=True)
-    return family.generate(bundle, collate(list(range(count))).to(device), decoding)
+    return [g.text for g in family.generate(bundle, collate(list(range(count))).to(device), decoding)]
 
 
 def step_seed(seed: int, step: int, sample_id: str) -> int:

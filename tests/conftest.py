@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Tests never reach the network: hub ids must fail at once with the offline message.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 # lazy parquet loads convert through the datasets cache: keep the suite's out of the user's ~/.cache
-os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="pathvqa-tests-datasets-"))
+if "HF_DATASETS_CACHE" not in os.environ:
+    os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="pathvqa-tests-datasets-")
+    atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], ignore_errors=True)
 
 import io
 import json

@@ -160,6 +160,23 @@ def cases(w: Path) -> dict[str, tuple[list, str]]:
             ["plan", "configs/qwen25vl_lora.yaml", "--set", "model.max_layers=2"], "needs model.init 'random'",
         ),
         "compare rows whose questions differ": (["compare", w / "a.jsonl", w / "b.jsonl"], "different questions"),
+        "eval --abstain-below outside (0, 1)": (
+            ["eval", "--checkpoint", run, "--out", w / "e", "--abstain-below", "1.5"], "--abstain-below 1.5: give a confidence between 0 and 1",
+        ),
+        "predict --abstain-below 0": (
+            ["predict", "--checkpoint", run, "--image", w / "tile.png", "--question", "q?", "--abstain-below", "0"], "--abstain-below 0.0",
+        ),
+        "serve --abstain-below -0.2": (["serve", "--checkpoint", run, "--abstain-below", "-0.2"], "--abstain-below -0.2"),
+        "eval --calibrate of a run without a validation split": (
+            ["eval", "--checkpoint", run, "--out", w / "e", "--calibrate", "--set", "data.eval_split=null"],
+            "has no validation split (data.eval_split: null) to fit a temperature on",
+        ),
+        "eval --calibrate of a zero-shot model": (
+            ["eval", "--config", "configs/blip_tiny.yaml", "--dataset", data, "--out", w / "e", "--calibrate"], "zero-shot",
+        ),
+        "compare --coverage of predictions without confidences": (
+            ["compare", w / "a.jsonl", w / "a.jsonl", "--coverage", "0.5"], "carry no confidences",
+        ),
     }  # fmt: skip
 
 
@@ -193,6 +210,7 @@ def test_every_bad_input_is_one_line_exit_2_and_nothing_is_written(world, synth_
     assert not failures, "\n".join(failures)
     assert snapshot(world) == before, "a refused command changed something"
     assert snapshot(synth_dir) == data_before
+    assert not (world / "run" / "calibration.json").exists(), "a refused eval fitted a temperature"
     for made in ("x", "e", "r", "data/run", "data/sweep", "run/next", "prior_a/r"):
         assert not (world / made).exists(), f"a refused command made {made}"
 

@@ -175,3 +175,51 @@ def test_beam_search_answers_carry_their_tokens_log_probabilities(synth_dir, nam
             assert b.token_logprobs == pytest.approx(logp[: len(b.token_logprobs)], abs=1e-4), (name, b.text)
             checked += 1
     assert checked >= 4, f"{name}: only {checked} answers tokenize back to themselves"
+
+
+def old_rows() -> list[dict]:
+    """Prediction rows as they were written before answers carried their scores."""
+    closed = [{"id": f"c{i}", "question": "is it benign?", "answer": "yes", "prediction": "yes" if i % 3 else "no",
+               "type": "closed"} for i in range(12)]  # fmt: skip
+    opened = [{"id": f"o{i}", "question": "what stain is used?", "answer": "eosin",
+               "prediction": "eosin" if i % 2 else "blue", "type": "open"} for i in range(12)]  # fmt: skip
+    return closed + opened
+
+
+def test_old_predictions_without_confidences_still_score_and_say_n_a(tmp_path):
+    import json
+
+    from pathvqa.analysis.report import build
+    from pathvqa.scoring.metrics import score, score_all
+    from tests.conftest import run_cli
+
+    rows = old_rows()
+    assert score_all(rows)["calibration"] == {"closed": "n/a", "open": "n/a"}
+    folder = tmp_path / "old_eval"
+    folder.mkdir()
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "metrics.json").write_text(json.dumps({**score(rows, intervals=True), "split": "test"}))
+    files = build([folder], tmp_path / "report")
+    table = (tmp_path / "report" / "results.md").read_text().split("## Confidence")[1]
+    assert "| old_eval | n/a | n/a | n/a | n/a | n/a | n/a | n/a |" in table
+    assert "reliability" not in files  # nothing to draw without confidences
+    proc = run_cli("score", folder / "predictions.jsonl", "--json")
+    assert json.loads(proc.stdout)["calibration"] == {"closed": "n/a", "open": "n/a"}
+
+
+def test_compare_pairs_selective_prediction_when_both_sides_carry_confidences():
+    from pathvqa.scoring.metrics import compare
+
+    rng = np.random.default_rng(1)
+    a, b = old_rows(), old_rows()
+    for row in a:
+        row["confidence"] = float(rng.random())  # says nothing about being right
+    for row in b:
+        row["confidence"] = 0.9 if row["prediction"] == row["answer"] else 0.2  # ranks right answers first
+    result = compare(a, b)["selective"]
+    assert compare(old_rows(), b)["selective"] == "n/a"
+    closed = result["closed"]["aurc"]
+    assert closed["b"] == pytest.approx(conf.aurc(np.array([r["confidence"] for r in b[:12]]),
+                                                  np.array([r["prediction"] == "yes" for r in b[:12]], float)), abs=1e-4)  # fmt: skip
+    assert closed["difference"] < 0 and closed["ci"][1] <= 0.0 + 1e-9 and 0 < closed["p"] <= 1
+    assert {"p_holm", "test", "n"} <= set(result["open"]["accuracy_at_50"]) and result["coverage"] == 0.5

@@ -64,7 +64,8 @@ def test_tiny_architecture_trains_reloads_exports_and_answers_in_the_pipeline(
     run(out=tmp_path / "eval", checkpoint_dir=str(tmp_path / "run"), limit=12, progress=False)
     written = [json.loads(x) for x in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert all(("seen" in r) == (r["type"] == "open") for r in written)  # open rows: answer seen in train?
-    written = [{k: v for k, v in r.items() if k != "seen"} for r in written]
+    added = ("seen", "confidence")  # what eval adds: the answer's seen flag, its calibrated confidence
+    written = [{k: v for k, v in r.items() if k not in added} for r in written]
     sampled = load_split(str(synth_dir), "test", samples=12, seed=cfg.data.seed, progress=False).samples
     assert written == predict(family, bundle, sampled, cfg, progress=False), "eval --checkpoint = in-process"
 

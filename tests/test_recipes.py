@@ -14,6 +14,7 @@ Each bar is the lowest value measured minus three times the standard deviation a
 
 import atexit
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,7 @@ def start_training() -> None:
     # output goes to files, not pipes: nothing can block
     job = subprocess.Popen(["bash", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     STARTED.update(job=job, root=root, started=time.perf_counter())
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # runs after the kill below (last in, first out)
     atexit.register(job.kill)  # a session that ends early leaves no training behind
 
 

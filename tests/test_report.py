@@ -51,10 +51,22 @@ def test_report_from_two_runs_writes_every_file(tmp_path, two_runs):
         "gallery.png",
         "curves.png",
         "types.png",
+        "reliability.png",
+        "risk_coverage.png",
         "report.html",
     ):
         assert (tmp_path / "report" / name).stat().st_size > 200, name
-    assert set(files) >= {"md", "csv", "json", "html", "gallery", "curves", "types"}
+    assert set(files) >= {
+        "md",
+        "csv",
+        "json",
+        "html",
+        "gallery",
+        "curves",
+        "types",
+        "reliability",
+        "risk_coverage",
+    }
 
     rows = list(csv.DictReader((tmp_path / "report" / "results.csv").open()))
     assert [r["model"] for r in rows] == ["untrained", "fine-tuned"]
@@ -87,7 +99,7 @@ def test_report_from_two_runs_writes_every_file(tmp_path, two_runs):
     assert seen["n_open_seen"] + seen["n_open_unseen"] == eval_metrics["n_open"]
 
     page = (tmp_path / "report" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and 'src="http' not in page
+    assert page.count("data:image/png;base64,") == 5 and 'src="http' not in page
     assert "<details><summary>fine-tuned</summary>" in page and "name: blip_tiny" in page  # configs embedded
 
 

@@ -187,9 +187,17 @@ def compare(
         Path, typer.Argument(help="The same for B: compared with A on the questions both answered.")
     ],
     as_json: JsonOpt = False,
+    coverage: Annotated[
+        float | None,
+        typer.Option(
+            help="Compare selective accuracy at this coverage (the most confident share answered; default 0.5) "
+            "beside AURC: needs both runs' confidences."
+        ),
+    ] = None,
 ) -> None:
     """B against A on the same questions: paired differences with 95% intervals, a test for each (McNemar's
-    exact test for right/wrong scores, a paired permutation test for graded ones) and Holm's adjustment."""
+    exact test for right/wrong scores, a paired permutation test for graded ones) and Holm's adjustment;
+    when both runs' answers carry confidences, their AURC and selective accuracy, paired."""
     from pathvqa.scoring.metrics import compare as compare_runs
     from pathvqa.scoring.metrics import compare_seeds, describe_difference, find_predictions, read_predictions
 
@@ -198,7 +206,7 @@ def compare(
 
         result = compare_seeds(*(load_run(str(p)).seed_predictions() for p in (run_a, run_b)))
     else:
-        result = compare_runs(*(read_predictions(find_predictions(p)) for p in (run_a, run_b)))
+        result = compare_runs(*(read_predictions(find_predictions(p)) for p in (run_a, run_b)), coverage)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -209,6 +217,16 @@ def compare(
         typer.echo(f"  left out: {out['a']} rows of A and {out['b']} rows of B that the other did not answer")
     for key, entry in result["metrics"].items():
         typer.echo("  " + describe_difference(key, entry))
+    chosen = result.get("selective")
+    if isinstance(chosen, dict):
+        typer.echo(
+            f"selective prediction (most confident first; accuracy at {chosen['coverage']:g} coverage):"
+        )
+        for kind in ("closed", "open"):
+            for key, entry in chosen.get(kind, {}).items():
+                typer.echo("  " + describe_difference(f"{kind} {key}", entry))
+    elif chosen is not None:
+        typer.echo("selective prediction: n/a (a side's predictions carry no confidences)")
 
 
 SetOpt = Annotated[

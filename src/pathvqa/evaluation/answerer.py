@@ -22,7 +22,7 @@ from pathvqa.evaluation.calibrate import saved_temperature
 from pathvqa.models.base import Generated
 from pathvqa.models.feature_cache import FeatureCache
 from pathvqa.runtime.trained import TrainedRun, load, resolve_run
-from pathvqa.scoring.confidence import check_threshold, kept, readable, row_confidence
+from pathvqa.scoring.confidence import abstains, check_threshold, kept, readable, row_confidence
 
 SERVE_FEATURE_CACHE_MB = 256
 """Image features an :class:`Answerer` keeps (least recently used dropped first)."""
@@ -141,9 +141,8 @@ class Answerer:
             ms = (time.perf_counter() - started) * 1000
         out = []
         for q, a in zip(questions, answers, strict=True):
-            p = self._confidence(a)
-            unsure = p is not None and self.abstain_below is not None and p < self.abstain_below
-            out.append(Answer(self.label, q, a.text, round(ms, 1), kept(p), unsure))
+            p = kept(self._confidence(a))
+            out.append(Answer(self.label, q, a.text, round(ms, 1), p, abstains(p, self.abstain_below)))
         return out
 
     def _confidence(self, answer: Generated) -> float | None:

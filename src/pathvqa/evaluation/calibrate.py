@@ -43,16 +43,10 @@ def temperature_for(
     """The run's temperatures: read when this checkpoint has them, else fitted on its validation split
     (said in one line) and saved. ``calibrate``: None fits when a validation split exists, True requires
     one (a one-line error otherwise), False keeps the confidences as generated."""
-    if calibrate is False or trained is None or trained.exported:
+    if calibrate is False or calibration_problem(trained, cfg) is not None:
+        check_calibration(trained, cfg, calibrate)
         return {}
     split = cfg.data.eval_split
-    if not split or not _has(cfg, split):
-        if calibrate:
-            raise PathVQAError(
-                f"--calibrate: {trained.path} has no validation split ({split or 'data.eval_split: null'}) to fit "
-                "a temperature on: evaluate with --no-calibrate"
-            )
-        return {}
     saved = saved_temperature(trained)
     if saved:
         return saved
@@ -68,6 +62,25 @@ def temperature_for(
             len(rows), split, fitted.get("closed", 1.0), fitted.get("open", 1.0),
         )  # fmt: skip
     return {k: fitted[k] for k in ("closed", "open") if k in fitted}
+
+
+def calibration_problem(trained: TrainedRun | None, cfg) -> str | None:
+    """Why no temperature can be fitted for this evaluation (None: one can)."""
+    if trained is None:
+        return "a zero-shot evaluation has no run folder to keep a temperature in"
+    if trained.exported:
+        return f"{trained.path} is an export: calibrate the run it came from"
+    split = cfg.data.eval_split
+    if not split or not _has(cfg, split):
+        return f"{trained.path} has no validation split ({split or 'data.eval_split: null'}) to fit a temperature on"
+    return None
+
+
+def check_calibration(trained: TrainedRun | None, cfg, calibrate: bool | None) -> None:
+    """``--calibrate`` where no temperature can be fitted: a one-line error (before any model loads)."""
+    problem = calibration_problem(trained, cfg) if calibrate else None
+    if problem:
+        raise PathVQAError(f"--calibrate: {problem}: evaluate with --no-calibrate")
 
 
 def _has(cfg, split: str) -> bool:

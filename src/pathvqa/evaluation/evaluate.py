@@ -19,7 +19,7 @@ from pathvqa.data.spec import as_spec
 from pathvqa.destinations import check_destination, write_text_atomic
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.baselines import QuestionPrior
-from pathvqa.evaluation.calibrate import temperature_for
+from pathvqa.evaluation.calibrate import check_calibration, temperature_for
 from pathvqa.models.generation import predict
 from pathvqa.models.registry import build
 from pathvqa.runs import METRICS, PREDICTIONS, RunDir
@@ -27,6 +27,7 @@ from pathvqa.runtime.processes import cpu_processes, mixed_precision
 from pathvqa.runtime.trackers import log_test_metrics
 from pathvqa.runtime.trained import TrainedRun, load, resolve_run
 from pathvqa.scoring.confidence import (
+    abstains,
     check_threshold,
     expected_calibration_error,
     kept,
@@ -123,6 +124,7 @@ def run(
     if trained is not None:
         reads.append(trained.stage.checkpoints)
     check_destination(out, reads=reads)  # before the model is built
+    check_calibration(trained, cfg, calibrate)
     identity = eval_identity(out, source, cfg.data.dataset, split, blind, limit, dedupe)
     check_eval_folder(out, identity, overwrite)
     accelerator = Accelerator(cpu=cpu_processes(), mixed_precision=mixed_precision(cfg))
@@ -165,10 +167,9 @@ def confide(
     """Each row's ``confidence`` under ``temperature`` (and ``abstained`` under ``abstain_below``); returns
     the expected calibration error of closed and open rows at these confidences."""
     for row in rows:
-        value = row_confidence(row, temperature)
-        row["confidence"] = kept(value)
+        row["confidence"] = kept(row_confidence(row, temperature))
         if abstain_below is not None:
-            row["abstained"] = value is not None and value < abstain_below
+            row["abstained"] = abstains(row["confidence"], abstain_below)
     right = strict_table(rows)["correct"]  # right or wrong: the strict protocol
     out = {}
     for kind in ("closed", "open"):

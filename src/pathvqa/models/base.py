@@ -297,25 +297,32 @@ def scored_answers(
     each new token's log-probability up to the first of ``eos``, and the yes/no logit at the first answer
     token."""
     beams = getattr(out, "beam_indices", None)
-    steps = out.scores if beams is not None else out.logits
-    transition = model.compute_transition_scores(out.sequences, steps, beams, normalize_logits=beams is None)
     new = out.sequences[:, start:]  # (B, T)
-    first = steps[0].float().log_softmax(-1)  # (B · beams, V): the first answer token's distribution
-    rows = first[:: first.shape[0] // new.shape[0]]  # a beam search's rows are beams: each row's first
+    if beams is not None:  # each step's scores are the beams' log-probabilities: follow each answer's beam
+        transition = model.compute_transition_scores(out.sequences, out.scores, beams)
+        first = out.scores[0][:: out.scores[0].shape[0] // new.shape[0]]  # (B, V): each row's first beam
+    else:  # raw logits: log p = logit − logsumexp, one step at a time (no (B, T, V) copy)
+        steps = [step.float() for step in out.logits]
+        chosen = new[:, : len(steps)]
+        transition = torch.stack(
+            [s.gather(-1, chosen[:, t, None])[:, 0] - s.logsumexp(-1) for t, s in enumerate(steps)], dim=1
+        )  # (B, T)
+        first = steps[0]  # (B, V): a difference of two entries is the same in logits as in log-probabilities
     shown = out.sequences[:, start if decode_from is None else decode_from :]
     texts = [t.strip() for t in tokenizer.batch_decode(shown, skip_special_tokens=True)]
     answers = []
     for b, ids in enumerate(new.tolist()):
         stop = next((i + 1 for i, t in enumerate(ids) if t in eos), len(ids))
         logprobs = tuple(float(x) for x in transition[b, :stop].tolist())
-        yes_no = _yes_no_logit(tokenizer, ids[0] if ids else None, rows[b])
+        yes_no = _yes_no_logit(tokenizer, ids[0] if ids else None, first[b])
         answers.append(Generated(texts[b], tuple(ids[:stop]), logprobs, yes_no))
     return answers
 
 
-def _yes_no_logit(tokenizer, first: int | None, logprobs: torch.Tensor) -> float | None:
+def _yes_no_logit(tokenizer, first: int | None, scores: torch.Tensor) -> float | None:
     """log p(yes) − log p(no) at the first answer token when that token is "yes" or "no" (as the tokenizer
-    writes it, with its word-start mark and case); its counterpart is the same token with the other word."""
+    writes it, with its word-start mark and case), from that position's logits or log-probabilities
+    ``scores`` (V,); its counterpart is the same token with the other word."""
     if first is None:
         return None
     token = tokenizer.convert_ids_to_tokens(first)
@@ -328,7 +335,7 @@ def _yes_no_logit(tokenizer, first: int | None, logprobs: torch.Tensor) -> float
     if other is None or other == tokenizer.unk_token_id or other == first:
         return None
     yes, no = (first, other) if word == "yes" else (other, first)
-    return float(logprobs[yes] - logprobs[no])
+    return float(scores[yes] - scores[no])
 
 
 @functools.lru_cache(maxsize=200_000)

@@ -54,6 +54,12 @@ def check_threshold(abstain_below: float | None) -> None:
         raise PathVQAError(f"--abstain-below {abstain_below}: give a confidence between 0 and 1 (e.g. 0.6)")
 
 
+def abstains(confidence: float | None, abstain_below: float | None) -> bool:
+    """Whether an answer of this (kept) confidence is marked "not sure": the value a user reads is the value
+    compared, so an answer shown at exactly the threshold is never withheld."""
+    return confidence is not None and abstain_below is not None and confidence < abstain_below
+
+
 def readable(answer: str, confidence: float | None, abstained: bool) -> str:
     """An answer as a person reads it: ``yes (p = 0.93)``, or ``not sure (p = 0.41)`` under the threshold."""
     if confidence is None:
@@ -120,12 +126,14 @@ def accuracy_at(confidence: np.ndarray, correct: np.ndarray, coverage: float) ->
 
 def summary(confidence: np.ndarray, correct: np.ndarray, closed: bool) -> dict[str, Any]:
     """The calibration and selective-prediction scores of one kind of question, each with a 95% bootstrap
-    interval over its rows."""
+    interval over its rows; ``gain_at_50``: accuracy on the most confident half minus accuracy on all (its
+    interval from the same resamples: above zero when the confidence ranks right answers first)."""
     scores = {
         "ece": expected_calibration_error,
         **({"brier": brier} if closed else {}),
         "aurc": aurc,
         **{f"accuracy_at_{round(100 * c)}": (lambda c_, k_, c=c: accuracy_at(c_, k_, c)) for c in COVERAGES},
+        "gain_at_50": lambda c_, k_: accuracy_at(c_, k_, 0.5) - float(k_.mean()),
     }
     out: dict[str, Any] = {
         "n": len(confidence),
@@ -139,6 +147,26 @@ def summary(confidence: np.ndarray, correct: np.ndarray, closed: bool) -> dict[s
         values = [score(confidence[d], correct[d]) for d in draws]
         out[f"{name}_ci"] = [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
     out["ece_bins"] = BINS
+    return out
+
+
+def paired_selective(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], coverage: float = 0.5
+) -> dict[str, dict[str, Any]]:
+    """B against A on the same questions (``a``, ``b``: (confidence, right or wrong), row for row): AURC and
+    accuracy at ``coverage``, each side's value, B − A, a 95% paired bootstrap interval (one draw of the
+    questions for both) and the bootstrap's p (``stats.bootstrap_summary``)."""
+    from pathvqa.scoring.stats import bootstrap_summary
+
+    scores = {"aurc": aurc, f"accuracy_at_{round(100 * coverage)}": lambda c, k: accuracy_at(c, k, coverage)}
+    n = len(a[0])
+    draws = np.random.default_rng(SEED).integers(0, n, size=(RESAMPLES, n))
+    out = {}
+    for name, score in scores.items():
+        diffs = np.array([score(b[0][d], b[1][d]) - score(a[0][d], a[1][d]) for d in draws])
+        value_a, value_b = score(*a), score(*b)
+        out[name] = {"a": round(value_a, 4), "b": round(value_b, 4), "difference": round(value_b - value_a, 4),
+                     **bootstrap_summary(diffs), "n": n, "test": "paired bootstrap"}  # fmt: skip
     return out
 
 

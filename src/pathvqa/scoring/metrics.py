@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pathvqa.answers import METRIC_KEYS, SCORES
+from pathvqa.answers import METRIC_KEYS, SCORES, row_type
 from pathvqa.errors import PathVQAError
 from pathvqa.runs import RunDir, predictions_file
 from pathvqa.scoring import confidence, protocol, stats, wordnet
@@ -216,10 +216,13 @@ def _holm_over(metrics: dict[str, dict]) -> None:
         entry["p_holm"] = None if adjusted is None else stats.significant(adjusted)
 
 
-def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[str, Any]:
+def compare(
+    a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]], coverage: float | None = None
+) -> dict[str, Any]:
     """B against A on the questions both answered: per metric the paired difference B − A with its
     bootstrap interval and its test (``test``, ``p``; ``p_holm``: Holm's adjustment over the metrics
-    compared), and McNemar's exact test on closed accuracy under every protocol's rule."""
+    compared), McNemar's exact test on closed accuracy under every protocol's rule, and, when both sides'
+    answers carry confidences, their selective prediction (:func:`selective`; required with ``coverage``)."""
     common = common_questions(a_rows, b_rows)
     a, b = ({row.get("id"): row for row in rows} for rows in (a_rows, b_rows))
     ta, tb = (compared_table([rows[i] for i in common]) for rows in (a, b))
@@ -239,7 +242,40 @@ def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]]) -> dict[
         pa, pb = (other.table([rows[i] for i in common])["closed_accuracy"] for rows in (a, b))
         mask = ~np.isnan(pa)
         result[f"{other.key}_mcnemar_closed"] = stats.mcnemar(pa[mask], pb[mask])
+    result["selective"] = selective([a[i] for i in common], [b[i] for i in common], coverage)
     return result
+
+
+def selective(a_rows: list[dict], b_rows: list[dict], coverage: float | None) -> dict[str, Any] | str:
+    """Closed and open questions apart, on the rows both sides gave a confidence: AURC and accuracy at
+    ``coverage`` (default 0.5) compared pairwise (``confidence.paired_selective``), Holm over the four tests;
+    ``n/a`` when a side's answers carry no confidences (a one-line error when ``coverage`` asked for them)."""
+    if coverage is not None and not 0 < coverage <= 1:
+        raise PathVQAError(
+            f"--coverage {coverage}: give the share of questions answered, in (0, 1] (e.g. 0.5)"
+        )
+    lacking = [
+        side
+        for side, rows in (("A", a_rows), ("B", b_rows))
+        if all(r.get("confidence") is None for r in rows)
+    ]
+    if lacking:
+        if coverage is not None:
+            raise PathVQAError(
+                f"--coverage: {' and '.join(lacking)}'s predictions carry no confidences (written before answers "
+                "carried their scores): evaluate again with pathvqa eval"
+            )
+        return confidence.NOT_AVAILABLE
+    ra, rb = (strict_table(rows)["correct"] for rows in (a_rows, b_rows))
+    out: dict[str, Any] = {"coverage": coverage or 0.5}
+    for kind in ("closed", "open"):
+        both = [i for i, (x, y) in enumerate(zip(a_rows, b_rows, strict=True))
+                if row_type(x) == kind and x.get("confidence") is not None and y.get("confidence") is not None]  # fmt: skip
+        if both:
+            sides = [(np.array([rows[i]["confidence"] for i in both]), right[both]) for rows, right in ((a_rows, ra), (b_rows, rb))]  # fmt: skip
+            out[kind] = confidence.paired_selective(*sides, coverage or 0.5)
+    _holm_over({f"{k}_{s}": e for k in ("closed", "open") if k in out for s, e in out[k].items()})
+    return out
 
 
 def compare_seeds(a_seeds: list[list[dict[str, Any]]], b_seeds: list[list[dict[str, Any]]]) -> dict[str, Any]:

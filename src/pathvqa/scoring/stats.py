@@ -166,11 +166,16 @@ def seed_aware_difference(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPL
         rows = rng.integers(0, n, n)
         seeds_a, seeds_b = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
         diffs[r] = b[seeds_b][:, rows].mean() - a[seeds_a][:, rows].mean()
+    return {"difference": round(float(b.mean() - a.mean()), 4), **bootstrap_summary(diffs), "n": int(n),
+            "seeds": [len(a), len(b)], "test": "hierarchical bootstrap"}  # fmt: skip
+
+
+def bootstrap_summary(diffs: np.ndarray) -> dict:
+    """A bootstrap distribution of a difference → its 95% percentile interval (``ci``) and the bootstrap's own
+    two-sided test (``p``): the share of resamples on the other side of zero, doubled, never below 2/(R+1)."""
     low, high = np.percentile(diffs, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
-    # the bootstrap's own test: the share of resamples on the other side of zero, doubled, never below 2/(R+1)
-    p = min(1.0, 2 * (min(int((diffs <= 0).sum()), int((diffs >= 0).sum())) + 1) / (resamples + 1))
-    return {"difference": round(float(b.mean() - a.mean()), 4), "ci": [round(float(low), 4), round(float(high), 4)],
-            "n": int(n), "seeds": [len(a), len(b)], "test": "hierarchical bootstrap", "p": significant(p)}  # fmt: skip
+    p = min(1.0, 2 * (min(int((diffs <= 0).sum()), int((diffs >= 0).sum())) + 1) / (len(diffs) + 1))
+    return {"ci": [round(float(low), 4), round(float(high), 4)], "p": significant(p)}
 
 
 def question_word(question: str) -> str:

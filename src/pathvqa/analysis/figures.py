@@ -287,6 +287,62 @@ def risk_coverage(runs: list[Run], path: Path) -> Path | None:
     return path
 
 
+def _decoded(image: bytes):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _overlay(ax, pixels, saliency, region=None) -> None:
+    ax.imshow(pixels)
+    ax.imshow(saliency, cmap="inferno", alpha=0.55, vmin=0.0, vmax=max(float(saliency.max()), 1e-12))
+    if region is not None:
+        ax.contour(region, levels=[0.5], colors="cyan", linewidths=0.8)
+    ax.set_axis_off()
+
+
+def explanation(image: bytes, saliency, question: str, answer: str, path: Path) -> Path:
+    """One PNG: the image, and the map of where the model looked over it, under the question and answer."""
+    plt = plt_agg()
+    pixels = _decoded(image)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 3.6))
+    left.imshow(pixels)
+    left.set_axis_off()
+    left.set_title("image", fontsize=9)
+    _overlay(right, pixels, saliency)
+    right.set_title("where the model looked", fontsize=9)
+    fig.suptitle(textwrap.fill(f"{question} → {answer}", 70), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def grounding_maps(examples: list[dict], path: Path, columns: int = 4) -> Path | None:
+    """A grid of answers: each the image with its region outlined, the trained model's map and the
+    randomised model's (``examples``: image bytes, region mask, two maps, question, answer)."""
+    if not examples:
+        return None
+    plt = plt_agg()
+    fig, axes = plt.subplots(len(examples), 3, figsize=(6.6, 2.3 * len(examples)), squeeze=False)
+    for row, ex in zip(axes, examples, strict=True):
+        pixels = _decoded(ex["image"])
+        row[0].imshow(pixels)
+        row[0].contour(ex["region"], levels=[0.5], colors="cyan", linewidths=0.8)
+        row[0].set_axis_off()
+        row[0].set_title(textwrap.fill(f"{ex['question']} → {ex['answer']}", 34), fontsize=7)
+        _overlay(row[1], pixels, ex["trained"], ex["region"])
+        row[1].set_title("trained", fontsize=8)
+        _overlay(row[2], pixels, ex["randomised"], ex["region"])
+        row[2].set_title("weights randomised", fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+    plt.close(fig)
+    return path
+
+
 def types_of(run: Run) -> dict[str, dict]:
     """{question type: {n, accuracy, ci}} of a run, from its predictions (see ``stats.by_question_type``)."""
     rows = list(run.predictions.values())

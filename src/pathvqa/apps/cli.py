@@ -590,6 +590,74 @@ def predict(
 
 
 @app.command()
+def explain(
+    checkpoint: Annotated[Path, typer.Option(help="Run folder, checkpoint folder or merged export.")],
+    out: Annotated[Path, typer.Option(help="The map's PNG (one image), or with --score a folder.")],
+    image: Annotated[Path | None, typer.Option(help="An image file.")] = None,
+    question: Annotated[str | None, typer.Option(help="A question about the image.")] = None,
+    score: Annotated[
+        bool,
+        typer.Option("--score", help="Map every answer to a split's region questions and score the maps."),
+    ] = False,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset source for --score (default: the run's).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split for --score.")] = "test",
+    limit: Annotated[int | None, typer.Option(min=1, help="--score: the first N region questions.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Where the model looked: the map of one answer (gradient × activation at the image's patch features)
+    over the image, or with --score how well the maps of a split's answers fall on the regions their
+    questions concern (grounding.json: pointing game, mass in the region, beside a uniform map and the same
+    model with randomised weights)."""
+    if score == (image is not None or question is not None):
+        raise PathVQAError("give --image and --question (one map), or --score (a split's maps), not both")
+    require_checkpoint_folder(checkpoint)
+    from pathvqa.destinations import check_destination
+    from pathvqa.runtime.trained import resolve_run
+
+    trained = resolve_run(checkpoint, [f"data.dataset={dataset}"] if dataset else None)
+    if score:
+        _explain_split(trained, out, split, limit, overwrite)
+        return
+    if image is None or question is None:
+        raise PathVQAError("give both --image and --question")
+    if not image.is_file():
+        raise PathVQAError(f"image not found: {image}" if not image.exists() else f"{image} is not a file")
+    check_destination(out, reads=[*trained.reads(), image], file=True)
+    if out.exists() and not overwrite:
+        raise PathVQAError(f"--out {out} exists: give a new file, or --overwrite to replace it")
+    from pathvqa.analysis.figures import explanation
+    from pathvqa.evaluation.answerer import Answerer
+
+    explained = Answerer(trained).explain(image, question)
+    explanation(explained.image, explained.saliency, question, explained.answer.shown, out)
+    typer.echo(f"{explained.answer.shown}\nmap: {out}")
+
+
+def _explain_split(trained, out: Path, split: str, limit: int | None, overwrite: bool) -> None:
+    from pathvqa.destinations import check_destination
+    from pathvqa.evaluation.explain import GROUNDING, score_split
+
+    check_destination(out, reads=trained.reads())
+    if (out / GROUNDING).exists() and not overwrite:
+        raise PathVQAError(f"--out {out} already holds {GROUNDING}: give a new folder, or --overwrite")
+    from pathvqa.analysis.figures import grounding_maps
+    from pathvqa.runtime.trained import load
+
+    family, bundle = load(trained)
+    family.patch_site(bundle)  # a family that cannot map says so before any work
+    result, examples = score_split(trained.config, family, bundle, split, out, str(trained.path), limit)
+    grounding_maps(examples, out / "maps.png")
+    whole = result["table"]["all"]
+    typer.echo(
+        f"{result['questions']} region questions of {split}: pointing {whole['pointing']} "
+        f"(uniform {whole['uniform']}, randomised {whole.get('pointing_randomised')}), mass in region "
+        f"{whole['mass']} (randomised {whole.get('mass_randomised')}); {out / GROUNDING}"
+    )
+
+
+@app.command()
 def serve(
     checkpoint: Annotated[
         list[str] | None,

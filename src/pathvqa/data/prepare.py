@@ -33,6 +33,11 @@ def clean_answer(answer: str) -> str:
     return _TRAILING_PUNCT.sub("", " ".join(answer.strip().lower().split()))
 
 
+def sample_id(split: str, index: int) -> str:
+    """A question's id: its split and its row in the split's table (``test-000042``)."""
+    return f"{split}-{index:06d}"
+
+
 @dataclass
 class Sample:
     id: str
@@ -239,7 +244,7 @@ def load_split(
         given = given_type(row.get("answer_type"))
         kept.append(
             Sample(
-                f"{split}-{index:06d}",
+                sample_id(split, index),
                 ImageRef(table, index) if lazy_images else images.setdefault(key, data),
                 key,
                 question,

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -19,6 +20,7 @@ from pathvqa.data.images import BadImage
 from pathvqa.data.prepare import Sample, clean_answer
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.calibrate import saved_temperature
+from pathvqa.evaluation.explain import answer_maps
 from pathvqa.models.base import Generated
 from pathvqa.models.feature_cache import FeatureCache
 from pathvqa.runtime.trained import TrainedRun, load, resolve_run
@@ -45,6 +47,15 @@ class Answer:
     def shown(self) -> str:
         """The answer as a person reads it: ``yes (p = 0.93)``, or ``not sure (p = 0.41)``."""
         return readable(self.answer, self.confidence, self.abstained)
+
+
+@dataclass
+class Explanation:
+    answer: Answer
+    image: bytes
+    """The encoded image asked about."""
+    saliency: np.ndarray
+    """(H, W) at the image's size, non-negative: where the model looked (``evaluation.explain``)."""
 
 
 def image_problem(err: BadImage, name: str = "this image") -> str:
@@ -144,6 +155,18 @@ class Answerer:
             p = kept(self._confidence(a))
             out.append(Answer(self.label, q, a.text, round(ms, 1), p, abstains(p, self.abstain_below)))
         return out
+
+    def explain(self, image: ImageInput, question: str) -> Explanation:
+        """The answer to ``question`` about ``image`` and where the model looked for it (``explain``'s map:
+        gradient × activation at the patch features, at the image's size)."""
+        self.family.patch_site(self.bundle)  # a family that cannot map says so before any work
+        (answer,) = self.answer(image, question)
+        data, _ = read_image(image)
+        key = hashlib.sha1(data).hexdigest()
+        sample = Sample("q0", data, key, answer.question, answer.answer, answer.answer, "open")
+        with self.lock:
+            (saliency,) = answer_maps(self.family, self.bundle, [sample], [answer.answer])
+        return Explanation(answer, data, saliency)
 
     def _confidence(self, answer: Generated) -> float | None:
         """A yes/no answer is a closed question's (its question type is unknown here: its answer tells)."""

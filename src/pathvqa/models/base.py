@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +20,7 @@ import torch
 
 from pathvqa.config import EvalConfig, ExperimentConfig
 from pathvqa.data.prepare import Sample
-from pathvqa.errors import ModelLoadError
+from pathvqa.errors import ModelLoadError, PathVQAError
 from pathvqa.offline import is_offline
 
 CAPTION_PROMPT = "describe the image in detail."
@@ -69,6 +71,27 @@ class ModelInputs:
 
     def to(self, device: torch.device | str) -> dict[str, torch.Tensor]:
         return {k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}
+
+
+@dataclass(frozen=True)
+class PatchSite:
+    """Where a model's image patch features are: the module whose output holds them (the features the
+    language side reads), and how that output becomes a grid over the image."""
+
+    module: torch.nn.Module
+    grid: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+    """(the module's output or a tensor of its shape, the batch) → (B, h, w, D), row-major over the image."""
+
+
+def square_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) tokens, a square grid of patches after any leading class or register tokens (fewer than
+    the grid's side) → (B, h, w, D), h = w."""
+    side = math.isqrt(tokens.shape[1])
+    leading = tokens.shape[1] - side * side
+    if leading >= side:
+        raise PathVQAError(f"{tokens.shape[1]} image tokens do not form a square grid of patches: no map")
+    patches = tokens[:, leading:]
+    return patches.reshape(patches.shape[0], side, side, patches.shape[-1])
 
 
 class Family(Protocol):
@@ -134,6 +157,11 @@ class Family(Protocol):
         """A merged export (``pathvqa export --merge``) back as a model. By default the folder is a
         ``from_pretrained`` folder of the whole model: it takes the place of ``model.name``."""
         return self.build(model.model_copy(update={"name": str(folder), "tuning": "frozen"}), seed)
+
+    def patch_site(self, bundle: Bundle) -> PatchSite:
+        """Where this model's image patch features are (``pathvqa explain`` maps an answer onto them); a
+        one-line :class:`~pathvqa.errors.PathVQAError` where the family cannot say."""
+        raise PathVQAError(f"model family {self.name} cannot say where its image patch features are: no map")
 
     # ---- what ``pathvqa plan`` reads off a family ----------------------------------------------------------
     def parts(self, bundle: Bundle) -> list[tuple[str, tuple[str, ...]]]:
@@ -204,6 +232,17 @@ def undistributed(model: torch.nn.Module) -> torch.nn.Module:
     """The model under accelerate's / DDP's wrapper (``module``); a peft wrapper stays."""
     inner = getattr(model, "module", None)
     return inner if isinstance(inner, torch.nn.Module) else model
+
+
+def plain_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model under peft (``get_base_model``) and accelerate / DDP (``module``) wrappers."""
+    while True:
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif undistributed(model) is not model:
+            model = undistributed(model)
+        else:
+            return model
 
 
 def unwrap_to(model: torch.nn.Module, kind: type) -> Any:

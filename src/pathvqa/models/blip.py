@@ -28,12 +28,14 @@ from pathvqa.models.base import (
     Family,
     Generated,
     ModelInputs,
+    PatchSite,
     SharedImages,
     decoding,
     label_logprobs,
     load_error,
     prompt_and_target,
     scored_answers,
+    square_grid,
     tokenize_padded,
     unwrap_to,
 )
@@ -88,6 +90,13 @@ class BlipFamily(Family):
             shared=SharedImages(model.vision_model),
             image_encoder=model.vision_model,
             processor=processor,
+        )
+
+    def patch_site(self, bundle: BlipBundle) -> PatchSite:
+        """The vision encoder's last block's output (what the text encoder cross-attends to, once its final
+        norm is applied: the norm itself also runs on the pooled class token), less the class token."""
+        return PatchSite(
+            _unwrap(bundle.model).vision_model.encoder.layers[-1], lambda out, _: square_grid(out)
         )
 
     def parts(self, bundle: BlipBundle) -> list[tuple[str, tuple[str, ...]]]:

@@ -21,7 +21,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedM
 
 from pathvqa.config import EvalConfig, ExperimentConfig, HfModelConfig
 from pathvqa.data.prepare import Sample
-from pathvqa.errors import ModelLoadError
+from pathvqa.errors import ModelLoadError, PathVQAError
 from pathvqa.models import tiny_hf
 from pathvqa.models.base import (
     WHOLE_MODEL,
@@ -29,14 +29,17 @@ from pathvqa.models.base import (
     Family,
     Generated,
     ModelInputs,
+    PatchSite,
     SharedImages,
     decoding,
     expand_images,
     label_logprobs,
     load_error,
+    plain_model,
     prompt_and_target,
     require_cuda_for_4bit,
     scored_answers,
+    square_grid,
     token_loss,
     unwrap_to,
 )
@@ -101,6 +104,23 @@ class HfFamily(Family):
             image_token_id=image_token_id,
             shared=SharedImages(model.get_submodule(arch.per_image)) if arch.per_image else None,
         )
+
+    def patch_site(self, bundle: HfBundle) -> PatchSite:
+        """The architecture's ``patches`` module (``hf_archs``): the projector's output where it keeps the
+        patch grid, the vision tower's final states where a resampler follows (BLIP-2's Q-Former), Qwen's
+        merger (its rows put back in raster order)."""
+        if bundle.arch.patches is None:
+            raise PathVQAError(
+                f"{type(bundle.model).__name__}: no patch features known for this architecture: no map"
+            )
+        model = plain_model(bundle.model)
+        module = model.get_submodule(bundle.arch.patches)
+        if isinstance(module, torch.nn.ModuleList):
+            module = module[-1]
+        if bundle.arch.patches.endswith(".merger"):
+            visual = model.get_submodule(bundle.arch.patches.removesuffix(".merger"))
+            return PatchSite(module, lambda out, batch: _merged_grid(visual, out, batch["image_grid_thw"]))
+        return PatchSite(module, lambda out, _: square_grid(out))
 
     # ---- what pathvqa plan reads --------------------------------------------------------------------------
     pipeline_tag = "image-text-to-text"
@@ -353,3 +373,23 @@ def _load_kwargs(m: HfModelConfig) -> dict:
         )
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     return kwargs
+
+
+def _merged_grid(visual: torch.nn.Module, merged: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+    """Qwen's merger output (every image's merged patches in one sequence, in its attention windows' order
+    where it has windows) → (B, h, w, D) in raster order, one still image per row of the batch."""
+    if getattr(visual, "window_size", None):
+        from transformers.vision_utils import get_vision_window_index
+
+        window_index, _ = get_vision_window_index(
+            grid_thw, spatial_merge_size=visual.spatial_merge_size, window_size=visual.window_size,
+            patch_size=visual.patch_size,
+        )  # fmt: skip
+        merged = merged[torch.argsort(window_index)]
+    m = visual.spatial_merge_size
+    rows = [int(t) * (int(h) // m) * (int(w) // m) for t, h, w in grid_thw.tolist()]
+    grids = [
+        part.reshape(int(t), int(h) // m, int(w) // m, -1)[0]
+        for part, (t, h, w) in zip(merged.split(rows), grid_thw.tolist(), strict=True)
+    ]
+    return torch.stack(grids)

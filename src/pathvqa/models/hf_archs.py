@@ -62,21 +62,48 @@ class Architecture:
     """The module whose output rows are one per image (U, tokens, D) right before they join the text:
     run once per distinct image and repeated per question. None: the architecture's pixels are not one
     row per image (Qwen's flattened patches, Idefics3's sub-images), so each question encodes its own."""
+    patches: str | None = None
+    """The module whose output holds the image's patch features as the language side reads them
+    (``pathvqa explain`` maps an answer onto them): a square grid of tokens per image (of a list of blocks,
+    the last), or Qwen's merger (merged patches in its attention windows' order)."""
 
 
 LANGUAGE = r".*language_model.*" + LM_PROJECTIONS
 PROJECTOR = ("model.multi_modal_projector.",)
 SHARED_PROJECTOR = "model.multi_modal_projector"
+QWEN_MERGER = "model.visual.merger"
+IDEFICS_PATCHES = "model.vision_model.post_layernorm"
 ARCHITECTURES = {
-    "llava": Architecture(LLAVA, LANGUAGE, "model.vision_tower.", PROJECTOR, per_image=SHARED_PROJECTOR),
-    "qwen2_5_vl": Architecture(QWEN, LANGUAGE, "model.visual.", ("model.visual.merger.",), 448),
-    "qwen2_vl": Architecture(QWEN, LANGUAGE, "model.visual.", ("model.visual.merger.",), 448),
-    "paligemma": Architecture(None, LANGUAGE, "model.vision_tower.", PROJECTOR, per_image=SHARED_PROJECTOR),
+    "llava": Architecture(
+        LLAVA,
+        LANGUAGE,
+        "model.vision_tower.",
+        PROJECTOR,
+        per_image=SHARED_PROJECTOR,
+        patches=SHARED_PROJECTOR,
+    ),
+    "qwen2_5_vl": Architecture(
+        QWEN, LANGUAGE, "model.visual.", ("model.visual.merger.",), 448, patches=QWEN_MERGER
+    ),
+    "qwen2_vl": Architecture(
+        QWEN, LANGUAGE, "model.visual.", ("model.visual.merger.",), 448, patches=QWEN_MERGER
+    ),
+    "paligemma": Architecture(
+        None, LANGUAGE, "model.vision_tower.", PROJECTOR, per_image=SHARED_PROJECTOR, patches=SHARED_PROJECTOR
+    ),
     "smolvlm": Architecture(
-        SMOLVLM, r".*text_model.*" + LM_PROJECTIONS, "model.vision_model.", ("model.connector.",)
+        SMOLVLM,
+        r".*text_model.*" + LM_PROJECTIONS,
+        "model.vision_model.",
+        ("model.connector.",),
+        patches=IDEFICS_PATCHES,
     ),
     "idefics3": Architecture(
-        SMOLVLM, r".*text_model.*" + LM_PROJECTIONS, "model.vision_model.", ("model.connector.",)
+        SMOLVLM,
+        r".*text_model.*" + LM_PROJECTIONS,
+        "model.vision_model.",
+        ("model.connector.",),
+        patches=IDEFICS_PATCHES,
     ),
     "blip-2": Architecture(
         BLIP2,
@@ -84,6 +111,7 @@ ARCHITECTURES = {
         "vision_model.",
         ("qformer.", "query_tokens", "language_projection."),
         per_image="language_projection",
+        patches="vision_model.encoder.layers",
     ),
 }
 LANGUAGE_MODEL_PRESET = "language-model"

@@ -35,6 +35,7 @@ from pathvqa.models.base import (
     Family,
     Generated,
     ModelInputs,
+    PatchSite,
     decoding,
     expand_images,
     label_logprobs,
@@ -42,6 +43,7 @@ from pathvqa.models.base import (
     prompt_and_target,
     require_cuda_for_4bit,
     scored_answers,
+    square_grid,
     token_loss,
     unwrap_to,
 )
@@ -244,6 +246,11 @@ class VlmFamily(Family):
         )
 
     # ---- what pathvqa plan reads --------------------------------------------------------------------------
+    def patch_site(self, bundle: VlmBundle) -> PatchSite:
+        """The vision tower's output (the chosen layer's patch tokens the projector reads; its class token,
+        when ``model.use_cls`` keeps one, left out)."""
+        return PatchSite(unwrap(bundle.model).vision, lambda out, _: square_grid(out))
+
     def parts(self, bundle: VlmBundle) -> list[tuple[str, tuple[str, ...]]]:
         return [("connector", ("projector.",)), ("vision", ("vision.",))]
 

@@ -256,19 +256,38 @@ def _features():
     from datasets import Features, Image, Value
 
     return Features(
-        {"image": Image(), "question": Value("string"), "answer": Value("string"), "caption": Value("string")}
+        {
+            "image": Image(),
+            "question": Value("string"),
+            "answer": Value("string"),
+            "caption": Value("string"),
+            "region_kind": Value("string"),
+            "region": Value("binary"),
+        }
     )
 
 
-def _simple_image(rng: np.random.Generator, size: int, balance: Counter) -> tuple[np.ndarray, list, str]:
+Drawn = tuple[np.ndarray, list[questions.Asked], str, dict[str, np.ndarray]]
+"""An image's pixels, its questions (each with the region it concerns), its caption, its regions' masks."""
+
+
+def _simple_image(rng: np.random.Generator, size: int, balance: Counter) -> Drawn:
     tile, closed = plan_tile(rng, balance)
     image = render(tile, size, rng)  # first: the vessel count asked about is the one drawn
-    return image, open_questions(tile, rng) + closed, caption(tile)
+    return image, [(q, a, None) for q, a in open_questions(tile, rng) + closed], caption(tile), {}
 
 
-def _pathvqa_image(rng: np.random.Generator, size: int, _: Counter) -> tuple[np.ndarray, list, str]:
+def _pathvqa_image(rng: np.random.Generator, size: int, _: Counter) -> Drawn:
     tile = questions.draw_tile(rng)
-    return tiles.render(tile, size, rng), questions.ask(tile, rng), tile.caption()
+    pixels, regions = tiles.render(tile, size, rng)
+    return pixels, questions.ask(tile, rng), tile.caption(), regions
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """A region as the dataset keeps it: a 1-bit PNG of the image's size (white: inside)."""
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).convert("1").save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 STYLES = {"pathvqa": _pathvqa_image, "simple": _simple_image}
@@ -296,12 +315,16 @@ def generate_split(
     index = 0
     state: Counter = Counter()  # the simple style's yes/no balance per question
     while len(rows) < pairs:
-        pixels, qa, text = STYLES[style](rng, size, state)
+        pixels, qa, text, regions = STYLES[style](rng, size, state)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
         image = {"bytes": buffer.getvalue(), "path": f"{split}_{index:06d}.png"}
-        for question, answer in qa[: pairs - len(rows)]:
-            rows.append({"image": image, "question": question, "answer": answer, "caption": text})
+        masks = {kind: mask_png(mask) for kind, mask in regions.items()}
+        for question, answer, kind in qa[: pairs - len(rows)]:
+            rows.append(
+                {"image": image, "question": question, "answer": answer, "caption": text,
+                 "region_kind": kind, "region": masks.get(kind)}
+            )  # fmt: skip
             bar.update(1)
         index += 1
     bar.close()

@@ -58,6 +58,8 @@ class Open:
     answer: Callable[[PathTile], str | None]
     """The tile's answer, or None when the question does not apply to the tile."""
     weight: float
+    region: str | None = None
+    """Which of the tile's regions (``tiles.REGION_KINDS``) the question concerns, if any."""
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,28 @@ class Closed:
     yes_share: float
     weight: float
     needs_finding: bool = False
+    region: str | None = None
+    """What a "yes" concerns: a region kind, or ``"subject"``: the finding's or the secondary change's region,
+    whichever the question names."""
 
 
 OPEN = (
     # the whole tile, asked in two wordings (PathVQA often asks about one figure twice), and its lesions
-    Open(("what does this image show?", "what is shown in this image?"), PathTile.description, 1.8),
-    Open(("what is present in this section?", "what does this section show?"), PathTile.description, 1.2),
-    Open(("what are the findings in this {organ}?", "what is seen in this {organ}?"), PathTile.findings, 0.8),
+    Open(
+        ("what does this image show?", "what is shown in this image?"), PathTile.description, 1.8, "finding"
+    ),
+    Open(
+        ("what is present in this section?", "what does this section show?"),
+        PathTile.description,
+        1.2,
+        "finding",
+    ),
+    Open(
+        ("what are the findings in this {organ}?", "what is seen in this {organ}?"),
+        PathTile.findings,
+        0.8,
+        "finding",
+    ),
     Open(
         (
             "what organ is this tissue from?",
@@ -98,17 +115,20 @@ OPEN = (
         ),
         lambda t: t.finding,
         0.6,
+        "finding",
     ),
-    Open(("where is the {finding} in this image?",), lambda t: t.finding and t.organ, 0.25),
+    Open(("where is the {finding} in this image?",), lambda t: t.finding and t.organ, 0.25, "finding"),
     Open(
         ("what is the distribution of the {finding}?", "what pattern does the {finding} show here?"),
         lambda t: t.pattern,
         0.3,
+        "finding",
     ),
     Open(
         ("what accompanies the {finding} in this section?", "what else is seen besides the {finding}?"),
         lambda t: t.secondary,
         0.35,
+        "secondary",
     ),
     Open(
         ("what stain was used for this section?", "what staining method is used in this image?"),
@@ -119,6 +139,7 @@ OPEN = (
         ("how many mitotic figures are seen here?", "how many mitotic figures are present?"),
         lambda t: NUMBERS[t.mitoses],
         0.1,
+        "mitoses",
     ),
 )
 
@@ -142,6 +163,7 @@ CLOSED = (
         LESIONS,
         0.33,
         1.0,
+        region="subject",
     ),
     Closed(
         ("is the {finding} {subject} in this image?",),
@@ -150,6 +172,7 @@ CLOSED = (
         0.67,
         0.4,
         True,
+        "finding",
     ),
     Closed(
         ("is this section stained with {subject}?", "is this tissue stained with {subject}?"),
@@ -168,6 +191,7 @@ CLOSED = (
         LESIONS,
         0.63,
         1.3,
+        region="subject",
     ),
     Closed(("does this tissue come from the {subject}?",), lambda t: {t.organ}, ORGAN_WEIGHTS, 0.67, 0.6),
     Closed(
@@ -176,6 +200,7 @@ CLOSED = (
         {"mitoses": 1.0},
         0.6,
         0.3,
+        region="mitoses",
     ),
 )
 
@@ -185,18 +210,42 @@ def _phrase(rng, phrasings: tuple[str, ...], tile: PathTile, subject: str = "") 
     return text.format(organ=tile.organ, finding=tile.finding or "lesion", subject=subject)
 
 
-def _closed(rng, template: Closed, tile: PathTile) -> tuple[str, str] | None:
-    """Ask ``template`` with a "yes" at its ``yes_share``; None when the tile cannot give that answer."""
+Asked = tuple[str, str, str | None]
+"""(question, answer, the region it concerns: one of ``tiles.REGION_KINDS``, or None)."""
+
+
+def region_of(kind: str | None, tile: PathTile, subject: str = "") -> str | None:
+    """The region a question of this template ``kind`` concerns on this tile (None when the tile has none)."""
+    if kind == "subject":
+        kind = "finding" if subject == tile.finding else "secondary" if subject == tile.secondary else None
+    has = {
+        "finding": tile.finding is not None,
+        "secondary": tile.secondary is not None,
+        "mitoses": tile.mitoses > 0,
+    }
+    return kind if kind and has[kind] else None
+
+
+def _closed(rng, template: Closed, tile: PathTile) -> Asked | None:
+    """Ask ``template`` with a "yes" at its ``yes_share``; None when the tile cannot give that answer. A "no"
+    concerns no region (what it names is not there)."""
     has = template.subjects(tile)
     want_yes = rng.random() < template.yes_share
+    answer = "yes" if want_yes else "no"
     if len(template.vocabulary) == 1:  # no subject to pick: ask only when the tile's answer is the one drawn
         if bool(has) != want_yes:
             return None
-        return _phrase(rng, template.phrasings, tile), "yes" if want_yes else "no"
+        return (
+            _phrase(rng, template.phrasings, tile),
+            answer,
+            region_of(template.region, tile) if want_yes else None,
+        )
     pool = {k: v for k, v in template.vocabulary.items() if (k in has) == want_yes}
     if not pool:
         return None
-    return _phrase(rng, template.phrasings, tile, _draw(rng, pool)), "yes" if want_yes else "no"
+    subject = _draw(rng, pool)
+    region = region_of(template.region, tile, subject) if want_yes else None
+    return _phrase(rng, template.phrasings, tile, subject), answer, region
 
 
 def _pick(rng, weights: list[float], count: int) -> list[int]:
@@ -204,13 +253,14 @@ def _pick(rng, weights: list[float], count: int) -> list[int]:
     return [int(i) for i in rng.choice(len(weights), size=min(count, int((p > 0).sum())), replace=False, p=p)]
 
 
-def ask(tile: PathTile, rng: np.random.Generator) -> list[tuple[str, str]]:
-    """The (question, answer) pairs about one tile: 6–9 of them, half open, a few asked twice."""
+def ask(tile: PathTile, rng: np.random.Generator) -> list[Asked]:
+    """The questions about one tile (:data:`Asked`): 6–9 of them, half open, a few asked twice."""
     count = int(rng.choice(list(QUESTIONS_PER_IMAGE), p=list(QUESTIONS_PER_IMAGE.values())))
     n_open = count // 2 + int(rng.random() < 0.5) * (count % 2)
     open_ok = [t.weight if t.answer(tile) else 0.0 for t in OPEN]
     pairs = [
-        (_phrase(rng, OPEN[i].phrasings, tile), OPEN[i].answer(tile)) for i in _pick(rng, open_ok, n_open)
+        (_phrase(rng, OPEN[i].phrasings, tile), OPEN[i].answer(tile), region_of(OPEN[i].region, tile))
+        for i in _pick(rng, open_ok, n_open)
     ]
     closed_ok = [0.0 if t.needs_finding and not tile.finding else t.weight for t in CLOSED]
     for i in _pick(rng, closed_ok, len(CLOSED)):

@@ -38,6 +38,12 @@ STAIN_WEIGHTS = {  # H&E dominates, as in PathVQA's textbook and PEIR figures
     "masson trichrome": 0.12,
 }
 PATTERNS = ("focal", "multifocal", "diffuse")
+REGION_KINDS = ("finding", "secondary", "mitoses")
+"""What a question can concern, with where it is drawn: the lesion (the finding's pattern), the secondary
+change's spots, the mitotic figures."""
+MITOSIS_RADIUS = 0.06
+"""A mitotic figure's region: a disk of this share of the tile's side round its centre (the figure's
+chromosomes reach 0.05)."""
 NUMBERS = ("zero", "one", "two", "three")
 
 
@@ -388,7 +394,8 @@ def _blend(canvas, texture: Texture, mask: np.ndarray, rng, palette, stroma) -> 
     canvas[:] = canvas * (1 - mask[..., None]) + layer * mask[..., None]
 
 
-def _draw_mitoses(canvas, rng, count: int) -> None:
+def _draw_mitoses(canvas, rng, count: int) -> np.ndarray:
+    """Draw ``count`` mitotic figures; returns where they are ((S, S) bool: a disk round each figure)."""
     s = canvas.shape[0]
     placed: list[np.ndarray] = []
     while len(placed) < count:  # well apart, so they can be counted
@@ -399,24 +406,38 @@ def _draw_mitoses(canvas, rng, count: int) -> None:
         for _ in range(5):  # condensed chromosomes: a dark spiky clump
             rr = ellipse(cy, cx, s * 0.012, s * 0.05, shape=canvas.shape[:2], rotation=rng.uniform(0, np.pi))
             paint(canvas, rr, MITOSIS, 1.0)
+    where = np.zeros(canvas.shape[:2], bool)
+    for cy, cx in placed:
+        where[disk((cy, cx), s * MITOSIS_RADIUS, shape=where.shape)] = True
+    return where
 
 
-def render(tile: PathTile, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render one tile as (size, size, 3) uint8."""
+def render(tile: PathTile, size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Render one tile: (size, size, 3) uint8, and where each drawn change is (:data:`REGION_KINDS`, each
+    (size, size) bool, present only when the tile has that change): the finding where its pattern's mask is
+    at least half blended in (less the secondary change's spots, drawn over it), the secondary change's
+    spots likewise, a disk round each mitotic figure."""
     palette = np.clip(np.asarray(PALETTES[tile.stain]) * rng.uniform(0.94, 1.06, size=(4, 3)), 0, 1)
     canvas = background(size, rng, palette[0])
     ORGANS[tile.organ](canvas, rng, palette)
+    regions: dict[str, np.ndarray] = {}
     if tile.finding is not None:
-        _blend(
-            canvas, FINDINGS[tile.finding], pattern_mask(tile.pattern, size, rng), rng, palette, palette[0]
-        )
+        mask = pattern_mask(tile.pattern, size, rng)
+        _blend(canvas, FINDINGS[tile.finding], mask, rng, palette, palette[0])
+        regions["finding"] = mask >= 0.5
     if tile.secondary is not None:
-        _blend(canvas, SECONDARY[tile.secondary], _spots(size, rng), rng, palette, palette[0])
+        spots = _spots(size, rng)
+        _blend(canvas, SECONDARY[tile.secondary], spots, rng, palette, palette[0])
+        regions["secondary"] = spots >= 0.5
+        if "finding" in regions:
+            regions["finding"] &= ~regions["secondary"]
     if tile.stain == "immunohistochemistry":  # DAB-positive cells: brown speckle
         for pos in scatter(rng, size, 30):
             nucleus(canvas, rng, pos, size * 0.018, palette[2], jitter=0.3)
-    _draw_mitoses(canvas, rng, tile.mitoses)
+    mitoses = _draw_mitoses(canvas, rng, tile.mitoses)
+    if tile.mitoses:
+        regions["mitoses"] = mitoses
     canvas = ndimage.gaussian_filter(canvas, sigma=(0.5, 0.5, 0))
     canvas *= rng.uniform(0.93, 1.04)  # exposure jitter
     canvas += rng.normal(0, 0.02, canvas.shape)
-    return (np.clip(canvas, 0, 1) * 255).round().astype(np.uint8)
+    return (np.clip(canvas, 0, 1) * 255).round().astype(np.uint8), regions

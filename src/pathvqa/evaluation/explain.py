@@ -1,0 +1,163 @@
+"""Where the model looked: a map for an answer, and how well the maps of a split's answers fall on the regions
+their questions concern (``pathvqa explain``).
+
+The map is gradient × activation at the image's patch features (``Family.patch_site``: the features the
+language side reads), as Grad-CAM does on a vision transformer's patch tokens: the gradient of the answer's
+log-probability (the sum of its tokens' log-probabilities, teacher-forced after the question) with respect to
+each patch feature, times the feature, summed over the feature's channels, its positive part kept, and the
+patch grid upsampled (bilinear) to the image's own size. Captum's ``LayerGradientXActivation`` computes it:
+one forward and one backward per batch of answers.
+
+What it is: which patches, had they been a little more of what they are, would have made this answer more
+likely. What it is not: a segmentation, a measure of what the model "knows", or proof that the answer came
+from the lesion: a map can sit on the lesion while the answer comes from the question's wording.
+
+The sanity check (Adebayo et al., NeurIPS 2018): the same answers are mapped through the same architecture
+with every layer's weights drawn afresh (each module's own initialiser, a fixed seed): the complete end of
+their cascading randomisation. A map that hardly changes (a high rank correlation) says little about what
+the trained weights learnt.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from pathvqa.answers import exact_match
+from pathvqa.data.batches import ImagePipeline
+from pathvqa.data.prepare import Sample, load_data_split
+from pathvqa.data.regions import split_regions
+from pathvqa.destinations import write_text_atomic
+from pathvqa.errors import PathVQAError
+from pathvqa.models.base import Bundle, Family
+from pathvqa.models.generation import predict
+from pathvqa.scoring.grounding import grounding_table, question_scores
+
+log = logging.getLogger(__name__)
+
+BATCH = 8
+RANDOM_SEED = 1234
+"""The seed of the randomised weights (fixed: the sanity check is reproducible)."""
+GROUNDING = "grounding.json"
+METHOD = "gradient × activation at the patch features (captum LayerGradientXActivation), positive part"
+
+
+def answer_maps(
+    family: Family, bundle: Bundle, samples: list[Sample], answers: list[str]
+) -> list[np.ndarray]:
+    """One map per (sample, answer): (H, W) float, non-negative, at the sample's image size (see the module's
+    docstring). The answers are scored as the model would generate them (its end-of-answer token included)."""
+    from captum.attr import LayerGradientXActivation
+
+    site = family.patch_site(bundle)
+    targets = [replace(s, target=a) for s, a in zip(samples, answers, strict=True)]
+    pipeline = ImagePipeline(bundle.image_size, cache=False)
+    device = next(bundle.model.parameters()).device
+    tensors = family.inputs(bundle, targets, pipeline.batch(targets), "vqa", train=True).to(device)
+
+    def answer_logprob(_unused: torch.Tensor) -> torch.Tensor:
+        logp, mask = family.token_logprobs(bundle, tensors)
+        return (logp * mask).sum(-1)  # (B,)
+
+    attribution = LayerGradientXActivation(answer_logprob, site.module).attribute(torch.zeros(len(targets)))
+    grid = site.grid(attribution, tensors).sum(-1).clamp(min=0).float()  # (B, h, w)
+    return [_upsampled(g, image_size(s.image)) for g, s in zip(grid, targets, strict=True)]
+
+
+def image_size(encoded: bytes) -> tuple[int, int]:
+    """(height, width) of an encoded image."""
+    with Image.open(io.BytesIO(encoded)) as image:
+        return image.height, image.width
+
+
+def _upsampled(grid: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A patch grid (h, w) → (H, W) bilinear, the image's own size (height, width)."""
+    up = F.interpolate(grid[None, None].detach().cpu(), size=size, mode="bilinear", align_corners=False)
+    return up[0, 0].clamp(min=0).numpy()
+
+
+def randomised(bundle: Bundle, seed: int = RANDOM_SEED) -> Bundle:
+    """A copy of the model with every module that has an initialiser re-drawn (the sanity check's model)."""
+    model = copy.deepcopy(bundle.model)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
+                module.reset_parameters()
+    return replace(bundle, model=model.eval())
+
+
+def in_batches(family, bundle, samples: list[Sample], answers: list[str], progress: bool, desc: str):
+    maps: list[np.ndarray] = []
+    for start in tqdm(
+        range(0, len(samples), BATCH), desc=desc, unit="batch", disable=not progress, leave=False
+    ):
+        maps += answer_maps(family, bundle, samples[start : start + BATCH], answers[start : start + BATCH])
+    return maps
+
+
+def score_split(
+    cfg, family, bundle, split: str, out: Path, run: str, limit: int | None = None, progress: bool = True
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Map every answer to a question of ``split`` that concerns a region (the embedded set's regions), the
+    trained model's and the randomised model's, and write ``out/grounding.json``: the pointing game and the
+    mass in the region against the uniform map and the randomised model, by region kind and by whether the
+    answer was right (``scoring.grounding``). Returns (what was written, a few answers to draw: image, region,
+    both maps, question, answer; up to two per region kind)."""
+    regions = split_regions(cfg.data, split)
+    if not regions:
+        raise PathVQAError(
+            f"{cfg.data.dataset} [{split}] marks no regions (no region column): scoring maps needs a dataset "
+            "that knows where each question's subject is, e.g. one written by pathvqa synth"
+        )
+    samples = [
+        s
+        for s in load_data_split(cfg.data, split, None, False, dedupe=False, say=False).samples
+        if s.id in regions
+    ]
+    samples = samples[:limit] if limit else samples
+    rows = predict(family, bundle, samples, cfg, progress=progress)
+    answers = [r["prediction"] for r in rows]
+    trained_maps = in_batches(family, bundle, samples, answers, progress, "map trained")
+    random_maps = in_batches(family, randomised(bundle), samples, answers, progress, "map randomised")
+    masks = [regions[s.id].mask(m.shape) for s, m in zip(samples, trained_maps, strict=True)]
+    scores = [question_scores(*x) for x in zip(trained_maps, random_maps, masks, strict=True)]
+    kinds = [regions[s.id].kind for s in samples]
+    right = [bool(exact_match(r["prediction"], r["answer"])) for r in rows]
+    result = {
+        "run": run,
+        "split": split,
+        "questions": len(samples),
+        "method": METHOD,
+        "table": grounding_table(scores, kinds, right),
+        "rows": [
+            {"id": s.id, "kind": k, "right": ok, **sc}
+            for s, k, ok, sc in zip(samples, kinds, right, scores, strict=True)
+        ],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / GROUNDING, json.dumps(result, indent=1))
+    shown = [i for kind in dict.fromkeys(kinds) for i in [j for j, k in enumerate(kinds) if k == kind][:2]]
+    examples = [
+        {
+            "image": samples[i].image,
+            "region": masks[i],
+            "trained": trained_maps[i],
+            "randomised": random_maps[i],
+            "question": samples[i].question,
+            "answer": answers[i],
+        }
+        for i in shown
+    ]
+    return result, examples

@@ -402,7 +402,7 @@ def demo_confidence(result: dict) -> str:
         "(temperature) |",
         "|---|---|---:|---:|---:|---|---:|---|",
     ]
-    gains, eces = [], []
+    gains, eces, within = [], [], []
     for label, entry in (result.get("confidence") or {}).items():
         for kind in ("closed", "open"):
             c = (entry.get("calibration") or {}).get(kind)
@@ -418,11 +418,24 @@ def demo_confidence(result: dict) -> str:
             )
             gains.append((f"{label} {kind}", low > 0))
             eces.append((f"{label} {kind}", before is not None and after <= before + 1e-12))
+            if before is not None and after > before:
+                a_low, a_high = c["ece_ci"]
+                inside = "inside" if a_low <= before <= a_high else "outside"
+                within.append(
+                    f"{label} {kind}: after {after:.3f} [{a_low:.3f}, {a_high:.3f}], before {before:.3f} {inside} it"
+                )
     said = [
         "Accuracy at 50% coverage above accuracy on all, the interval of the gain above zero: "
         + _held(gains)
         + ".",
-        "Test ECE after temperature scaling ≤ before: " + _held(eces) + ".",
+        "Test ECE after temperature scaling ≤ before: "
+        + _held(eces)
+        + (
+            f" ({'; '.join(within)}: the temperature minimises the validation NLL, not the test ECE)"
+            if within
+            else ""
+        )
+        + ".",
     ]
     return "\n".join(lines) + "\n\n" + "\n".join(said) + "\n\n" + _provenance(result)
 

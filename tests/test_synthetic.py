@@ -159,7 +159,7 @@ def test_every_answer_is_decided_by_the_tile():
     for _ in range(300):
         tile = questions.draw_tile(rng)
         present = {x for x in (tile.finding, tile.secondary) if x}
-        for question, answer in questions.ask(tile, rng):
+        for question, answer, _region in questions.ask(tile, rng):
             named = re.fullmatch(r"(?:is there (.+) in this section|does this \w+ show (.+))\?", question)
             if named and "mitotic" not in question:
                 subject = named.group(1) or named.group(2)

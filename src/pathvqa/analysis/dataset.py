@@ -20,6 +20,7 @@ from typing import Any
 
 from pathvqa.config import MAX_PIXELS
 from pathvqa.data.prepare import Sample, SplitData, load_split
+from pathvqa.data.regions import region_counts
 from pathvqa.data.spec import DatasetSpec
 from pathvqa.errors import DataError
 from pathvqa.evaluation.baselines import QuestionPrior, prior_scores
@@ -35,6 +36,9 @@ def dataset_stats(
     plus ``across_splits`` over the other standard splits that exist."""
     main = load_split(source, split, max_pixels=max_pixels, allow_empty=True)
     out = main.stats()
+    regions = region_counts(source, split)
+    if regions:
+        out["regions"] = regions
     splits = {split: main}
     for name in SPLITS:
         if name != split:
@@ -211,6 +215,12 @@ def stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
     if stats.get("filtered_by_where"):
         lines.append(f"  filtered {stats['filtered_by_where']:>5}  by data.where")
     lines.append("  top answers: " + ", ".join(f"{a} ({n})" for a, n in stats["top_answers"]))
+    if stats.get("regions"):
+        kinds = ", ".join(f"{kind} {n}" for kind, n in stats["regions"].items())
+        lines.append(
+            f"  regions: {sum(stats['regions'].values())} of {stats['rows_total']} questions concern one "
+            f"({kinds}): pathvqa explain --score measures where the model looked against them"
+        )
     across = stats["across_splits"]
     for pair, leak in across["leakage"].items():
         lines.append(

@@ -628,7 +628,10 @@ def explain(
     if out.exists() and not overwrite:
         raise PathVQAError(f"--out {out} exists: give a new file, or --overwrite to replace it")
     from pathvqa.analysis.figures import explanation
-    from pathvqa.evaluation.answerer import Answerer
+    from pathvqa.evaluation.answerer import Answerer, check_image, read_questions
+
+    read_questions(question)
+    check_image(image, trained.config.data.max_pixels)
 
     explained = Answerer(trained).explain(image, question)
     explanation(explained.image, explained.saliency, question, explained.answer.shown, out)
@@ -637,11 +640,12 @@ def explain(
 
 def _explain_split(trained, out: Path, split: str, limit: int | None, overwrite: bool) -> None:
     from pathvqa.destinations import check_destination
-    from pathvqa.evaluation.explain import GROUNDING, score_split
+    from pathvqa.evaluation.explain import GROUNDING, regions_of, score_split
 
     check_destination(out, reads=trained.reads())
     if (out / GROUNDING).exists() and not overwrite:
         raise PathVQAError(f"--out {out} already holds {GROUNDING}: give a new folder, or --overwrite")
+    regions_of(trained.config, split)  # a dataset without regions is said before the model loads
     from pathvqa.analysis.figures import grounding_maps
     from pathvqa.runtime.trained import load
 

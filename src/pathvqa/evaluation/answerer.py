@@ -16,7 +16,7 @@ from PIL import Image
 
 from pathvqa.answers import answer_type
 from pathvqa.data.batches import ImagePipeline
-from pathvqa.data.images import BadImage
+from pathvqa.data.images import BadImage, decode
 from pathvqa.data.prepare import Sample, clean_answer
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.calibrate import saved_temperature
@@ -88,6 +88,15 @@ def read_image(image: ImageInput) -> tuple[bytes, str]:
         image.save(buffer, format="PNG")
         return buffer.getvalue(), "this image"
     raise PathVQAError(f"the image must be bytes, a file path or a PIL image (got {type(image).__name__})")
+
+
+def check_image(image: ImageInput, max_pixels: int) -> None:
+    """A one-line :class:`PathVQAError` for an image that cannot be read, before any model loads."""
+    data, name = read_image(image)
+    try:
+        decode(data, max_pixels)
+    except BadImage as err:
+        raise PathVQAError(image_problem(err, name)) from None
 
 
 def read_questions(questions: str | list[str] | tuple[str, ...]) -> list[str]:

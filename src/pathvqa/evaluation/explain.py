@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from pathvqa.answers import exact_match
 from pathvqa.data.batches import ImagePipeline
 from pathvqa.data.prepare import Sample, load_data_split
-from pathvqa.data.regions import split_regions
+from pathvqa.data.regions import Region, split_regions
 from pathvqa.destinations import write_text_atomic
 from pathvqa.errors import PathVQAError
 from pathvqa.models.base import Bundle, Family
@@ -107,6 +107,17 @@ def in_batches(family, bundle, samples: list[Sample], answers: list[str], progre
     return maps
 
 
+def regions_of(cfg, split: str) -> dict[str, Region]:
+    """The regions of ``split``'s questions; a one-line error for a dataset that marks none."""
+    regions = split_regions(cfg.data, split)
+    if not regions:
+        raise PathVQAError(
+            f"{cfg.data.dataset} [{split}] marks no regions (no region column): scoring maps needs a dataset "
+            "that knows where each question's subject is, e.g. one written by pathvqa synth"
+        )
+    return regions
+
+
 def score_split(
     cfg, family, bundle, split: str, out: Path, run: str, limit: int | None = None, progress: bool = True
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -115,12 +126,7 @@ def score_split(
     mass in the region against the uniform map and the randomised model, by region kind and by whether the
     answer was right (``scoring.grounding``). Returns (what was written, a few answers to draw: image, region,
     both maps, question, answer; up to two per region kind)."""
-    regions = split_regions(cfg.data, split)
-    if not regions:
-        raise PathVQAError(
-            f"{cfg.data.dataset} [{split}] marks no regions (no region column): scoring maps needs a dataset "
-            "that knows where each question's subject is, e.g. one written by pathvqa synth"
-        )
+    regions = regions_of(cfg, split)
     samples = [
         s
         for s in load_data_split(cfg.data, split, None, False, dedupe=False, say=False).samples

@@ -83,6 +83,8 @@ def cases(root, synth_dir):
         "report missing": ["report", missing, "--out", root / "r"],
         "report --out FILE": ["report", d, "--out", f],
         "demo --out FILE": ["demo", "--out", f],
+        "explain --checkpoint missing": ["explain", "--checkpoint", missing, "--score", "--out", root / "explained"],
+        "explain --score with --image": ["explain", "--checkpoint", d, "--score", "--image", f, "--out", d],
         "predict --checkpoint missing": [
             "predict",
             "--checkpoint",

@@ -41,10 +41,11 @@ def plt_agg():
 
 
 def save(fig, path: Path, **options) -> Path:
-    """``fig`` as ``path`` (PNG, 300 dpi) and beside it as PDF and SVG; the PNG's path."""
+    """``fig`` as ``path`` (PNG, 300 dpi) and beside it as PDF and SVG, then closed; the PNG's path."""
     fig.savefig(path, dpi=DPI, **options)
     for suffix in VECTOR_FORMATS:
         fig.savefig(path.with_suffix(f".{suffix}"), **options)
+    plt_agg().close(fig)
     return path
 
 
@@ -124,7 +125,6 @@ def gallery(runs: list[Run], path: Path, chosen: list[str]) -> Path | None:
                 color="#1a7f37" if ok else "#cf222e",
             )
     save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -194,7 +194,6 @@ def curves(runs: list[Run], path: Path) -> Path | None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -221,70 +220,59 @@ def _confidences(runs: list[Run]) -> list[tuple[Run, dict[str, tuple]]]:
     return out
 
 
-def reliability(runs: list[Run], path: Path) -> Path | None:
-    """Reliability diagrams, closed and open questions apart: each confidence bin's accuracy against its
-    mean confidence (15 equal-width bins, a marker's area its rows), every model on one axis, ECE in the
-    legend; the diagonal is a perfectly calibrated model."""
+def _closed_and_open(runs: list[Run], path: Path, draw, axes_set: dict, legend: str, diagonal: bool = False):
+    """One panel for closed questions, one for open, every run with confidences drawn by ``draw(ax, run,
+    confidences, right or wrong)`` on the same axes; None when no run has confidences."""
     scored = _confidences(runs)
     if not scored:
         return None
     plt = plt_agg()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     for ax, kind in zip(axes, ("closed", "open"), strict=True):
-        ax.plot([0, 1], [0, 1], color="#888", linestyle="--", linewidth=1, label="calibrated")
+        if diagonal:
+            ax.plot([0, 1], [0, 1], color="#888", linestyle="--", linewidth=1, label="calibrated")
         for run, kinds in scored:
             values, right = kinds[kind]
-            if not len(values):
-                continue
-            bins = confidence.reliability_bins(values, right)
-            ece = confidence.expected_calibration_error(values, right)
-            line = ax.plot(
-                [b[0] for b in bins],
-                [b[1] for b in bins],
-                linewidth=1.2,
-                label=f"{run.label} (ECE {ece:.3f})",
-            )
-            ax.scatter([b[0] for b in bins], [b[1] for b in bins], s=[8 + 120 * b[2] / len(values) for b in bins],
-                       color=line[0].get_color(), alpha=0.8)  # fmt: skip
-        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy",
-               title=f"{kind} questions: reliability ({confidence.BINS} bins)")  # fmt: skip
+            if len(values):
+                draw(ax, run, values, right)
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), **{k: v.format(kind=kind) for k, v in axes_set.items()})
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7.5, loc="upper left")
+        ax.legend(fontsize=7.5, loc=legend)
     fig.tight_layout()
-    save(fig, path)
-    plt.close(fig)
-    return path
+    return save(fig, path)
+
+
+def reliability(runs: list[Run], path: Path) -> Path | None:
+    """Reliability diagrams, closed and open questions apart: each confidence bin's accuracy against its
+    mean confidence (15 equal-width bins, a marker's area its rows), every model on one axis, ECE in the
+    legend; the diagonal is a perfectly calibrated model."""
+
+    def draw(ax, run, values, right):
+        bins = confidence.reliability_bins(values, right)
+        ece = confidence.expected_calibration_error(values, right)
+        x, y = [b[0] for b in bins], [b[1] for b in bins]
+        line = ax.plot(x, y, linewidth=1.2, label=f"{run.label} (ECE {ece:.3f})")
+        ax.scatter(x, y, s=[8 + 120 * b[2] / len(values) for b in bins], color=line[0].get_color(), alpha=0.8)
+
+    labels = {"xlabel": "confidence", "ylabel": "accuracy",
+              "title": f"{{kind}} questions: reliability ({confidence.BINS} bins)"}  # fmt: skip
+    return _closed_and_open(runs, path, draw, labels, "upper left", diagonal=True)
 
 
 def risk_coverage(runs: list[Run], path: Path) -> Path | None:
     """Risk (error rate of the answered questions) against coverage (the share answered, most confident
     first), closed and open apart, every model on one axis, AURC in the legend: where a threshold for
     ``--abstain-below`` is read off."""
-    scored = _confidences(runs)
-    if not scored:
-        return None
-    plt = plt_agg()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    for ax, kind in zip(axes, ("closed", "open"), strict=True):
-        for run, kinds in scored:
-            values, right = kinds[kind]
-            if not len(values):
-                continue
-            coverage, risk = confidence.risk_coverage(values, right)
-            ax.plot(
-                coverage,
-                risk,
-                linewidth=1.3,
-                label=f"{run.label} (AURC {confidence.aurc(values, right):.3f})",
-            )
-        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="coverage (share answered)", ylabel="risk (error rate answered)",
-               title=f"{kind} questions: risk–coverage")  # fmt: skip
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7.5, loc="lower right")
-    fig.tight_layout()
-    save(fig, path)
-    plt.close(fig)
-    return path
+
+    def draw(ax, run, values, right):
+        coverage, risk = confidence.risk_coverage(values, right)
+        ax.plot(
+            coverage, risk, linewidth=1.3, label=f"{run.label} (AURC {confidence.aurc(values, right):.3f})"
+        )
+
+    labels = {"xlabel": "coverage (share answered)", "ylabel": "risk (error rate answered)",
+              "title": "{kind} questions: risk–coverage"}  # fmt: skip
+    return _closed_and_open(runs, path, draw, labels, "lower right")
 
 
 def _decoded(image: bytes):
@@ -339,7 +327,6 @@ def grounding_maps(examples: list[dict], path: Path, columns: int = 4) -> Path |
         row[2].set_title("weights randomised", fontsize=8)
     fig.tight_layout()
     save(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -390,7 +377,6 @@ def type_bars(runs: list[Run], path: Path) -> Path | None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()  # the legend sits under the axes, clear of the bars
     save(fig, path, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -402,7 +388,7 @@ def sweep_figures(spec: Spec, study, out: Path, prefix: str = "sweep") -> dict:
     from optuna.visualization import matplotlib as plots
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    plt = plt_agg()
+    plt_agg()  # the Agg backend, before Optuna draws
     files: dict[str, Path | None] = {f"{prefix}_importance": None, f"{prefix}_slices": None}
     drawings = {f"{prefix}_importance": plots.plot_param_importances, f"{prefix}_slices": plots.plot_slice}
     for name, draw in drawings.items():
@@ -426,5 +412,4 @@ def sweep_figures(spec: Spec, study, out: Path, prefix: str = "sweep") -> dict:
             figure.tight_layout()
         files[name] = out / f"{name}.png"
         save(figure, files[name])
-        plt.close(figure)
     return files

@@ -10,7 +10,7 @@ import json
 import logging
 from typing import Any
 
-from pathvqa.data.prepare import load_data_split
+from pathvqa.data.prepare import load_data_split, spec_of
 from pathvqa.data.spec import open_split
 from pathvqa.destinations import write_text_atomic
 from pathvqa.errors import DataError, PathVQAError
@@ -37,14 +37,12 @@ def saved_temperature(trained: TrainedRun) -> dict[str, float]:
 
 
 def temperature_for(
-    trained: TrainedRun | None, family, bundle, cfg, accelerator=None, calibrate: bool | None = None,
+    trained: TrainedRun | None, family, bundle, cfg, accelerator=None, calibrate: bool = True,
     progress: bool = True,
 ) -> dict[str, float]:  # fmt: skip
     """The run's temperatures: read when this checkpoint has them, else fitted on its validation split
-    (said in one line) and saved. ``calibrate``: None fits when a validation split exists, True requires
-    one (a one-line error otherwise), False keeps the confidences as generated."""
-    if calibrate is False or calibration_problem(trained, cfg) is not None:
-        check_calibration(trained, cfg, calibrate)
+    (said in one line) and saved; {} without ``calibrate`` (what :func:`check_calibration` says)."""
+    if not calibrate:
         return {}
     split = cfg.data.eval_split
     saved = saved_temperature(trained)
@@ -76,16 +74,19 @@ def calibration_problem(trained: TrainedRun | None, cfg) -> str | None:
     return None
 
 
-def check_calibration(trained: TrainedRun | None, cfg, calibrate: bool | None) -> None:
-    """``--calibrate`` where no temperature can be fitted: a one-line error (before any model loads)."""
-    problem = calibration_problem(trained, cfg) if calibrate else None
-    if problem:
+def check_calibration(trained: TrainedRun | None, cfg, calibrate: bool | None) -> bool:
+    """Whether this evaluation's confidences get a temperature: not with ``--no-calibrate`` (False), nor where
+    none can be fitted (:func:`calibration_problem`), which ``--calibrate`` (True) makes a one-line error,
+    said before any model loads."""
+    if calibrate is False:
+        return False
+    problem = calibration_problem(trained, cfg)
+    if problem and calibrate:
         raise PathVQAError(f"--calibrate: {problem}: evaluate with --no-calibrate")
+    return problem is None
 
 
 def _has(cfg, split: str) -> bool:
-    from pathvqa.data.prepare import spec_of
-
     try:
         open_split(spec_of(cfg.data), split)
     except DataError:

@@ -109,7 +109,7 @@ def run(
     Every readable row of the split counts, as in published numbers (``dedupe``: drop repeated rows); rows
     that cannot be read are reported with their reasons. ``out`` holding another evaluation is refused
     unless ``overwrite``. Each answer's confidence is calibrated by the run's temperature (``calibrate``:
-    see ``calibrate.temperature_for``); answers under ``abstain_below`` are marked abstained."""
+    see ``calibrate.check_calibration``); answers under ``abstain_below`` are marked abstained."""
     if (config is None) == (checkpoint_dir is None):
         raise PathVQAError("pass exactly one of --config (zero-shot) or --checkpoint")
     check_threshold(abstain_below)
@@ -124,7 +124,7 @@ def run(
     if trained is not None:
         reads.append(trained.stage.checkpoints)
     check_destination(out, reads=reads)  # before the model is built
-    check_calibration(trained, cfg, calibrate)
+    calibrate = check_calibration(trained, cfg, calibrate)
     identity = eval_identity(out, source, cfg.data.dataset, split, blind, limit, dedupe)
     check_eval_folder(out, identity, overwrite)
     accelerator = Accelerator(cpu=cpu_processes(), mixed_precision=mixed_precision(cfg))
@@ -143,7 +143,8 @@ def run(
     result: dict[str, Any] = {}
     if main:
         mark_seen(rows, split_answers(spec_of(cfg.data), cfg.data.train_split))
-        uncalibrated = confide(rows, {}, None)
+        right = strict_table(rows)["correct"]  # right or wrong: the strict protocol
+        uncalibrated = ece_by_kind([{**r, "confidence": kept(row_confidence(r))} for r in rows], right)
         confide(rows, temperature, abstain_below)
         write_predictions(rows, out / PREDICTIONS)
         result = score_all(rows)
@@ -152,7 +153,7 @@ def run(
              "dataset_spec": spec_of(cfg.data).to_json(),  # how the rows were read (report's gallery)
              **data_counts(data, len(rows), dedupe), "processes": accelerator.num_processes,
              "temperature": temperature or None, "uncalibrated_ece": uncalibrated,
-             **({"abstention": abstention(rows, abstain_below)} if abstain_below is not None else {})}
+             **({"abstention": abstention(rows, abstain_below, right)} if abstain_below is not None else {})}
         )  # fmt: skip
         write_text_atomic(out / METRICS, json.dumps(result, indent=2))
         if checkpoint_dir is not None:  # ``source``: the checkpoint folder it resolved to
@@ -161,16 +162,17 @@ def run(
     return result
 
 
-def confide(
-    rows: list[dict], temperature: dict[str, float], abstain_below: float | None
-) -> dict[str, float | None]:
-    """Each row's ``confidence`` under ``temperature`` (and ``abstained`` under ``abstain_below``); returns
-    the expected calibration error of closed and open rows at these confidences."""
+def confide(rows: list[dict], temperature: dict[str, float], abstain_below: float | None) -> None:
+    """Each row's ``confidence`` under ``temperature`` (and ``abstained`` under ``abstain_below``)."""
     for row in rows:
         row["confidence"] = kept(row_confidence(row, temperature))
         if abstain_below is not None:
             row["abstained"] = abstains(row["confidence"], abstain_below)
-    right = strict_table(rows)["correct"]  # right or wrong: the strict protocol
+
+
+def ece_by_kind(rows: list[dict], right) -> dict[str, float | None]:
+    """The expected calibration error of the closed rows' and the open rows' confidences (``right``: each row
+    right or wrong)."""
     out = {}
     for kind in ("closed", "open"):
         values, ok = scored(rows, right, kind)
@@ -178,15 +180,16 @@ def confide(
     return out
 
 
-def abstention(rows: list[dict], threshold: float) -> dict[str, Any]:
-    """Coverage and accuracy on the answered questions (strict protocol), closed and open apart."""
+def abstention(rows: list[dict], threshold: float, right) -> dict[str, Any]:
+    """Coverage and accuracy on the answered questions (``right``: each row right or wrong), closed and open
+    apart."""
     out: dict[str, Any] = {"threshold": threshold}
-    table = strict_table(rows)["correct"]
     for kind in ("closed", "open"):
         mine = [i for i, r in enumerate(rows) if r["type"] == kind]
-        kept = [i for i in mine if not rows[i].get("abstained")]
-        out[kind] = {"n": len(mine), "answered": len(kept), "coverage": round(len(kept) / len(mine), 4) if mine else None,
-                     "accuracy_answered": round(float(table[kept].mean()), 4) if kept else None}  # fmt: skip
+        answered = [i for i in mine if not rows[i].get("abstained")]
+        out[kind] = {"n": len(mine), "answered": len(answered),
+                     "coverage": round(len(answered) / len(mine), 4) if mine else None,
+                     "accuracy_answered": round(float(right[answered].mean()), 4) if answered else None}  # fmt: skip
     return out
 
 

@@ -84,7 +84,7 @@ def image_size(encoded: bytes) -> tuple[int, int]:
 def _upsampled(grid: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """A patch grid (h, w) → (H, W) bilinear, the image's own size (height, width)."""
     up = F.interpolate(grid[None, None].detach().cpu(), size=size, mode="bilinear", align_corners=False)
-    return up[0, 0].clamp(min=0).numpy()
+    return up[0, 0].numpy()  # bilinear weights are non-negative: so is the map
 
 
 def randomised(bundle: Bundle, seed: int = RANDOM_SEED) -> Bundle:

@@ -180,8 +180,8 @@ def fit_temperature(logits: np.ndarray, outcome: np.ndarray, kind: str) -> float
 
     def nll(log_t: float) -> float:
         t = math.exp(log_t)
-        closed = 1.0 / (1.0 + np.exp(-logits / t)) if kind == "closed" else None
-        p = np.clip(closed if closed is not None else np.exp(np.minimum(logits / t, 0.0)), eps, 1 - eps)
+        p = 1.0 / (1.0 + np.exp(-logits / t)) if kind == "closed" else np.exp(np.minimum(logits / t, 0.0))
+        p = np.clip(p, eps, 1 - eps)
         return float(-np.mean(outcome * np.log(p) + (1 - outcome) * np.log(1 - p)))
 
     found = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")

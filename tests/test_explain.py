@@ -127,6 +127,24 @@ def test_explain_writes_one_map_and_scores_a_split(trained_run, pathvqa_dir, tmp
     for key in ("pointing", "mass", "uniform", "pointing_randomised", "mass_randomised", "rank_correlation"):
         assert key in whole and f"{key}_ci" in whole, key
     assert 0 < whole["uniform"] < 1 and "pointing" in proc.stdout
+    stages = result["cascade"]
+    assert [s["share"] for s in stages] == [0.25, 0.5, 0.75, 1.0] and (tmp_path / "g" / "cascade.png").is_file()
+    assert stages[-1]["modules"] == stages[-1]["of"] > stages[0]["modules"] >= 1
+    full = [r["rank_correlation"] for r in result["rows"] if r["rank_correlation"] is not None]
+    assert stages[-1]["rank_correlation"] == pytest.approx(np.mean(full), abs=1e-4), "24 ≤ 48: the same answers"
+
+
+def test_the_cascade_draws_the_layers_again_from_the_top(pathvqa_dir):
+    from pathvqa.evaluation.explain import layers_from_the_top, randomised
+
+    family, bundle = tiny(pathvqa_dir, "vlm_tiny")
+    names = layers_from_the_top(bundle.model)
+    modules = dict(bundle.model.named_modules())
+    quarter = dict(randomised(bundle, 0.25).model.named_modules())
+    changed = [n for n in names if any(not torch.equal(a, b) for a, b in zip(
+        modules[n].parameters(recurse=False), quarter[n].parameters(recurse=False), strict=True))]  # fmt: skip
+    assert changed and set(changed) <= set(names[: round(0.25 * len(names))]), "only the top quarter"
+    assert names[-1] not in changed, "the first layer the model declares is kept"
 
 
 def test_explain_refuses_bad_input_in_one_line(trained_run, synth_dir, tmp_path):

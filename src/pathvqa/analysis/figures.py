@@ -330,6 +330,32 @@ def grounding_maps(examples: list[dict], path: Path, columns: int = 4) -> Path |
     return path
 
 
+def cascade_curves(cascades: dict[str, list[dict]], path: Path) -> Path | None:
+    """Adebayo's cascading randomisation, one line per model (``cascades``: label → the ``cascade`` stages of
+    its ``grounding.json``): the rank correlation of the maps with the trained ones, and the pointing game,
+    as more of the layers are drawn again from the top (0: the trained model)."""
+    if not any(cascades.values()):
+        return None
+    plt = plt_agg()
+    fig, (rho, point) = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for label, stages in cascades.items():
+        if not stages:
+            continue
+        shares = [0.0] + [s["share"] for s in stages]
+        rho.plot(shares, [1.0] + [s.get("rank_correlation", float("nan")) for s in stages], "o-", label=label)
+        point.plot(shares, [stages[0]["pointing"]] + [s["pointing_randomised"] for s in stages], "o-",
+                   label=label)  # fmt: skip
+    uniform = next(s for s in cascades.values() if s)[0]["uniform"]
+    point.axhline(uniform, color="grey", linestyle=":", label="uniform map")
+    rho.set_ylabel("rank correlation with the trained map")
+    point.set_ylabel("pointing game")
+    for ax in (rho, point):
+        ax.set_xlabel("share of the layers drawn again, from the top")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def types_of(run: Run) -> dict[str, dict]:
     """{question type: {n, accuracy, ci}} of a run, from its predictions (see ``stats.by_question_type``)."""
     rows = list(run.predictions.values())

@@ -157,13 +157,14 @@ def _explain_split(trained, out: Path, split: str, limit: int | None, overwrite:
     if (out / GROUNDING).exists() and not overwrite:
         raise PathVQAError(f"--out {out} already holds {GROUNDING}: give a new folder, or --overwrite")
     regions_of(trained.config, split)  # a dataset without regions is said before the model loads
-    from pathvqa.analysis.figures import grounding_maps
+    from pathvqa.analysis.figures import cascade_curves, grounding_maps
     from pathvqa.runtime.trained import load
 
     family, bundle = load(trained)
     family.patch_site(bundle)  # a family that cannot map says so before any work
     result, examples = score_split(trained.config, family, bundle, split, out, str(trained.path), limit)
     grounding_maps(examples, out / "maps.png")
+    cascade_curves({trained.config.name: result["cascade"]}, out / "cascade.png")
     whole = result["table"]["all"]
     typer.echo(
         f"{result['questions']} region questions of {split}: pointing {whole['pointing']} "

@@ -12,10 +12,11 @@ What it is: which patches, had they been a little more of what they are, would h
 likely. What it is not: a segmentation, a measure of what the model "knows", or proof that the answer came
 from the lesion: a map can sit on the lesion while the answer comes from the question's wording.
 
-The sanity check (Adebayo et al., NeurIPS 2018): the same answers are mapped through the same architecture
-with every layer's weights drawn afresh (each module's own initialiser, a fixed seed): the complete end of
-their cascading randomisation. A map that hardly changes (a high rank correlation) says little about what
-the trained weights learnt.
+The sanity check (Adebayo et al., NeurIPS 2018, cascading randomisation): the same answers are mapped
+through copies of the model whose layers are drawn afresh (each module's own initialiser, a fixed seed) from
+the output's side down: the top quarter of the modules that have an initialiser, then half, three quarters,
+all of them (in the reverse of the order the model declares them). A map that hardly changes as the weights
+go (a high rank correlation with the trained map) says little about what the trained weights learnt.
 """
 
 from __future__ import annotations
@@ -42,11 +43,16 @@ from pathvqa.destinations import write_text_atomic
 from pathvqa.errors import PathVQAError
 from pathvqa.models.base import Bundle, Family
 from pathvqa.models.generation import predict
-from pathvqa.scoring.grounding import grounding_table, question_scores
+from pathvqa.scoring.grounding import grounding_table, question_scores, summarise
 
 log = logging.getLogger(__name__)
 
 BATCH = 8
+CASCADE = (0.25, 0.5, 0.75, 1.0)
+"""The shares of the layers re-drawn, from the top, in the cascading randomisation."""
+CASCADE_QUESTIONS = 48
+"""The cascade maps the first answers only (each stage is a pass of its own); all answers meet full
+randomisation."""
 RANDOM_SEED = 1234
 """The seed of the randomised weights (fixed: the sanity check is reproducible)."""
 GROUNDING = "grounding.json"
@@ -87,15 +93,52 @@ def _upsampled(grid: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return up[0, 0].numpy()  # bilinear weights are non-negative: so is the map
 
 
-def randomised(bundle: Bundle, seed: int = RANDOM_SEED) -> Bundle:
-    """A copy of the model with every module that has an initialiser re-drawn (the sanity check's model)."""
+def _resettable(module: torch.nn.Module) -> bool:
+    return callable(getattr(module, "reset_parameters", None))
+
+
+def layers_from_the_top(model: torch.nn.Module) -> list[str]:
+    """The names of the modules that have an initialiser, the output's side first (the reverse of the order
+    the model declares them: for every shipped family its head, the language model's last layer, …, the
+    vision tower's first)."""
+    return [name for name, module in reversed(list(model.named_modules())) if _resettable(module)]
+
+
+def randomised(bundle: Bundle, share: float = 1.0, seed: int = RANDOM_SEED) -> Bundle:
+    """A copy of the model with the top ``share`` of :func:`layers_from_the_top` re-drawn by their own
+    initialisers (``share=1``: every one of them, the sanity check's model)."""
     model = copy.deepcopy(bundle.model)
+    names = layers_from_the_top(model)
+    chosen = set(names[: max(1, round(share * len(names)))])
     torch.manual_seed(seed)
     with torch.no_grad():
-        for module in model.modules():
-            if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
+        for name, module in model.named_modules():
+            if name in chosen:
                 module.reset_parameters()
     return replace(bundle, model=model.eval())
+
+
+def cascade(family, bundle, samples, answers, maps: dict[str, list], masks, progress: bool) -> list[dict]:
+    """Adebayo's cascading randomisation on the first :data:`CASCADE_QUESTIONS` answers: for each share of the
+    layers re-drawn from the top (:data:`CASCADE`), the scores of its maps against the trained ones
+    (``maps``: the trained and the fully randomised maps of every answer, already drawn)."""
+    n = min(len(samples), CASCADE_QUESTIONS)
+    names = layers_from_the_top(bundle.model)
+    trained = maps["trained"]
+    stages = []
+    for share in CASCADE:
+        maps_at = (
+            maps["randomised"][:n]
+            if share == 1.0
+            else in_batches(
+                family, randomised(bundle, share), samples[:n], answers[:n], progress, f"{share:.0%}"
+            )
+        )
+        rows = [question_scores(t, r, m) for t, r, m in zip(trained[:n], maps_at, masks[:n], strict=True)]
+        top = max(1, round(share * len(names)))
+        stages.append({"share": share, "modules": top, "of": len(names), "down_to": names[top - 1],
+                       **summarise(rows)})  # fmt: skip
+    return stages
 
 
 def in_batches(family, bundle, samples: list[Sample], answers: list[str], progress: bool, desc: str):
@@ -147,6 +190,15 @@ def score_split(
         "questions": len(samples),
         "method": METHOD,
         "table": grounding_table(scores, kinds, right),
+        "cascade": cascade(
+            family,
+            bundle,
+            samples,
+            answers,
+            {"trained": trained_maps, "randomised": random_maps},
+            masks,
+            progress,
+        ),
         "rows": [
             {"id": s.id, "kind": k, "right": ok, **sc}
             for s, k, ok, sc in zip(samples, kinds, right, scores, strict=True)

@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -78,6 +79,20 @@ def test_predict_answers_in_one_batch_and_prints_json(runs, images):
         "predict", "--checkpoint", runs["blip-tiny"], "--image", images / "tile.png", "--question", "q?"
     )
     assert plain.stdout.strip() and plain.stdout.count("\n") == 1
+
+
+def test_predict_explain_draws_a_map_beside_each_answer_and_keeps_the_answers(runs, images, tmp_path):
+    args = ["predict", "--checkpoint", runs["llava-tiny"], "--image", images / "tile.png",
+            "--question", "what stain is used?", "--question", "is this normal?", "--json"]  # fmt: skip
+    plain = [json.loads(line) for line in run_cli(*args).stdout.splitlines()]
+    mapped = [json.loads(line) for line in run_cli(*args, "--explain", tmp_path / "maps").stdout.splitlines()]
+    assert [r["answer"] for r in mapped] == [r["answer"] for r in plain]
+    assert [Path(r["map"]).name for r in mapped] == ["1-tile.png", "2-tile.png"]
+    for row in mapped:
+        with Image.open(row["map"]) as drawn:
+            assert drawn.width > drawn.height > 100
+    again = run_cli(*args, "--explain", tmp_path / "maps", check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr.strip().splitlines()[0]
 
 
 def test_predict_refuses_bad_input_in_one_line(runs, images, tmp_path):
@@ -233,7 +248,16 @@ def test_a_browser_uploads_asks_and_sees_every_model_answer(server, images, tmp_
         sure = [rows.nth(i).locator("td").nth(2).inner_text() for i in range(rows.count())]
         assert all(re.fullmatch(r"p = [01]\.\d\d", p) for p in sure), sure  # beside every answer
         assert "what stain is used?" in page.locator("#asked").inner_text()
+        assert not page.locator("#maps").is_visible(), "no map unless asked for"
+        page.locator("#show-maps input[type=checkbox]").check()
+        ask(page, "is there necrosis?")
+        page.locator("#maps img").nth(1).wait_for(timeout=60_000)  # one map per model
+        captions = page.locator("#maps").inner_text()
+        assert "blip-tiny:" in captions and "llava-tiny:" in captions, captions
         page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
+        page.locator("#show-maps input[type=checkbox]").uncheck()
+        ask(page, "what organ is this?")
+        page.locator("#maps").wait_for(state="hidden", timeout=60_000)
     assert Image.open(tmp_path / "serve.png").size[0] == 1280 and not outside, outside
 
 

@@ -291,6 +291,20 @@ def _overlay(ax, pixels, saliency, region=None) -> None:
     ax.set_axis_off()
 
 
+def overlay_image(image: bytes, saliency, alpha: float = 0.55, least: int = 256):
+    """The map blended over the image as one PIL image (no axes: for the app), colours as ``explanation``
+    draws them, enlarged to at least ``least`` pixels a side."""
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+
+    pixels = _decoded(image) / 255.0
+    heat = matplotlib.colormaps["inferno"](saliency / max(float(saliency.max()), 1e-12))[..., :3]
+    blended = Image.fromarray(np.uint8(np.round(255 * ((1 - alpha) * pixels + alpha * heat))))
+    scale = max(1, -(-least // min(blended.size)))
+    return blended.resize((blended.width * scale, blended.height * scale), Image.Resampling.NEAREST)
+
+
 def explanation(image: bytes, saliency, question: str, answer: str, path: Path) -> Path:
     """One PNG: the image, and the map of where the model looked over it, under the question and answer."""
     plt = plt_agg()

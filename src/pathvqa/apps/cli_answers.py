@@ -50,11 +50,20 @@ def predict(
     out: Annotated[
         Path | None, typer.Option(help="Also write the answers to this file (JSON lines, written whole).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file or --explain maps.")
+    ] = False,
     abstain_below: AbstainOpt = None,
+    explain_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--explain", help="Also draw where the model looked for each answer: one PNG per answer here."
+        ),
+    ] = None,
 ) -> None:
     """Answer questions about images with a trained model (questions about one image: one batch), each with
-    its confidence: ``yes (p = 0.93)``, or ``not sure (p = 0.41)`` under --abstain-below."""
+    its confidence: ``yes (p = 0.93)``, or ``not sure (p = 0.41)`` under --abstain-below; with --explain, the
+    map of each answer (as ``pathvqa explain`` draws it)."""
     from pathvqa.scoring.confidence import check_threshold
 
     check_threshold(abstain_below)
@@ -77,6 +86,8 @@ def predict(
         check_destination(out, reads=[*trained.reads(), *(p for p, _ in pairs)], file=True)
         if out.exists() and not overwrite:
             raise PathVQAError(f"--out {out} exists: give a new file, or --overwrite to replace it")
+    if explain_to is not None:
+        _check_maps_folder(explain_to, [*trained.reads(), *(p for p, _ in pairs)], overwrite)
     answerer = Answerer(trained, abstain_below=abstain_below)
     from pathvqa.config import RANDOM_WEIGHTS, random_weights
 
@@ -84,8 +95,8 @@ def predict(
         typer.echo(f"note: {answerer.label} has {RANDOM_WEIGHTS}", err=True)
     rows = []
     for path, questions in pairs:
-        for answer in answerer.answer(path, questions):
-            rows.append({"image": str(path), **asdict(answer)})
+        for answer, drawn in _answers(answerer, path, questions, explain_to, len(rows)):
+            rows.append({"image": str(path), **asdict(answer), **({"map": drawn} if explain_to else {})})
             if as_json:
                 typer.echo(json.dumps(rows[-1]))
             else:
@@ -98,6 +109,33 @@ def predict(
         from pathvqa.destinations import write_text_atomic
 
         write_text_atomic(out, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _check_maps_folder(folder: Path, reads: list[Path], overwrite: bool) -> None:
+    from pathvqa.destinations import check_destination
+
+    check_destination(folder, reads=reads)
+    if folder.is_dir() and any(folder.glob("*.png")) and not overwrite:
+        raise PathVQAError(f"--explain {folder} already holds maps: give a new folder, or --overwrite")
+
+
+def _answers(answerer, image: Path, questions: list[str], maps: Path | None, done: int):
+    """(answer, its map's path or None) for each question about ``image``; with ``maps``, each answer's map
+    drawn there as ``<n>-<image name>.png`` (n counts the answers of the whole command)."""
+    if maps is None:
+        return [(a, None) for a in answerer.answer(image, questions)]
+    from pathvqa.analysis.figures import explanation
+
+    maps.mkdir(parents=True, exist_ok=True)
+    out = []
+    for n, explained in enumerate(answerer.explain(image, questions), start=done + 1):
+        path = maps / f"{n}-{image.stem}.png"
+        if explained.saliency is not None:
+            explanation(
+                explained.image, explained.saliency, explained.answer.question, explained.answer.shown, path
+            )
+        out.append((explained.answer, str(path) if explained.saliency is not None else None))
+    return out
 
 
 @app.command()
@@ -144,7 +182,9 @@ def explain(
     read_questions(question)
     check_image(image, trained.config.data.max_pixels)
 
-    explained = Answerer(trained).explain(image, question)
+    (explained,) = Answerer(trained).explain(image, question)
+    if explained.saliency is None:
+        raise PathVQAError("the model gave no answer to this question: there is nothing to map")
     explanation(explained.image, explained.saliency, question, explained.answer.shown, out)
     typer.echo(f"{explained.answer.shown}\nmap: {out}")
 

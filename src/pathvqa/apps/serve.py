@@ -1,7 +1,8 @@
 """``pathvqa serve``: a Gradio app where every loaded model answers questions about an image, side by side.
 
 Upload an image (or pick a demo test image), ask; each model answers with its latency, and the
-questions asked about the current image stay listed with every model's answers. The endpoint
+questions asked about the current image stay listed with every model's answers. Ticking "Show where each
+model looked" adds each answer's map (``pathvqa explain``'s) over the image. The endpoint
 ``/answer`` takes (image, question) and returns every model's answer::
 
     from gradio_client import Client, handle_file
@@ -65,6 +66,21 @@ def answer_all(answerers: list[Answerer], image_path: str | None, question: str)
     return [
         {**asdict(answer), "shown": answer.shown} for a in answerers for answer in a.answer(image, [question])
     ]
+
+
+def explain_all(answerers: list[Answerer], image_path: str | None, question: str) -> list[tuple[dict, Any]]:
+    """Every model's answer to ``question`` and where it looked: (the answer's row, the map over the image as
+    a PIL image, or None for an empty answer)."""
+    from pathvqa.analysis.figures import overlay_image
+
+    image = read_upload(image_path)
+    out = []
+    for answerer in answerers:
+        for explained in answerer.explain(image, [question]):
+            row = {**asdict(explained.answer), "shown": explained.answer.shown}
+            drawn = None if explained.saliency is None else overlay_image(image, explained.saliency)
+            out.append((row, drawn))
+    return out
 
 
 def demo_examples(demo_dir: Path, count: int = 6) -> list[list[str]]:
@@ -149,13 +165,19 @@ def build_app(answerers: list[Answerer], examples: list[list[str]]):
             return None, _status(str(err)), None
         return image_path, "", image_path
 
-    def ask(image_path, question, history):
+    def ask(image_path, question, history, show_maps):
         try:
-            rows = answer_all(answerers, image_path, question)
+            if show_maps:
+                explained = explain_all(answerers, image_path, question)
+                rows = [row for row, _ in explained]
+                maps = [(m, f"{r['model']}: {r['shown']}") for r, m in explained if m is not None]
+            else:
+                rows, maps = answer_all(answerers, image_path, question), []
         except PathVQAError as err:  # one sentence in the page; the app keeps serving
-            return gr.skip(), gr.skip(), history, _status(str(err))
+            return gr.skip(), gr.skip(), history, _status(str(err)), gr.skip()
         history = [*history, [" ".join(question.split()), *(r["shown"] for r in rows)]]
-        return answers_html(rows), history_html(labels, history), history, ""
+        shown = gr.update(value=maps or None, visible=bool(maps))
+        return answers_html(rows), history_html(labels, history), history, "", shown
 
     with gr.Blocks(title="pathvqa: ask the models") as app:
         gr.HTML(
@@ -170,6 +192,11 @@ def build_app(answerers: list[Answerer], examples: list[list[str]]):
                 file = gr.File(label="Image (PNG, JPEG, TIFF…)", type="filepath", elem_id="upload")
                 preview = gr.Image(label="Image", interactive=False, height=260, elem_id="preview")
                 question = gr.Textbox(label="Question", placeholder="what stain is used?", elem_id="question")
+                show_maps = gr.Checkbox(
+                    label="Show where each model looked (a map per answer: one more backward pass)",
+                    value=False,
+                    elem_id="show-maps",
+                )
                 ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
                 if examples:
                     gr.Examples(examples=examples, inputs=[file, question], label="Demo test images")
@@ -178,13 +205,19 @@ def build_app(answerers: list[Answerer], examples: list[list[str]]):
                 answers = gr.HTML(
                     "<p><em>Ask a question to see every model's answer.</em></p>", elem_id="answers"
                 )
+                maps = gr.Gallery(
+                    label="Where each model looked", visible=False, columns=2, height="auto", elem_id="maps"
+                )
                 asked = gr.HTML(history_html(labels, []), elem_id="asked")
         file.change(upload, file, [preview, status, current], api_visibility="private").then(
             lambda: (history_html(labels, []), []), None, [asked, history], api_visibility="private"
         )
         for trigger in (ask_button.click, question.submit):
             trigger(
-                ask, [current, question, history], [answers, asked, history, status], api_visibility="private"
+                ask,
+                [current, question, history, show_maps],
+                [answers, asked, history, status, maps],
+                api_visibility="private",
             )
         # The API endpoint takes the upload as a plain file too, so a file that is not an image reaches
         # pathvqa's own check (and its message).

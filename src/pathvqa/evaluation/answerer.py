@@ -54,8 +54,9 @@ class Explanation:
     answer: Answer
     image: bytes
     """The encoded image asked about."""
-    saliency: np.ndarray
-    """(H, W) at the image's size, non-negative: where the model looked (``evaluation.explain``)."""
+    saliency: np.ndarray | None
+    """(H, W) at the image's size, non-negative: where the model looked (``evaluation.explain``); None for
+    an empty answer (nothing to map)."""
 
 
 def image_problem(err: BadImage, name: str = "this image") -> str:
@@ -165,17 +166,24 @@ class Answerer:
             out.append(Answer(self.label, q, a.text, round(ms, 1), p, abstains(p, self.abstain_below)))
         return out
 
-    def explain(self, image: ImageInput, question: str) -> Explanation:
-        """The answer to ``question`` about ``image`` and where the model looked for it (``explain``'s map:
-        gradient × activation at the patch features, at the image's size)."""
+    def explain(self, image: ImageInput, questions: str | list[str]) -> list[Explanation]:
+        """The answers to ``questions`` about ``image`` (as :meth:`answer` gives them) and where the model
+        looked for each (``explain``'s map: gradient × activation at the patch features, at the image's size;
+        one forward and one backward for all of them). An empty answer has nothing to map: its saliency is
+        None."""
         self.family.patch_site(self.bundle)  # a family that cannot map says so before any work
-        (answer,) = self.answer(image, question)
+        answers = self.answer(image, questions)
         data, _ = read_image(image)
         key = hashlib.sha1(data).hexdigest()
-        sample = Sample("q0", data, key, answer.question, answer.answer, answer.answer, "open")
+        given = [a for a in answers if a.answer.strip()]
+        samples = [
+            Sample(f"q{i}", data, key, a.question, a.answer, a.answer, "open") for i, a in enumerate(given)
+        ]
         with self.lock:
-            (saliency,) = answer_maps(self.family, self.bundle, [sample], [answer.answer])
-        return Explanation(answer, data, saliency)
+            maps = iter(
+                answer_maps(self.family, self.bundle, samples, [a.answer for a in given]) if given else []
+            )
+        return [Explanation(a, data, next(maps) if a.answer.strip() else None) for a in answers]
 
     def _confidence(self, answer: Generated) -> float | None:
         """A yes/no answer is a closed question's (its question type is unknown here: its answer tells)."""

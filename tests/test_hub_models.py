@@ -105,6 +105,27 @@ def test_train_eval_export_load_predict_with_the_real_processor(config, hub, tmp
         "predict", "--checkpoint", merged, "--image", tmp_path / "tile.png", "--question", "is it?"
     )
     assert "random weights" in answer.stderr
+    where_it_looked(merged, tmp_path)
+
+
+def where_it_looked(merged: Path, tmp_path: Path) -> None:
+    """``explain``'s map of an answer through the real architecture, processor and patch grid: at the image's
+    own size (a non-square image), non-negative, not constant."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from pathvqa.data.prepare import Sample
+    from pathvqa.evaluation.explain import answer_maps
+    from pathvqa.runtime.trained import load_trained
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(buffer, "PNG")
+    sample = Sample("q0", buffer.getvalue(), "k", "is there necrosis?", "yes", "yes", "closed")
+    _, family, bundle, _ = load_trained(merged)
+    (saliency,) = answer_maps(family, bundle, [sample], ["yes"])
+    assert saliency.shape == (64, 80) and (saliency >= 0).all() and np.ptp(saliency) > 0
 
 
 @pytest.mark.slow

@@ -128,10 +128,14 @@ def test_explain_writes_one_map_and_scores_a_split(trained_run, pathvqa_dir, tmp
         assert key in whole and f"{key}_ci" in whole, key
     assert 0 < whole["uniform"] < 1 and "pointing" in proc.stdout
     stages = result["cascade"]
-    assert [s["share"] for s in stages] == [0.25, 0.5, 0.75, 1.0] and (tmp_path / "g" / "cascade.png").is_file()
+    assert [s["share"] for s in stages] == [0.25, 0.5, 0.75, 1.0] and (
+        tmp_path / "g" / "cascade.png"
+    ).is_file()
     assert stages[-1]["modules"] == stages[-1]["of"] > stages[0]["modules"] >= 1
     full = [r["rank_correlation"] for r in result["rows"] if r["rank_correlation"] is not None]
-    assert stages[-1]["rank_correlation"] == pytest.approx(np.mean(full), abs=1e-4), "24 ≤ 48: the same answers"
+    assert stages[-1]["rank_correlation"] == pytest.approx(np.mean(full), abs=1e-4), (
+        "24 ≤ 48: the same answers"
+    )
 
 
 def test_the_cascade_draws_the_layers_again_from_the_top(pathvqa_dir):
@@ -161,3 +165,37 @@ def test_explain_refuses_bad_input_in_one_line(trained_run, synth_dir, tmp_path)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), (args, proc.stderr)
     assert not any((tmp_path / name).exists() for name in ("a.png", "b.png", "c", "d"))
+
+
+def test_a_family_that_cannot_map_and_an_empty_answer_are_one_line(
+    trained_run, pathvqa_dir, tmp_path, monkeypatch
+):
+    from dataclasses import replace
+
+    from pathvqa.models.base import Family
+    from pathvqa.models.registry import get_family
+
+    tile = tmp_path / "tile.png"
+    tile.write_bytes(load_split(str(pathvqa_dir), "test", progress=False).samples[0].image)
+    family = type(get_family("vlm"))
+    args = (
+        "explain",
+        "--checkpoint",
+        trained_run,
+        "--image",
+        tile,
+        "--question",
+        "q?",
+        "--out",
+        tmp_path / "m.png",
+    )
+    generate = family.generate
+    monkeypatch.setattr(family, "generate", lambda *a, **k: [replace(g, text="") for g in generate(*a, **k)])
+    empty = run_cli(*args, check=False)
+    monkeypatch.setattr(family, "patch_site", Family.patch_site)  # what a family that names no site says
+    no_site = run_cli(*args, check=False)
+    for proc, says in ((empty, "no answer to this question"), (no_site, "cannot say where its image patch")):
+        # (in this process the test's own log handler shows INFO records, which a real process does not)
+        lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("INFO ")]
+        assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], proc.stderr
+    assert not (tmp_path / "m.png").exists()

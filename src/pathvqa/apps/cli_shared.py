@@ -60,7 +60,7 @@ def setup_logging() -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "huggingface_hub", "datasets", "accelerate"):
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "datasets", "accelerate", "timm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

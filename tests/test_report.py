@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+from PIL import Image
 
 from pathvqa.analysis.report import build
 from pathvqa.config import load_config
@@ -186,3 +187,14 @@ def test_published_numbers_only_beside_pathvqas_test_split_and_mixed_data_groupe
     build([f"pathvqa={pathvqa}", f"synthetic={two_runs / 'blip'}"], tmp_path / "mixed", allow_mixed=True)
     table = (tmp_path / "mixed" / "results.md").read_text()
     assert "| model | dataset |" in table and "flaviagiammarino/path-vqa [test]" in table
+
+
+def test_report_maps_show_where_each_loadable_model_looked(tmp_path, two_runs):
+    files = build(
+        [f"untrained={two_runs / 'zeroshot'}", f"fine-tuned={two_runs / 'blip'}"], tmp_path / "r", maps=True
+    )
+    with Image.open(files["gallery_maps"]) as drawn:  # 8 questions × (the image, the fine-tuned model's map)
+        assert drawn.height > 3 * drawn.width, "one row per gallery question, two columns"
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Where each model looked" in page and page.count("data:image/png;base64,") == 6
+    assert "gallery_maps.png" in (tmp_path / "r" / "results.md").read_text()

@@ -69,22 +69,69 @@ def gallery_ids(runs: list[Run], per_type: int = 4, seed: int = 0) -> list[str]:
     return chosen
 
 
-def gallery(runs: list[Run], path: Path, chosen: list[str]) -> Path | None:
-    """Test images with question, ground truth and each model's answer (✓ / ✗): half closed, half open."""
-    from PIL import Image
-
+def gallery_samples(reference: Run) -> dict:
+    """{id: Sample} of the split a run was evaluated on (empty when its metrics name no dataset)."""
     from pathvqa.data.prepare import load_split
 
-    with_predictions = [r for r in runs if r.predictions]
-    if not chosen:
-        return None
-    reference = with_predictions[-1]
     dataset, split = reference.metrics.get("dataset"), reference.metrics.get("split", "test")
     if isinstance(reference.metrics.get("dataset_spec"), dict):
         from pathvqa.data.spec import DatasetSpec
 
         dataset = DatasetSpec(**reference.metrics["dataset_spec"])
-    samples = {s.id: s for s in load_split(dataset, split, progress=False).samples} if dataset else {}
+    return {s.id: s for s in load_split(dataset, split, progress=False).samples} if dataset else {}
+
+
+def gallery_maps(runs: list[Run], path: Path, chosen: list[str]) -> Path | None:
+    """The gallery's questions, one row each: the image, then where each model that can be loaded looked for
+    the answer it gave (``pathvqa explain``'s map), titled with that answer ✓ / ✗."""
+    from pathvqa.evaluation.explain import maps_of_run
+
+    with_predictions = [r for r in runs if r.predictions]
+    samples = gallery_samples(with_predictions[-1]) if with_predictions and chosen else {}
+    chosen = [q for q in chosen if q in samples]
+    mapped = []
+    for run in with_predictions:
+        maps = maps_of_run(
+            run.folder, [samples[q] for q in chosen], [run.predictions[q]["prediction"] for q in chosen]
+        )
+        if maps is not None:
+            mapped.append((run, maps))
+    if not mapped:
+        return None
+    plt = plt_agg()
+    fig, axes = plt.subplots(len(chosen), 1 + len(mapped), figsize=(2.4 * (1 + len(mapped)), 2.6 * len(chosen)),
+                             squeeze=False)  # fmt: skip
+    for index, (row, qid) in enumerate(zip(axes, chosen, strict=True)):
+        pixels, truth = _decoded(samples[qid].image), with_predictions[-1].predictions[qid]
+        row[0].imshow(pixels)
+        row[0].set_axis_off()
+        row[0].set_title(
+            textwrap.fill(f"{truth['question']} → {truth['answer']}", 30), fontsize=7, loc="left"
+        )
+        for ax, (run, maps) in zip(row[1:], mapped, strict=True):
+            answer = run.predictions[qid]
+            ok = bool(correct(answer["prediction"], answer["answer"], answer["type"]))
+            if maps[index] is None:  # an empty answer: nothing to map
+                ax.set_axis_off()
+            else:
+                _overlay(ax, pixels, maps[index])
+            said = textwrap.shorten(answer["prediction"] or "(empty)", 40)
+            ax.set_title(
+                f"{'✓' if ok else '✗'} {run.label}: {said}", fontsize=7, color="#1a7f37" if ok else "#cf222e"
+            )
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def gallery(runs: list[Run], path: Path, chosen: list[str]) -> Path | None:
+    """Test images with question, ground truth and each model's answer (✓ / ✗): half closed, half open."""
+    from PIL import Image
+
+    with_predictions = [r for r in runs if r.predictions]
+    if not chosen:
+        return None
+    reference = with_predictions[-1]
+    samples = gallery_samples(reference)
     plt = plt_agg()
     columns, lines = 4, len(with_predictions)
     rows_n = (len(chosen) + columns - 1) // columns

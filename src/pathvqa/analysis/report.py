@@ -21,6 +21,7 @@ from pathvqa.analysis.figures import (
     curves,
     gallery,
     gallery_ids,
+    gallery_maps,
     reliability,
     risk_coverage,
     sweep_figures,
@@ -249,12 +250,14 @@ def build(
     title: str = "pathvqa results",
     allow_mixed: bool = False,
     references: bool = True,
+    maps: bool = False,
 ) -> dict[str, Path]:
     """Write the report for runs ``specs`` (a sweep folder: its evaluated trials, and its pictures) into
     ``out``; returns the written files by kind. Runs evaluated on different datasets or splits are refused
     unless ``allow_mixed`` (then every table's rows are grouped by their dataset, named in a first column).
     Published PathVQA numbers appear only when every run was scored on PathVQA's test split, and not at all
-    without ``references``."""
+    without ``references``. With ``maps``, the gallery's questions again with where each model that can be
+    loaded looked for its answer (``gallery_maps.png``: one backward pass per model)."""
     specs, sweeps = expand_sweeps(specs)
     runs = [load_run(s) for s in specs]
     if not runs:
@@ -274,7 +277,7 @@ def build(
                 row["dataset"] = _where(run)
     shown = references and all(on_pathvqa_test(r) for r in runs)
     files = _write_tables(out, title, runs, rows, protocols, shown)
-    images = _figures(out, runs, sweeps, gallery_ids(runs))
+    images = _figures(out, runs, sweeps, gallery_ids(runs), maps)
     sections = _sections(rows, protocols, comparisons(runs), ("dataset",) if mixed else (), shown)
     where = "; ".join(dict.fromkeys(_where(r) for r in runs))
     files["md"] = out / "results.md"
@@ -306,9 +309,12 @@ def _write_tables(
     return files
 
 
-def _figures(out: Path, runs: list[Run], sweeps: dict, chosen: list[str]) -> dict[str, Path | None]:
+def _figures(
+    out: Path, runs: list[Run], sweeps: dict, chosen: list[str], maps: bool
+) -> dict[str, Path | None]:
     images = {
         "gallery": gallery(runs, out / "gallery.png", chosen),
+        "gallery_maps": gallery_maps(runs, out / "gallery_maps.png", chosen) if maps else None,
         "curves": curves(runs, out / "curves.png"),
         "types": type_bars(runs, out / "types.png"),
         "reliability": reliability(runs, out / "reliability.png"),
@@ -400,6 +406,16 @@ def _published_sections(page: dict) -> str:
     )
 
 
+def _maps_section(images: dict) -> str:
+    if images.get("gallery_maps") is None:
+        return ""
+    intro = (
+        "Where each model looked for the answer it gave (gradient × activation at the image's patch features; "
+        "pathvqa explain): bright is where more of what is there would have made that answer more likely."
+    )
+    return f"<h3>Where each model looked</h3><p>{intro}</p>{_img(images['gallery_maps'])}"
+
+
 def _sweep_section(images: dict) -> str:
     shown = [p for k, p in images.items() if k.startswith("sweep") and p is not None]
     if not shown:
@@ -426,7 +442,7 @@ open exact match and recall: the rest.</p>
 <h2>Results</h2>{page["ours"]}<p>{html.escape(PAIRS_INTRO)}</p>{page["pairs"]}
 <p>{html.escape(SEEN_INTRO)}</p>{page["seen"]}
 <h2>Confidence</h2><p>{html.escape(CONFIDENCE_INTRO)}</p>{page["confidence"]}{_img(images["reliability"])}{_img(images["risk_coverage"])}
-{_protocol_sections(page)}{_published_sections(page)}<h2>Sample answers</h2>{_img(images["gallery"])}
+{_protocol_sections(page)}{_published_sections(page)}<h2>Sample answers</h2>{_img(images["gallery"])}{_maps_section(images)}
 <h2>Training curves</h2>{_img(images["curves"])}
 <h2>By question type</h2>{_img(images["types"])}
 {_sweep_section(images)}<h2>Configs</h2>{configs or "<p><em>none</em></p>"}

@@ -206,11 +206,17 @@ def report_cmd(
             "--no-references", help="Leave out published PathVQA numbers (shown only on its test split)."
         ),
     ] = False,
+    maps: Annotated[
+        bool,
+        typer.Option(
+            "--maps", help="Add where each model looked for its gallery answers (loads the models)."
+        ),
+    ] = False,
 ) -> None:
     """Tables (md/csv/json/LaTeX), gallery, curves (PNG, PDF, SVG) and one self-contained HTML page from run
     folders (a run group: mean ± sd over its seeds)."""
     out_folder(out)
     from pathvqa.analysis.report import build
 
-    files = build(runs, out, title=title, allow_mixed=allow_mixed, references=not no_references)
+    files = build(runs, out, title=title, allow_mixed=allow_mixed, references=not no_references, maps=maps)
     typer.echo(f"wrote {', '.join(str(p) for p in files.values())}")

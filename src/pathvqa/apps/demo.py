@@ -98,7 +98,8 @@ def run_demo(
         f"blip-tiny zero-shot={out / 'blip_tiny_zeroshot'}",
         *(f"{label}={out / name}" for label, name in trained.items()),
     ]
-    files = report.build(specs, out / "report", title="pathvqa demo: PathVQA-shaped synthetic pathology VQA")
+    title = "pathvqa demo: PathVQA-shaped synthetic pathology VQA"
+    files = report.build(specs, out / "report", title=title, maps=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     typer.echo(files["md"].read_text().split("## Published")[0].strip())
     _against_prior(out, trained)

@@ -150,6 +150,28 @@ def in_batches(family, bundle, samples: list[Sample], answers: list[str], progre
     return maps
 
 
+def maps_of_run(folder: Path, samples: list[Sample], answers: list[str]) -> list[np.ndarray | None] | None:
+    """The maps of the answers a run gave (``answers``, one per sample; an empty one has none), through the
+    model it was evaluated with; None where ``folder`` holds no model to load (a baseline, a zero-shot
+    evaluation of a config) or its family cannot say where its patch features are."""
+    from pathvqa.runtime.trained import load, resolve_run
+
+    try:
+        trained = resolve_run(folder)
+        family, bundle = load(trained)
+        family.patch_site(bundle)
+    except PathVQAError:
+        return None
+    given = [i for i, a in enumerate(answers) if a.strip()]
+    drawn = (
+        answer_maps(family, bundle, [samples[i] for i in given], [answers[i] for i in given]) if given else []
+    )
+    out: list[np.ndarray | None] = [None] * len(samples)
+    for i, m in zip(given, drawn, strict=True):
+        out[i] = m
+    return out
+
+
 def regions_of(cfg, split: str) -> dict[str, Region]:
     """The regions of ``split``'s questions; a one-line error for a dataset that marks none."""
     regions = split_regions(cfg.data, split)

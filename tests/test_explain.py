@@ -141,7 +141,7 @@ def test_explain_writes_one_map_and_scores_a_split(trained_run, pathvqa_dir, tmp
 def test_the_cascade_draws_the_layers_again_from_the_top(pathvqa_dir):
     from pathvqa.evaluation.explain import layers_from_the_top, randomised
 
-    family, bundle = tiny(pathvqa_dir, "vlm_tiny")
+    _, bundle = tiny(pathvqa_dir, "vlm_tiny")
     names = layers_from_the_top(bundle.model)
     modules = dict(bundle.model.named_modules())
     quarter = dict(randomised(bundle, 0.25).model.named_modules())

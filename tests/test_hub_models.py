@@ -121,7 +121,9 @@ def where_it_looked(merged: Path, tmp_path: Path) -> None:
     from pathvqa.runtime.trained import load_trained
 
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(buffer, "PNG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(
+        buffer, "PNG"
+    )
     sample = Sample("q0", buffer.getvalue(), "k", "is there necrosis?", "yes", "yes", "closed")
     _, family, bundle, _ = load_trained(merged)
     (saliency,) = answer_maps(family, bundle, [sample], ["yes"])

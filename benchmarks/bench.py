@@ -13,8 +13,11 @@ batch size; and how data loading grows with the dataset. Prints a table, then on
    process: seconds and peak RSS.
 4. Each image encoded once (``benchmarks/image_once.py``): evaluation per question vs per image, grouped
    training, a frozen encoder's cached features; ``eval_speedup_image_once`` is real-shape BLIP-base's.
+5. A map of where the model looked (``benchmarks/explain_cost.py``): its seconds against one forward and
+   one backward of the training loss on the same questions; ``map_vs_forward_backward`` is the largest
+   ratio (at most 1: a map costs no more than a training step's forward and backward).
 
-    python benchmarks/bench.py [--steps 200] [--skip-growth]
+    python benchmarks/bench.py [--steps 200] [--skip-growth] [--skip-image-once] [--skip-explain]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import explain_cost  # benchmarks/explain_cost.py, beside this script
 import image_once  # benchmarks/image_once.py, beside this script
 import torch
 
@@ -278,6 +282,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="training runs per side (best one counts)")
     parser.add_argument("--skip-growth", action="store_true")
     parser.add_argument("--skip-image-once", action="store_true")
+    parser.add_argument("--skip-explain", action="store_true")
     args = parser.parse_args()
     os.chdir(ROOT)
     torch.set_num_threads(THREADS)
@@ -293,6 +298,7 @@ def main() -> None:
     rows = [] if args.skip_growth else growth()
     print_table(args, ours, theirs, evaluation, rows)
     once = None if args.skip_image_once else image_once.measure()
+    maps = None if args.skip_explain else explain_cost.measure()
     result = {
         "train_samples_per_s": round(ours, 1),
         "hf_trainer_samples_per_s": round(theirs, 1),
@@ -307,6 +313,8 @@ def main() -> None:
         "growth": rows,
         "eval_speedup_image_once": once["eval_speedup_image_once"] if once else None,
         "image_once": once,
+        "map_vs_forward_backward": max(r["ratio"] for r in maps.values()) if maps else None,
+        "explain_cost": maps,
         "threads": THREADS,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }

@@ -440,6 +440,53 @@ def demo_confidence(result: dict) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(said) + "\n\n" + _provenance(result)
 
 
+def _gain(summary: dict, key: str) -> str:
+    low, high = summary[f"{key}_ci"]
+    return f"{summary[key]:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def grounding_table(result: dict) -> str:
+    """``pathvqa explain --score`` per model (``scripts/grounding_study.py``): the pointing game and the mass
+    in the region against the uniform map and the randomised model, all questions then by region kind and by
+    whether the answer was right; then the cascading randomisation."""
+    lines = [
+        "| model | questions | pointing | − uniform | − randomised | mass in region | − uniform | − randomised | ρ(trained, randomised) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    groups = {"all": "all", "kind:finding": "finding", "kind:secondary": "secondary change",
+              "kind:mitoses": "mitoses", "answer:right": "answered right", "answer:wrong": "answered wrong"}  # fmt: skip
+    for label, model in result["models"].items():
+        for key, name in groups.items():
+            t = model["table"].get(key)
+            if not t or not t.get("n"):
+                continue
+            lines.append(
+                f"| {label} | {name} ({t['n']}) | {_number(t['pointing'], t['pointing_ci'])} "
+                f"| {_gain(t, 'pointing_gain_over_uniform')} | {_gain(t, 'pointing_gain_over_randomised')} "
+                f"| {_number(t['mass'], t['mass_ci'])} | {_gain(t, 'mass_gain_over_uniform')} "
+                f"| {_gain(t, 'mass_gain_over_randomised')} | {_number(t.get('rank_correlation'))} |"
+            )
+    cascade = ["| model | " + " | ".join(f"top {s['share']:.0%} drawn again" for s in next(iter(
+        result["models"].values()))["cascade"]) + " |"]  # fmt: skip
+    cascade.append("|---" + "|---:" * (len(cascade[0].split("|")) - 3) + "|")
+    for label, model in result["models"].items():
+        stages = model["cascade"]
+        cells = [
+            f"ρ {_number(s.get('rank_correlation'))}, pointing {_number(s['pointing_randomised'])}"
+            for s in stages
+        ]
+        cascade.append(f"| {label} ({stages[0]['n']} questions) | " + " | ".join(cells) + " |")
+    seconds = ", ".join(f"{label} {m['seconds']:.0f} s" for label, m in result["models"].items())
+    return (
+        "\n".join(lines)
+        + "\n\nCascading randomisation (the trained map's rank correlation with the map of the same answer "
+        "through the model with its top layers drawn again, and that map's pointing game):\n\n"
+        + "\n".join(cascade)
+        + f"\n\nTime to score the test split's region questions (all three maps and the cascade): {seconds}.\n\n"
+        + _provenance(result)
+    )
+
+
 def _held(claims: list[tuple[str, bool]]) -> str:
     failed = [name for name, ok in claims if not ok]
     if not claims:
@@ -457,6 +504,7 @@ BLOCKS = {
     "shape": ("shape.json", shape_table),
     "llava-spread": ("llava_spread.json", spread_table),
     "llava-demo": ("demo_llava.json", demo_extra),
+    "grounding": ("grounding.json", grounding_table),
 }
 
 
@@ -562,6 +610,20 @@ def record_spread(logs: list[Path], command: str, file: str) -> None:
     (RESULTS / file).write_text(json.dumps(result, indent=1) + "\n")
 
 
+def record_grounding(folder: Path, command: str) -> None:
+    """``docs/results/grounding.json`` from ``scripts/grounding_study.py``'s folder: each model's table, its
+    cascade and the seconds it took (the per-question rows stay in the folder)."""
+    labels = {"blip_tiny": "blip-tiny", "vlm_tiny": "vlm-tiny", "llava_tiny": "llava-tiny"}
+    models = {}
+    for name, label in labels.items():
+        found = json.loads((folder / name / "grounding.json").read_text())
+        seconds = json.loads((folder / name / "seconds.json").read_text())["seconds"]
+        models[label] = {"questions": found["questions"], "method": found["method"], "table": found["table"],
+                         "cascade": found["cascade"], "seconds": seconds}  # fmt: skip
+    result = {"produced_by": _produced_by(command, "grounding.json"), "models": models}
+    (RESULTS / "grounding.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything differs")
@@ -573,6 +635,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--record-spread", type=Path, nargs="+", help="record learning_spread.py's spread.jsonl file(s)"
+    )
+    parser.add_argument(
+        "--record-grounding", type=Path, help="record scripts/grounding_study.py's folder in docs/results/"
     )
     parser.add_argument(
         "--as", dest="file", help="the result file to record in (default: demo.json, llava_spread.json)"
@@ -589,7 +654,11 @@ def main() -> None:
         record_spread(args.record_spread, args.command, args.file or "llava_spread.json")
     if args.record_seeds:
         record_seeds(args.record_seeds, args.command)
-    if args.record_demo or args.record_bench or args.record_shape or args.record_spread or args.record_seeds:
+    if args.record_grounding:
+        record_grounding(args.record_grounding, args.command)
+    recorded = (args.record_demo, args.record_bench, args.record_shape, args.record_spread, args.record_seeds,
+                args.record_grounding)  # fmt: skip
+    if any(recorded):
         return  # recorded; `python scripts/docs.py` then fills the tables from it
     stale = []
     for path, text in expected().items():

@@ -21,13 +21,13 @@ from pathvqa.analysis.figures import (
     curves,
     gallery,
     gallery_ids,
-    gallery_maps,
     reliability,
     risk_coverage,
     sweep_figures,
     type_bars,
     types_of,
 )
+from pathvqa.analysis.maps import gallery_maps
 from pathvqa.analysis.results import CALIBRATION_COLUMNS, COLUMNS, SEEN_COLUMNS, Run, load_run
 from pathvqa.config.datasets import PRESETS
 from pathvqa.destinations import check_destination

@@ -124,7 +124,7 @@ def _answers(answerer, image: Path, questions: list[str], maps: Path | None, don
     drawn there as ``<n>-<image name>.png`` (n counts the answers of the whole command)."""
     if maps is None:
         return [(a, None) for a in answerer.answer(image, questions)]
-    from pathvqa.analysis.figures import explanation
+    from pathvqa.analysis.maps import explanation
 
     maps.mkdir(parents=True, exist_ok=True)
     out = []
@@ -176,7 +176,7 @@ def explain(
     check_destination(out, reads=[*trained.reads(), image], file=True)
     if out.exists() and not overwrite:
         raise PathVQAError(f"--out {out} exists: give a new file, or --overwrite to replace it")
-    from pathvqa.analysis.figures import explanation
+    from pathvqa.analysis.maps import explanation
     from pathvqa.evaluation.answerer import Answerer, check_image, read_questions
 
     read_questions(question)
@@ -197,7 +197,7 @@ def _explain_split(trained, out: Path, split: str, limit: int | None, overwrite:
     if (out / GROUNDING).exists() and not overwrite:
         raise PathVQAError(f"--out {out} already holds {GROUNDING}: give a new folder, or --overwrite")
     regions_of(trained.config, split)  # a dataset without regions is said before the model loads
-    from pathvqa.analysis.figures import cascade_curves, grounding_maps
+    from pathvqa.analysis.maps import cascade_curves, grounding_maps
     from pathvqa.runtime.trained import load
 
     family, bundle = load(trained)

@@ -71,7 +71,7 @@ def answer_all(answerers: list[Answerer], image_path: str | None, question: str)
 def explain_all(answerers: list[Answerer], image_path: str | None, question: str) -> list[tuple[dict, Any]]:
     """Every model's answer to ``question`` and where it looked: (the answer's row, the map over the image as
     a PIL image, or None for an empty answer)."""
-    from pathvqa.analysis.figures import overlay_image
+    from pathvqa.analysis.maps import overlay_image
 
     image = read_upload(image_path)
     out = []
@@ -142,6 +142,28 @@ def _status(text: str) -> str:
     return f'<p class="status">{html.escape(text)}</p>' if text else ""
 
 
+def _asker(answerers: list[Answerer], labels: list[str]):
+    """The Ask button's handler: (image, question, history, show maps) → (answers, asked, history, status,
+    maps); a bad image or question is one sentence in the page and the app keeps serving."""
+    import gradio as gr
+
+    def ask(image_path, question, history, show_maps):
+        try:
+            if show_maps:
+                explained = explain_all(answerers, image_path, question)
+                rows = [row for row, _ in explained]
+                maps = [(m, f"{r['model']}: {r['shown']}") for r, m in explained if m is not None]
+            else:
+                rows, maps = answer_all(answerers, image_path, question), []
+        except PathVQAError as err:  # one sentence in the page; the app keeps serving
+            return gr.skip(), gr.skip(), history, _status(str(err)), gr.skip()
+        history = [*history, [" ".join(question.split()), *(r["shown"] for r in rows)]]
+        shown = gr.update(value=maps or None, visible=bool(maps))
+        return answers_html(rows), history_html(labels, history), history, "", shown
+
+    return ask
+
+
 def build_app(answerers: list[Answerer], examples: list[list[str]]):
     """The Gradio Blocks app (not launched)."""
     import gradio as gr
@@ -165,19 +187,7 @@ def build_app(answerers: list[Answerer], examples: list[list[str]]):
             return None, _status(str(err)), None
         return image_path, "", image_path
 
-    def ask(image_path, question, history, show_maps):
-        try:
-            if show_maps:
-                explained = explain_all(answerers, image_path, question)
-                rows = [row for row, _ in explained]
-                maps = [(m, f"{r['model']}: {r['shown']}") for r, m in explained if m is not None]
-            else:
-                rows, maps = answer_all(answerers, image_path, question), []
-        except PathVQAError as err:  # one sentence in the page; the app keeps serving
-            return gr.skip(), gr.skip(), history, _status(str(err)), gr.skip()
-        history = [*history, [" ".join(question.split()), *(r["shown"] for r in rows)]]
-        shown = gr.update(value=maps or None, visible=bool(maps))
-        return answers_html(rows), history_html(labels, history), history, "", shown
+    ask = _asker(answerers, labels)
 
     with gr.Blocks(title="pathvqa: ask the models") as app:
         gr.HTML(

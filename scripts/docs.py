@@ -482,7 +482,7 @@ def grounding_table(result: dict) -> str:
         + "\n\nCascading randomisation (the trained map's rank correlation with the map of the same answer "
         "through the model with its top layers drawn again, and that map's pointing game):\n\n"
         + "\n".join(cascade)
-        + f"\n\nTime to score the test split's region questions (all three maps and the cascade): {seconds}.\n\n"
+        + f"\n\nTime to score the test split's region questions (the answers, the trained and randomised maps, the cascade): {seconds}.\n\n"
         + _provenance(result)
     )
 

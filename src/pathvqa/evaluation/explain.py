@@ -64,13 +64,24 @@ def answer_maps(
 ) -> list[np.ndarray]:
     """One map per (sample, answer): (H, W) float, non-negative, at the sample's image size (see the module's
     docstring). The answers are scored as the model would generate them (its end-of-answer token included)."""
-    from captum.attr import LayerGradientXActivation
+    targets, tensors = answer_inputs(family, bundle, samples, answers)
+    return maps_of(family, bundle, targets, tensors)
 
-    site = family.patch_site(bundle)
+
+def answer_inputs(family: Family, bundle: Bundle, samples: list[Sample], answers: list[str]):
+    """(the samples with their answers as targets, the model's teacher-forced inputs for them)."""
     targets = [replace(s, target=a) for s, a in zip(samples, answers, strict=True)]
     pipeline = ImagePipeline(bundle.image_size, cache=False)
     device = next(bundle.model.parameters()).device
-    tensors = family.inputs(bundle, targets, pipeline.batch(targets), "vqa", train=True).to(device)
+    return targets, family.inputs(bundle, targets, pipeline.batch(targets), "vqa", train=True).to(device)
+
+
+def maps_of(family: Family, bundle: Bundle, targets: list[Sample], tensors) -> list[np.ndarray]:
+    """The maps of :func:`answer_inputs`' batch: one forward and one backward (captum), then each patch grid
+    upsampled to its image's size."""
+    from captum.attr import LayerGradientXActivation
+
+    site = family.patch_site(bundle)
 
     def answer_logprob(_unused: torch.Tensor) -> torch.Tensor:
         logp, mask = family.token_logprobs(bundle, tensors)
@@ -78,7 +89,7 @@ def answer_maps(
 
     attribution = LayerGradientXActivation(answer_logprob, site.module).attribute(torch.zeros(len(targets)))
     grid = site.grid(attribution, tensors).sum(-1).clamp(min=0).float()  # (B, h, w)
-    return [_upsampled(g, image_size(s.image)) for g, s in zip(grid, targets, strict=True)]
+    return upsampled(grid, [image_size(s.image) for s in targets])
 
 
 def image_size(encoded: bytes) -> tuple[int, int]:
@@ -87,10 +98,17 @@ def image_size(encoded: bytes) -> tuple[int, int]:
         return image.height, image.width
 
 
-def _upsampled(grid: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """A patch grid (h, w) → (H, W) bilinear, the image's own size (height, width)."""
-    up = F.interpolate(grid[None, None].detach().cpu(), size=size, mode="bilinear", align_corners=False)
-    return up[0, 0].numpy()  # bilinear weights are non-negative: so is the map
+def upsampled(grids: torch.Tensor, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Patch grids (B, h, w) → each (H, W) bilinear at its image's own size (height, width); the grids of
+    images of one size in one call. Bilinear weights are non-negative: so is every map."""
+    grids = grids.detach().cpu()[:, None]
+    out: list[np.ndarray] = [np.empty(0)] * len(sizes)
+    for size in dict.fromkeys(sizes):
+        rows = [i for i, s in enumerate(sizes) if s == size]
+        maps = F.interpolate(grids[rows], size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
+        for i, m in zip(rows, maps, strict=True):
+            out[i] = m
+    return out
 
 
 def _resettable(module: torch.nn.Module) -> bool:

@@ -282,14 +282,16 @@ def label_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token log-probabilities of the labels under softmax(logits / ``temperature``): logits (B, T, V),
     labels (B, T) with -100 ignored → (log p (B, T-1), mask (B, T-1)); token t is predicted at position
-    t-1, as in :func:`token_loss`."""
+    t-1, as in :func:`token_loss`. The label's logit less the log-sum-exp over the vocabulary (as TRL's
+    ``selective_log_softmax`` computes it): no (B, T, V) log-softmax is kept for the backward."""
     shifted = labels[:, 1:]
     mask = shifted != -100
     scaled = logits[:, :-1].float()
     if temperature != 1.0:  # no copy of the (B, T, V) logits at the default
         scaled = scaled / temperature
-    logp = torch.log_softmax(scaled, dim=-1)
-    picked = logp.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    picked = scaled.gather(-1, shifted.clamp(min=0).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(
+        scaled, dim=-1
+    )
     return picked * mask, mask
 
 

@@ -36,14 +36,26 @@ def synth(
     image_size: Annotated[int, typer.Option(min=16, max=1024, help="Tile size in pixels.")] = 96,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     preview: Annotated[Path | None, typer.Option(help="Also write a labelled grid of samples (PNG).")] = None,
+    other_lab: Annotated[
+        bool,
+        typer.Option(
+            "--other-lab",
+            help="Also write test_other_lab: the test split's questions, its images in another lab's stain colours.",
+        ),
+    ] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Generate the synthetic pathology VQA set (the offline default dataset)."""
+    """Generate the synthetic pathology VQA set (the offline default dataset); with --other-lab, the test split
+    again as another lab would stain and scan it (a stain-shift test split)."""
     out_folder(out)
     from pathvqa.synth import generator as synthetic
 
     if style not in synthetic.STYLES:
         raise PathVQAError(f"--style {style!r}: use {' or '.join(synthetic.STYLES)}")
+    if other_lab and (style != "pathvqa" or not test):
+        raise PathVQAError(
+            "--other-lab redraws the test split in the pathvqa style: give --test N and that style"
+        )
     if synthetic.holds_dataset(out) and not overwrite:
         raise PathVQAError(
             f"--out {out} already holds a dataset: give a new folder, or --overwrite to replace it"
@@ -51,7 +63,12 @@ def synth(
     if preview is not None:
         out_folder(preview.parent)
     summary = synthetic.write(
-        out, {"train": train, "validation": validation, "test": test}, image_size, seed, style=style
+        out,
+        {"train": train, "validation": validation, "test": test},
+        image_size,
+        seed,
+        style=style,
+        other_lab=other_lab,
     )
     if preview is not None:
         from pathvqa.data.preview import preview as write_preview

@@ -119,6 +119,16 @@ ModelConfig = model_union()
 """One class per ``model.family``; the family key picks it (the first family when absent)."""
 
 
+class StainAugmentConfig(Section):
+    """Stain augmentation in HED space (Tellez et al. 2019; ``data.stain``): each tile's haematoxylin, eosin
+    and DAB concentrations scaled by U(1 − s, 1 + s) and shifted by U(−s, s)."""
+
+    method: Literal["hed"] = "hed"
+    """How the stain is varied: ``hed`` (colour deconvolution, Tellez's HED jitter)."""
+    strength: float = Field(default=0.05, ge=0, le=1)
+    """s: 0.05 is Tellez's "HED-light", 0.2 "HED-strong"."""
+
+
 class AugmentConfig(Section):
     """Label-preserving augmentations for pathology tiles (training only, never at eval)."""
 
@@ -130,6 +140,8 @@ class AugmentConfig(Section):
     """Random rotations by multiples of 90°."""
     stain_jitter: float = Field(default=0.05, ge=0, le=0.5)
     """Per-channel scale/shift in optical-density space (mild H&E stain variation)."""
+    stain: StainAugmentConfig | None = None
+    """Stain augmentation in HED space, on top of ``stain_jitter`` (``{method: hed, strength: 0.05}``)."""
 
 
 class GrpoConfig(Section):

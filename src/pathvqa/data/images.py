@@ -100,12 +100,13 @@ def augment_seeds(seed: int, epoch: int, indices: list[int]) -> list[int]:
 
 
 def augment(images: torch.Tensor, cfg, seeds: list[int]) -> torch.Tensor:
-    """Label-preserving tile augmentation: flips, 90° rotations, mild stain jitter.
+    """Label-preserving tile augmentation: flips, 90° rotations, mild stain jitter, HED stain jitter.
 
     images: (B, 3, S, S) uint8 → (B, 3, S, S) uint8, before any model processor sees them. Image i
     draws only from a generator seeded with ``seeds[i]`` (see :func:`augment_seeds`).
     """
-    tiles, scales, shifts = [], [], []
+    tiles, scales, shifts, hed = [], [], [], []
+    stain = getattr(cfg, "stain", None)
     for tile, seed in zip(images, seeds, strict=True):
         generator = torch.Generator().manual_seed(seed)
         draws = torch.rand(2, generator=generator)
@@ -119,11 +120,25 @@ def augment(images: torch.Tensor, cfg, seeds: list[int]) -> torch.Tensor:
         if cfg.stain_jitter > 0:
             scales.append(1 + (torch.rand(3, generator=generator) * 2 - 1) * cfg.stain_jitter)
             shifts.append((torch.rand(3, generator=generator) * 2 - 1) * cfg.stain_jitter * 0.2)
+        if stain is not None and stain.strength > 0:  # after every earlier draw: their streams are unchanged
+            hed.append((torch.rand(6, generator=generator) * 2 - 1) * stain.strength)
         tiles.append(tile)
     out = torch.stack(tiles)
     if scales:
         out = _stain_jitter(out, torch.stack(scales), torch.stack(shifts))
+    if hed:
+        out = _hed_jitter(out, torch.stack(hed).double().numpy())
     return out
+
+
+def _hed_jitter(images: torch.Tensor, draws: np.ndarray) -> torch.Tensor:
+    """Tellez's HED jitter (``data.stain``): images (B, 3, S, S) uint8; draws (B, 6): each image's α − 1 and
+    β for its haematoxylin, eosin and DAB concentrations → (B, 3, S, S) uint8."""
+    from pathvqa.data.stain import hed_jitter
+
+    pixels = images.permute(0, 2, 3, 1).numpy()
+    jittered = hed_jitter(pixels, 1 + draws[:, :3], draws[:, 3:])
+    return torch.from_numpy(np.ascontiguousarray(jittered.transpose(0, 3, 1, 2)))
 
 
 _OPTICAL_DENSITY = -torch.log((torch.arange(256) / 255.0).clamp(min=1 / 255))  # (256,)

@@ -271,15 +271,17 @@ Drawn = tuple[np.ndarray, list[questions.Asked], str, dict[str, np.ndarray]]
 """An image's pixels, its questions (each with the region it concerns), its caption, its regions' masks."""
 
 
-def _simple_image(rng: np.random.Generator, size: int, balance: Counter) -> Drawn:
+def _simple_image(rng: np.random.Generator, size: int, balance: Counter, lab: bool = False) -> Drawn:
+    if lab:
+        raise ValueError("another lab's stain is drawn in the pathvqa style only")
     tile, closed = plan_tile(rng, balance)
     image = render(tile, size, rng)  # first: the vessel count asked about is the one drawn
     return image, [(q, a, None) for q, a in open_questions(tile, rng) + closed], caption(tile), {}
 
 
-def _pathvqa_image(rng: np.random.Generator, size: int, _: Counter) -> Drawn:
+def _pathvqa_image(rng: np.random.Generator, size: int, _: Counter, lab: bool = False) -> Drawn:
     tile = questions.draw_tile(rng)
-    pixels, regions = tiles.render(tile, size, rng)
+    pixels, regions = tiles.render(tile, size, rng, lab)
     return pixels, questions.ask(tile, rng), tile.caption(), regions
 
 
@@ -303,22 +305,32 @@ def generate_split(
     progress: bool = True,
     style: str = "pathvqa",
     bar_line: int = 0,
+    lab: bool = False,
 ) -> list[dict]:
-    """Rows for one split, ``pairs`` questions in all; splits use independent seed streams."""
+    """Rows for one split, ``pairs`` questions in all; splits use independent seed streams. ``lab``: the
+    split's own rows, its images drawn in another lab's colours (``tiles.OTHER_LAB``)."""
     if style not in STYLES:
         raise ValueError(f"unknown synthetic style {style!r}: use one of {', '.join(STYLES)}")
     rng = np.random.default_rng([seed, SPLITS.index(split) if split in SPLITS else len(split)])
     rows: list[dict] = []
     bar = tqdm(
-        total=pairs, desc=f"synth {split}", unit="pair", disable=not progress, leave=False, position=bar_line
+        total=pairs,
+        desc=f"synth {split}{OTHER_LAB_SUFFIX if lab else ''}",
+        unit="pair",
+        disable=not progress,
+        leave=False,
+        position=bar_line,
     )
     index = 0
     state: Counter = Counter()  # the simple style's yes/no balance per question
     while len(rows) < pairs:
-        pixels, qa, text, regions = STYLES[style](rng, size, state)
+        pixels, qa, text, regions = STYLES[style](rng, size, state, lab)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
-        image = {"bytes": buffer.getvalue(), "path": f"{split}_{index:06d}.png"}
+        image = {
+            "bytes": buffer.getvalue(),
+            "path": f"{split}{OTHER_LAB_SUFFIX if lab else ''}_{index:06d}.png",
+        }
         masks = {kind: mask_png(mask) for kind, mask in regions.items()}
         for question, answer, kind in qa[: pairs - len(rows)]:
             rows.append(
@@ -336,6 +348,10 @@ PARALLEL_FROM = 4000
 per CPU core): the splits use independent seed streams, so the rows are the same either way."""
 
 
+OTHER_LAB_SUFFIX = "_other_lab"
+"""``test`` drawn in another lab's colours is the split ``test_other_lab``."""
+
+
 def write(
     out: str | Path,
     counts: dict[str, int],
@@ -343,11 +359,18 @@ def write(
     seed: int = 0,
     progress: bool = True,
     style: str = "pathvqa",
+    other_lab: bool = False,
 ) -> dict:
-    """Write ``out/data/{split}-00000-of-00001.parquet`` for each split; return a summary."""
+    """Write ``out/data/{split}-00000-of-00001.parquet`` for each split; return a summary. ``other_lab``: also
+    ``test_other_lab``, the test split's rows with their images in another lab's colours."""
     out = Path(out)
-    splits = [(split, pairs) for split, pairs in counts.items() if pairs > 0]
-    jobs = [(split, pairs, size, seed, progress, style, line) for line, (split, pairs) in enumerate(splits)]
+    splits = [(split, pairs, False) for split, pairs in counts.items() if pairs > 0]
+    if other_lab and counts.get("test"):
+        splits.append(("test", counts["test"], True))
+    jobs = [
+        (split, pairs, size, seed, progress, style, line, lab)
+        for line, (split, pairs, lab) in enumerate(splits)
+    ]
     workers = min(len(jobs), os.cpu_count() or 1) if sum(counts.values()) >= PARALLEL_FROM else 1
     # forked children only draw (numpy, PIL); the parquet files are written here
     pool = (
@@ -357,9 +380,14 @@ def write(
     with pool or nullcontext(), replace_folder(out / "data") as data:
         drawn = (pool.map if pool else map)(generate_split, *zip(*jobs, strict=True))
         summary = {
-            split: _write_split(data, split, rows) for (split, _), rows in zip(splits, drawn, strict=True)
+            split + (OTHER_LAB_SUFFIX if lab else ""): _write_split(
+                data, split + (OTHER_LAB_SUFFIX if lab else ""), rows
+            )
+            for (split, _, lab), rows in zip(splits, drawn, strict=True)
         }
     result = {"out": str(out), "style": style, "image_size": size, "seed": seed, "splits": summary}
+    if other_lab:
+        result["other_lab"] = {"of": "test", "palette_shifts": [list(x) for x in tiles.OTHER_LAB]}
     write_text_atomic(out / "synth.json", json.dumps(result, indent=2))
     return result
 

@@ -37,6 +37,11 @@ STAIN_WEIGHTS = {  # H&E dominates, as in PathVQA's textbook and PEIR figures
     "periodic acid schiff": 0.13,
     "masson trichrome": 0.12,
 }
+OTHER_LAB = ((+0.06, 0.55), (-0.07, 1.30), (+0.05, 0.70), (+0.04, 0.80))
+"""Another lab's stain and scanner, per palette colour (stroma, nucleus, accent, red cells): a hue shift (a
+share of the colour wheel) and a saturation factor, applied to every stain's palette. The eosin-like
+stroma turns paler and oranger, the haematoxylin-like nuclei bluer and deeper, as a second lab's
+staining time and a second scanner's colour profile move them (``pathvqa synth --other-lab``)."""
 PATTERNS = ("focal", "multifocal", "diffuse")
 REGION_KINDS = ("finding", "secondary", "mitoses")
 """What a question can concern, with where it is drawn: the lesion (the finding's pattern), the secondary
@@ -412,12 +417,27 @@ def _draw_mitoses(canvas, rng, count: int) -> np.ndarray:
     return where
 
 
-def render(tile: PathTile, size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def other_lab(palette: np.ndarray) -> np.ndarray:
+    """A (4, 3) RGB palette as :data:`OTHER_LAB`'s lab stains and scans it (hue and saturation in HSV)."""
+    from skimage.color import hsv2rgb, rgb2hsv
+
+    hsv = rgb2hsv(palette[None])[0]
+    shifts = np.asarray(OTHER_LAB)
+    hsv[:, 0] = (hsv[:, 0] + shifts[:, 0]) % 1.0
+    hsv[:, 1] = np.clip(hsv[:, 1] * shifts[:, 1], 0, 1)
+    return hsv2rgb(hsv[None])[0]
+
+
+def render(
+    tile: PathTile, size: int, rng: np.random.Generator, lab: bool = False
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Render one tile: (size, size, 3) uint8, and where each drawn change is (:data:`REGION_KINDS`, each
     (size, size) bool, present only when the tile has that change): the finding where its pattern's mask is
     at least half blended in (less the secondary change's spots, drawn over it), the secondary change's
-    spots likewise, a disk round each mitotic figure."""
+    spots likewise, a disk round each mitotic figure. ``lab``: in :data:`OTHER_LAB`'s colours (the same
+    draws of ``rng``: the same tissue, another lab's stain)."""
     palette = np.clip(np.asarray(PALETTES[tile.stain]) * rng.uniform(0.94, 1.06, size=(4, 3)), 0, 1)
+    palette = other_lab(palette) if lab else palette
     canvas = background(size, rng, palette[0])
     ORGANS[tile.organ](canvas, rng, palette)
     regions: dict[str, np.ndarray] = {}

@@ -45,6 +45,8 @@ SCHEDULER = "scheduler.json"
 MANIFEST = "manifest.json"
 RNG = "rng-"
 COMPARISON = "vs_"
+STAIN = "predictions_stain_"
+"""``eval --stain-shift``: the answers under each strength, ``predictions_stain_<strength>.jsonl``."""
 SEED = "seed-"
 """A run group (one config trained at several seeds): ``GROUP/seed-K/``, each a run (or an evaluation) of its own."""
 NAMES = (
@@ -57,9 +59,15 @@ PATTERNS = (
     rf"\.tmp-{STEP}\d+-\d+",
     rf"{RNG}\d+\.(safetensors|json)",
     rf"{COMPARISON}\w+\.json",
+    rf"{STAIN}[\w.+-]+\.jsonl",
 )
 ROW_KINDS = ("train", "validation", "grpo")
 """``logs/train.jsonl`` rows say their kind: a training window, a validation, a GRPO step."""
+
+
+def stain_predictions(strength: float) -> str:
+    """The file of an evaluation's answers under HED jitter of ``strength`` (``eval --stain-shift``)."""
+    return f"{STAIN}{strength:g}.jsonl"
 
 
 def is_run_name(name: str) -> bool:

@@ -39,6 +39,10 @@ def dataset_stats(
     regions = region_counts(source, split)
     if regions:
         out["regions"] = regions
+    out["stain"] = stain_of(main.samples)
+    other = _other_lab(source, split, main, max_pixels)
+    if other:
+        out["other_lab"] = other
     splits = {split: main}
     for name in SPLITS:
         if name != split:
@@ -66,6 +70,33 @@ def dataset_stats(
         out["shape"] = shape_figures(whole["train"].samples, test, shape_prior)
     out["across_splits"] = across
     return out
+
+
+STAIN_IMAGES = 200
+"""A split's stain profile is read off its first distinct images, up to this many."""
+
+
+def stain_of(samples: list[Sample]) -> dict[str, float] | None:
+    """Mean haematoxylin, eosin and DAB optical density and mean RGB of the split's first distinct images."""
+    from pathvqa.data.stain import profile
+
+    images = list({s.image_key: s for s in samples}.values())[:STAIN_IMAGES]
+    return profile([s.image for s in images]) if images else None
+
+
+def _other_lab(source, split: str, main: SplitData, max_pixels: int) -> dict[str, Any] | None:
+    """The split's other-lab twin (``pathvqa synth --other-lab``), if the dataset has one: its rows, whether
+    it asks the same questions, its stain profile."""
+    from pathvqa.synth.generator import OTHER_LAB_SUFFIX
+
+    name = split + OTHER_LAB_SUFFIX
+    try:
+        twin = load_split(source, name, max_pixels=max_pixels, progress=False)
+    except DataError:
+        return None
+    asked = [(s.id, s.question, s.answer) for s in twin.samples]
+    same = asked == [(s.id, s.question, s.answer) for s in main.samples]
+    return {"split": name, "rows": len(twin.samples), "same_questions": same, "stain": stain_of(twin.samples)}
 
 
 def _every_row(source: str, data: SplitData, max_pixels: int) -> SplitData:
@@ -202,6 +233,23 @@ def _test_figures(
     }
 
 
+def _stain_lines(split: str, stats: dict) -> list[str]:
+    """The split's stain profile, and its other-lab twin's beside it."""
+
+    def said(p: dict) -> str:
+        return (f"haematoxylin {p['haematoxylin']:.3f}, eosin {p['eosin']:.3f}, DAB {p['dab']:.3f}; "
+                f"RGB ({p['red']:.0f}, {p['green']:.0f}, {p['blue']:.0f})")  # fmt: skip
+
+    if not stats.get("stain"):
+        return []
+    lines = [f"  stain (mean optical density; mean colour): {split}: {said(stats['stain'])}"]
+    other = stats.get("other_lab")
+    if other:
+        same = "the same questions" if other["same_questions"] else "NOT the same questions"
+        lines.append(f"  {' ' * 42}{other['split']}: {said(other['stain'])} ({other['rows']} rows, {same})")
+    return lines
+
+
 def stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
     """``pathvqa data-stats``'s text: a split's rows, answers, skipped rows, leakage and the prior."""
     lines = [
@@ -221,6 +269,7 @@ def stats_lines(dataset: str, split: str, stats: dict) -> list[str]:
             f"  regions: {sum(stats['regions'].values())} of {stats['rows_total']} questions concern one "
             f"({kinds}): pathvqa explain --score measures where the model looked against them"
         )
+    lines += _stain_lines(split, stats)
     across = stats["across_splits"]
     for pair, leak in across["leakage"].items():
         lines.append(

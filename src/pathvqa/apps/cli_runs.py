@@ -21,6 +21,19 @@ from pathvqa.apps.cli_shared import (
 from pathvqa.errors import Interrupted, PathVQAError, require_checkpoint_folder
 
 
+def stain_strengths(text: str | None) -> list[float] | None:
+    """``--stain-shift 0.05,0.1`` → [0.05, 0.1]; a one-line error for anything but numbers ≥ 0."""
+    if text is None:
+        return None
+    from pathvqa.data.stain import check_strengths
+
+    try:
+        strengths = [float(part) for part in text.replace(" ", ",").split(",") if part]
+    except ValueError:
+        raise PathVQAError(f"--stain-shift {text!r}: give strengths as numbers, e.g. 0.05,0.1") from None
+    return check_strengths(strengths, f"--stain-shift {text}")
+
+
 def _seeds(text: str | None) -> list[int] | None:
     """``--seeds 0,1,2`` → [0, 1, 2]; a malformed list is one line."""
     if text is None:
@@ -117,6 +130,13 @@ def eval_cmd(
         ),
     ] = None,
     abstain_below: AbstainOpt = None,
+    stain_shift: Annotated[
+        str | None,
+        typer.Option(
+            help="Also answer the split with its images' stain shifted in HED space at these strengths "
+            "(e.g. 0.05,0.1): scores per strength, paired with the unshifted ones."
+        ),
+    ] = None,
 ) -> None:
     """Generate answers for a split and score them (every readable row counts, as in published numbers;
     rows that cannot be read are listed with their reasons). A run group (``train --seeds``): each seed
@@ -125,6 +145,7 @@ def eval_cmd(
     from pathvqa.scoring.confidence import check_threshold
 
     check_threshold(abstain_below)
+    strengths = stain_strengths(stain_shift)
     if checkpoint is not None:  # argument mistakes are said before torch loads (seconds)
         require_checkpoint_folder(checkpoint)
     elif config is not None:
@@ -145,7 +166,7 @@ def eval_cmd(
     setup_logging()
     options = dict(
         out=out, dataset=dataset, split=split, blind=blind, limit=limit, overrides=overrides, dedupe=dedupe,
-        overwrite=overwrite, calibrate=calibrate, abstain_below=abstain_below,
+        overwrite=overwrite, calibrate=calibrate, abstain_below=abstain_below, stain_shift=strengths,
     )  # fmt: skip
     if checkpoint is not None and is_group(checkpoint):
         from pathvqa.evaluation.evaluate import run_group

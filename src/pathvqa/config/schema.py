@@ -42,6 +42,17 @@ def column_clash(columns: dict[str, str]) -> str | None:
     return f"data.columns maps {'; '.join(clashes)}: give each its own column" if clashes else None
 
 
+class StainNormalizeConfig(Section):
+    """Stain normalisation of every image, in training and evaluation alike (``data.stain_normalize``)."""
+
+    method: Literal["macenko", "reinhard"] = "macenko"
+    """``macenko`` (stain vectors from the optical density, Macenko et al. 2009) or ``reinhard`` (Lab mean
+    and spread, Reinhard et al. 2001); torchstain's implementations."""
+    target: str | None = None
+    """An image file whose stain the others take on; default: fitted on a seeded mosaic of 16 training
+    images, so no external image is needed (the same mosaic in training and evaluation)."""
+
+
 class DataConfig(Section):
     dataset: str = "runs/data/synthetic"
     """Hub id, a folder (hub layout, ``{split}.parquet``, ``save_to_disk``), or a JSONL + images folder."""
@@ -79,6 +90,8 @@ class DataConfig(Section):
     """Image paths in the rows are relative to this folder (default: the dataset folder)."""
     validation_from_train: float = Field(default=0.05, ge=0, lt=1)
     """With no ``eval_split`` in the set: this share of train's images becomes it (seeded, by image)."""
+    stain_normalize: StainNormalizeConfig | None = None
+    """Normalise every image's stain to one target (``{method: macenko}``; ``null``: as they are)."""
     lazy_images: bool = False
     """Read encoded images from the (memory-mapped) dataset files at batch time instead of holding
     them in RAM: for datasets larger than memory (with ``cache_images: false``). A parquet folder is

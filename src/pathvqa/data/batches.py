@@ -7,13 +7,18 @@ ids) is the family's business (``family.inputs``), called last.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from pathvqa.config import MAX_PIXELS
+from pathvqa.data import stain
 from pathvqa.data.images import augment, augment_seeds, decode, resize_uint8
-from pathvqa.data.prepare import Sample
+from pathvqa.data.prepare import Sample, load_split, spec_of
+from pathvqa.errors import PathVQAError
 
 BLIND_GREY = 128
 
@@ -21,15 +26,28 @@ BLIND_GREY = 128
 class ImagePipeline:
     """Decodes and resizes images to the family's square size; keeps them in memory if asked."""
 
-    def __init__(self, size: int, cache: bool = True, max_pixels: int = MAX_PIXELS):
+    def __init__(self, size: int, cache: bool = True, max_pixels: int = MAX_PIXELS, normalizer=None):
         self.size = size
         self.cache: dict[str, np.ndarray] | None = {} if cache else None
         self.max_pixels = max_pixels
+        self.normalizer = normalizer
+        """A fitted stain normaliser (``data.stain_normalize``) applied to every resized tile, or None."""
+
+    @classmethod
+    def for_data(cls, data_cfg, size: int, cache: bool | None = None) -> ImagePipeline:
+        """The pipeline ``data_cfg`` asks for: its pixel limit, its stain normalisation (``cache``: default
+        ``data.cache_images``)."""
+        cache = data_cfg.cache_images if cache is None else cache
+        return cls(size, cache, data_cfg.max_pixels, normalizer_for(data_cfg))
 
     def tile(self, sample: Sample) -> np.ndarray:
         if self.cache is not None and sample.image_key in self.cache:
             return self.cache[sample.image_key]
         array = resize_uint8(decode(sample.image, self.max_pixels), self.size)  # (3, S, S)
+        if self.normalizer is not None:
+            array = np.ascontiguousarray(
+                self.normalizer.normalize(array.transpose(1, 2, 0)).transpose(2, 0, 1)
+            )
         if self.cache is not None:
             self.cache[sample.image_key] = array
         return array
@@ -133,3 +151,42 @@ def image_batches(samples: list[Sample], order: list[int], size: int) -> list[li
                 batches.append(current)
                 current = []
     return batches + ([current] if current else [])
+
+
+MOSAIC = 16
+"""The default stain target: a seeded mosaic of this many training images (4 × 4, each at 64 px)."""
+_FITTED: dict[tuple, stain.Normalizer] = {}
+
+
+def normalizer_for(data_cfg) -> stain.Normalizer | None:
+    """The normaliser ``data.stain_normalize`` asks for, fitted once per process on its target (a file, or
+    the training images' mosaic: the same in training and evaluation); None when it asks for none."""
+    wanted = data_cfg.stain_normalize
+    if wanted is None:
+        return None
+    key = (str(data_cfg.dataset), data_cfg.train_split, data_cfg.seed, wanted.method, wanted.target)
+    if key not in _FITTED:
+        mosaic = training_mosaic(data_cfg)
+        if stain.greyscale(mosaic):
+            raise PathVQAError(
+                f"data.stain_normalize: the images of {data_cfg.dataset} are greyscale: stain normalisation "
+                "needs colour (stained) images"
+            )
+        target, name = (
+            stain.read_target(wanted.target) if wanted.target else (mosaic, "the training images' mosaic")
+        )
+        _FITTED[key] = stain.fit_normalizer(wanted.method, target, name)
+    return _FITTED[key]
+
+
+def training_mosaic(data_cfg, side: int = 64) -> np.ndarray:
+    """A 4 × 4 mosaic of :data:`MOSAIC` training images drawn with ``data.seed`` (each resized to ``side``)."""
+    split = load_split(
+        spec_of(data_cfg), data_cfg.train_split, samples=MOSAIC, seed=data_cfg.seed, progress=False
+    )
+    tiles = []
+    for sample in split.samples:
+        with Image.open(io.BytesIO(sample.image)) as image:
+            tiles.append(np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BICUBIC)))
+    tiles += [tiles[-1]] * (MOSAIC - len(tiles))
+    return np.concatenate([np.concatenate(tiles[r * 4 : r * 4 + 4], axis=1) for r in range(4)], axis=0)

@@ -33,9 +33,16 @@ def clean_answer(answer: str) -> str:
     return _TRAILING_PUNCT.sub("", " ".join(answer.strip().lower().split()))
 
 
+RESTAINED = "_other_lab"
+"""A split drawn again in another lab's stain (``pathvqa synth --other-lab``: ``test_other_lab``): the same
+questions in the same order, so they keep the ids of the split it redraws and pair with it question by
+question (``pathvqa compare``)."""
+
+
 def sample_id(split: str, index: int) -> str:
-    """A question's id: its split and its row in the split's table (``test-000042``)."""
-    return f"{split}-{index:06d}"
+    """A question's id: its split and its row in the split's table (``test-000042``; a restained split's
+    rows: the ids of the split it redraws)."""
+    return f"{split.removesuffix(RESTAINED)}-{index:06d}"
 
 
 @dataclass

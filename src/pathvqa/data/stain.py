@@ -70,7 +70,9 @@ def hed_jitter(pixels: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.nd
 
 def image_seed(encoded: bytes, seed: int) -> int:
     """The stress's draw for one image: from its bytes and the evaluation's seed (any order, any process)."""
-    return int.from_bytes(hashlib.sha1(encoded + seed.to_bytes(8, "little", signed=True)).digest()[:8], "little")
+    return int.from_bytes(
+        hashlib.sha1(encoded + seed.to_bytes(8, "little", signed=True)).digest()[:8], "little"
+    )
 
 
 def stressed(encoded: bytes, strength: float, seed: int) -> bytes:
@@ -108,16 +110,43 @@ class Normalizer:
         return self.fitted.normalize(pixels)
 
 
-def fit_normalizer(method: str, target: np.ndarray) -> Normalizer:
-    """``method`` (:data:`NORMALIZE_METHODS`) fitted on ``target``, an (H, W, 3) uint8 tile."""
+def fit_normalizer(method: str, target: np.ndarray, name: str = "the target") -> Normalizer:
+    """``method`` (:data:`NORMALIZE_METHODS`) fitted on ``target``, an (H, W, 3) uint8 tile; a greyscale
+    target (no stain to take on) is a one-line error."""
     import torchstain
 
     if method not in NORMALIZE_METHODS:
         raise PathVQAError(f"stain normalisation {method!r}: use {' or '.join(NORMALIZE_METHODS)}")
-    make = torchstain.normalizers.MacenkoNormalizer if method == "macenko" else torchstain.normalizers.ReinhardNormalizer
+    if greyscale(target):
+        raise PathVQAError(
+            f"data.stain_normalize: {name} is greyscale: stain normalisation needs colour (stained) images"
+        )
+    make = (
+        torchstain.normalizers.MacenkoNormalizer
+        if method == "macenko"
+        else torchstain.normalizers.ReinhardNormalizer
+    )
     fitted = make(backend="numpy")
     fitted.fit(target)
     return Normalizer(method, fitted)
+
+
+def greyscale(pixels: np.ndarray) -> bool:
+    """Whether an (H, W, 3) image has no colour (its three channels equal everywhere)."""
+    return bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all())
+
+
+def read_target(path: str) -> tuple[np.ndarray, str]:
+    """(pixels, name) of a target tile's file; a one-line error for one that is not an image."""
+    from pathlib import Path
+
+    try:
+        with Image.open(Path(path)) as image:
+            return np.asarray(image.convert("RGB")), f"target {path}"
+    except (OSError, ValueError) as err:
+        raise PathVQAError(
+            f"data.stain_normalize.target {path}: not an image file ({err.__class__.__name__})"
+        ) from None
 
 
 def profile(images: list[bytes]) -> dict[str, float]:

@@ -132,9 +132,7 @@ class Answerer:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if not getattr(self.bundle.model, "hf_device_map", None):  # quantized models are already placed
             self.bundle.model.to(self.device)
-        self.pipeline = ImagePipeline(
-            self.bundle.image_size, cache=False, max_pixels=self.cfg.data.max_pixels
-        )
+        self.pipeline = ImagePipeline.for_data(self.cfg.data, self.bundle.image_size, cache=False)
         self.lock = threading.Lock()
         # the image being discussed is encoded once, however many requests ask about it (exact: the
         # weights never change here); the last few images' features stay in memory
@@ -181,7 +179,9 @@ class Answerer:
         ]
         with self.lock:
             maps = iter(
-                answer_maps(self.family, self.bundle, samples, [a.answer for a in given]) if given else []
+                answer_maps(self.family, self.bundle, samples, [a.answer for a in given], self.pipeline)
+                if given
+                else []
             )
         return [Explanation(a, data, next(maps) if a.answer.strip() else None) for a in answers]
 

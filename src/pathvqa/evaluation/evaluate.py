@@ -16,10 +16,12 @@ from accelerate import Accelerator
 from pathvqa.config import RANDOM_WEIGHTS, load_config, random_weights
 from pathvqa.data.prepare import load_data_split, load_split, mark_seen, say_rows, spec_of, split_answers
 from pathvqa.data.spec import as_spec
+from pathvqa.data.stain import check_strengths
 from pathvqa.destinations import check_destination, write_text_atomic
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.baselines import QuestionPrior
 from pathvqa.evaluation.calibrate import check_calibration, temperature_for
+from pathvqa.evaluation.stain_shift import stain_shift as shift_scores
 from pathvqa.models.generation import predict
 from pathvqa.models.registry import build
 from pathvqa.runs import METRICS, PREDICTIONS, RunDir
@@ -103,16 +105,19 @@ def run(
     overwrite: bool = False,
     calibrate: bool | None = None,
     abstain_below: float | None = None,
+    stain_shift: list[float] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a config (zero-shot) or a checkpoint on a split; write predictions.jsonl and metrics.json.
 
     Every readable row of the split counts, as in published numbers (``dedupe``: drop repeated rows); rows
     that cannot be read are reported with their reasons. ``out`` holding another evaluation is refused
     unless ``overwrite``. Each answer's confidence is calibrated by the run's temperature (``calibrate``:
-    see ``calibrate.check_calibration``); answers under ``abstain_below`` are marked abstained."""
+    see ``calibrate.check_calibration``); answers under ``abstain_below`` are marked abstained. With
+    ``stain_shift`` (strengths), the split is answered again under each HED stain jitter (``stain_shift``)."""
     if (config is None) == (checkpoint_dir is None):
         raise PathVQAError("pass exactly one of --config (zero-shot) or --checkpoint")
     check_threshold(abstain_below)
+    check_stain_shift(stain_shift, blind)
     out, overrides = Path(out), list(overrides or [])
     if dataset:
         overrides.append(f"data.dataset={dataset}")
@@ -140,6 +145,7 @@ def run(
     temperature = temperature_for(trained, family, bundle, cfg, accelerator, calibrate, progress and main)
     data = load_data_split(cfg.data, split, limit, progress and main, dedupe=dedupe, say=main)
     rows = predict(family, bundle, data.samples, cfg, accelerator=accelerator, blind=blind, progress=progress)
+    shifted = shift_scores(family, bundle, data.samples, cfg, rows, stain_shift, out, accelerator=accelerator)
     result: dict[str, Any] = {}
     if main:
         mark_seen(rows, split_answers(spec_of(cfg.data), cfg.data.train_split))
@@ -153,13 +159,25 @@ def run(
              "dataset_spec": spec_of(cfg.data).to_json(),  # how the rows were read (report's gallery)
              **data_counts(data, len(rows), dedupe), "processes": accelerator.num_processes,
              "temperature": temperature or None, "uncalibrated_ece": uncalibrated,
-             **({"abstention": abstention(rows, abstain_below, right)} if abstain_below is not None else {})}
+             **({"abstention": abstention(rows, abstain_below, right)} if abstain_below is not None else {}),
+             **({"stain_shift": shifted} if shifted else {})}
         )  # fmt: skip
         write_text_atomic(out / METRICS, json.dumps(result, indent=2))
         if checkpoint_dir is not None:  # ``source``: the checkpoint folder it resolved to
             _to_trackers(source, result, split, blind)
     accelerator.wait_for_everyone()
     return result
+
+
+def check_stain_shift(strengths: list[float] | None, blind: bool) -> None:
+    """A one-line error for ``--stain-shift`` strengths that are not numbers ≥ 0, or with ``--blind``."""
+    if strengths is None:
+        return
+    check_strengths(strengths, "--stain-shift")
+    if blind:
+        raise PathVQAError(
+            "--stain-shift changes the images' colours and --blind replaces them: give one of the two"
+        )
 
 
 def confide(rows: list[dict], temperature: dict[str, float], abstain_below: float | None) -> None:

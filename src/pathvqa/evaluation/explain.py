@@ -60,18 +60,23 @@ METHOD = "gradient × activation at the patch features (captum LayerGradientXAct
 
 
 def answer_maps(
-    family: Family, bundle: Bundle, samples: list[Sample], answers: list[str]
+    family: Family,
+    bundle: Bundle,
+    samples: list[Sample],
+    answers: list[str],
+    pipeline: ImagePipeline | None = None,
 ) -> list[np.ndarray]:
     """One map per (sample, answer): (H, W) float, non-negative, at the sample's image size (see the module's
-    docstring). The answers are scored as the model would generate them (its end-of-answer token included)."""
-    targets, tensors = answer_inputs(family, bundle, samples, answers)
+    docstring). The answers are scored as the model would generate them (its end-of-answer token included).
+    ``pipeline``: how the images reach the model (default: decoded and resized, nothing else)."""
+    targets, tensors = answer_inputs(family, bundle, samples, answers, pipeline)
     return maps_of(family, bundle, targets, tensors)
 
 
-def answer_inputs(family: Family, bundle: Bundle, samples: list[Sample], answers: list[str]):
+def answer_inputs(family: Family, bundle: Bundle, samples: list[Sample], answers: list[str], pipeline=None):
     """(the samples with their answers as targets, the model's teacher-forced inputs for them)."""
     targets = [replace(s, target=a) for s, a in zip(samples, answers, strict=True)]
-    pipeline = ImagePipeline(bundle.image_size, cache=False)
+    pipeline = pipeline or ImagePipeline(bundle.image_size, cache=False)
     device = next(bundle.model.parameters()).device
     return targets, family.inputs(bundle, targets, pipeline.batch(targets), "vqa", train=True).to(device)
 
@@ -136,7 +141,9 @@ def randomised(bundle: Bundle, share: float = 1.0, seed: int = RANDOM_SEED) -> B
     return replace(bundle, model=model.eval())
 
 
-def cascade(family, bundle, samples, answers, maps: dict[str, list], masks, progress: bool) -> list[dict]:
+def cascade(
+    family, bundle, samples, answers, maps: dict[str, list], masks, progress: bool, pipeline=None
+) -> list[dict]:
     """Adebayo's cascading randomisation on the first :data:`CASCADE_QUESTIONS` answers: for each share of the
     layers re-drawn from the top (:data:`CASCADE`), the scores of its maps against the trained ones
     (``maps``: the trained and the fully randomised maps of every answer, already drawn)."""
@@ -149,7 +156,13 @@ def cascade(family, bundle, samples, answers, maps: dict[str, list], masks, prog
             maps["randomised"][:n]
             if share == 1.0
             else in_batches(
-                family, randomised(bundle, share), samples[:n], answers[:n], progress, f"{share:.0%}"
+                family,
+                randomised(bundle, share),
+                samples[:n],
+                answers[:n],
+                progress,
+                f"{share:.0%}",
+                pipeline,
             )
         )
         rows = [question_scores(t, r, m) for t, r, m in zip(trained[:n], maps_at, masks[:n], strict=True)]
@@ -159,12 +172,16 @@ def cascade(family, bundle, samples, answers, maps: dict[str, list], masks, prog
     return stages
 
 
-def in_batches(family, bundle, samples: list[Sample], answers: list[str], progress: bool, desc: str):
+def in_batches(
+    family, bundle, samples: list[Sample], answers: list[str], progress: bool, desc: str, pipeline=None
+):
     maps: list[np.ndarray] = []
     for start in tqdm(
         range(0, len(samples), BATCH), desc=desc, unit="batch", disable=not progress, leave=False
     ):
-        maps += answer_maps(family, bundle, samples[start : start + BATCH], answers[start : start + BATCH])
+        maps += answer_maps(
+            family, bundle, samples[start : start + BATCH], answers[start : start + BATCH], pipeline
+        )
     return maps
 
 
@@ -181,9 +198,9 @@ def maps_of_run(folder: Path, samples: list[Sample], answers: list[str]) -> list
     except PathVQAError:
         return None
     given = [i for i, a in enumerate(answers) if a.strip()]
-    drawn = (
-        answer_maps(family, bundle, [samples[i] for i in given], [answers[i] for i in given]) if given else []
-    )
+    pipeline = ImagePipeline.for_data(trained.config.data, bundle.image_size, cache=False)  # as it answered
+    chosen = ([samples[i] for i in given], [answers[i] for i in given])
+    drawn = answer_maps(family, bundle, *chosen, pipeline) if given else []
     out: list[np.ndarray | None] = [None] * len(samples)
     for i, m in zip(given, drawn, strict=True):
         out[i] = m
@@ -218,8 +235,11 @@ def score_split(
     samples = samples[:limit] if limit else samples
     rows = predict(family, bundle, samples, cfg, progress=progress)
     answers = [r["prediction"] for r in rows]
-    trained_maps = in_batches(family, bundle, samples, answers, progress, "map trained")
-    random_maps = in_batches(family, randomised(bundle), samples, answers, progress, "map randomised")
+    pipeline = ImagePipeline.for_data(cfg.data, bundle.image_size, cache=True)  # as the answers saw them
+    trained_maps = in_batches(family, bundle, samples, answers, progress, "map trained", pipeline)
+    random_maps = in_batches(
+        family, randomised(bundle), samples, answers, progress, "map randomised", pipeline
+    )
     masks = [regions[s.id].mask(m.shape) for s, m in zip(samples, trained_maps, strict=True)]
     scores = [question_scores(*x) for x in zip(trained_maps, random_maps, masks, strict=True)]
     kinds = [regions[s.id].kind for s in samples]
@@ -238,6 +258,7 @@ def score_split(
             {"trained": trained_maps, "randomised": random_maps},
             masks,
             progress,
+            pipeline,
         ),
         "rows": [
             {"id": s.id, "kind": k, "right": ok, **sc}

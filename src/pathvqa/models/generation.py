@@ -37,7 +37,7 @@ def predict(
     pipeline: ImagePipeline | None = None,
 ) -> list[dict]:
     """Predictions rows (``id, question, answer, prediction, type``) for ``samples``, sorted by id."""
-    pipeline = pipeline or ImagePipeline(bundle.image_size, cfg.data.cache_images, cfg.data.max_pixels)
+    pipeline = pipeline or ImagePipeline.for_data(cfg.data, bundle.image_size)
     once = cfg.eval.image_once
     collate = Collator(
         samples, family, bundle, pipeline, cfg.task, train=False, blind=blind, share_images=once

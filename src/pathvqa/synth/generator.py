@@ -32,6 +32,7 @@ from scipy import ndimage
 from skimage.draw import disk
 from tqdm.auto import tqdm
 
+from pathvqa.data.prepare import RESTAINED
 from pathvqa.destinations import replace_folder, write_text_atomic
 from pathvqa.synth import questions, tiles
 from pathvqa.synth.drawing import background, ellipse, paint, scatter
@@ -348,7 +349,7 @@ PARALLEL_FROM = 4000
 per CPU core): the splits use independent seed streams, so the rows are the same either way."""
 
 
-OTHER_LAB_SUFFIX = "_other_lab"
+OTHER_LAB_SUFFIX = RESTAINED
 """``test`` drawn in another lab's colours is the split ``test_other_lab``."""
 
 

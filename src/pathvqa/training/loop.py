@@ -237,7 +237,7 @@ class Trainer:
             )
 
     def _make_pipelines(self) -> None:
-        self.val_pipeline = ImagePipeline(self.bundle.image_size, True, self.cfg.data.max_pixels)
+        self.val_pipeline = ImagePipeline.for_data(self.cfg.data, self.bundle.image_size, cache=True)
         self.collate = self.make_collate()
 
     # ---- hooks: what a stage method (``GrpoTrainer``) replaces ---------------------------------------
@@ -245,7 +245,7 @@ class Trainer:
         """The training loader's ``collate_fn``: sample indices → what :meth:`train_step` takes (here the
         model inputs, augmented)."""
         cfg = self.cfg
-        pipeline = ImagePipeline(self.bundle.image_size, cfg.data.cache_images, cfg.data.max_pixels)
+        pipeline = ImagePipeline.for_data(cfg.data, self.bundle.image_size)
         if cfg.train.num_workers:  # decode once, here: forked workers then share the cache
             pipeline.warm(self.samples, progress=self.progress and self.main)
         return Collator(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pathvqa.config import ExperimentConfig, load_config, resume_differences, save_config, with_overrides
+from pathvqa.data.batches import normalizer_for
 from pathvqa.data.prepare import check_splits, spec_of
 from pathvqa.destinations import check_destination
 from pathvqa.errors import PathVQAError
@@ -43,6 +44,9 @@ def fit(
     for stage in cfg.stages or [None]:  # what can be said before any data is read or model built
         check_model((cfg.stage_config(stage) if stage else cfg).model)
     check_splits(cfg.data)
+    normalizer_for(
+        cfg.data
+    )  # a target that is not an image, a greyscale set: said before anything is written
     if not cfg.stages:
         return _trainer(cfg)(cfg, run_dir, resume, progress, init=_start(cfg), on_validate=on_validate).run()
     if not resume and any(checkpoint.checkpoints(run_dir / s.name) for s in cfg.stages):

@@ -13,7 +13,10 @@ batch size; and how data loading grows with the dataset. Prints a table, then on
    process: seconds and peak RSS.
 4. Each image encoded once (``benchmarks/image_once.py``): evaluation per question vs per image, grouped
    training, a frozen encoder's cached features; ``eval_speedup_image_once`` is real-shape BLIP-base's.
-5. A map of where the model looked (``benchmarks/explain_cost.py``): its seconds against one forward and
+5. Augmentation: images/s of ``data.images.augment`` on the set's tiles (batches of 32 at 96 px, one
+   thread: what one DataLoader worker does), as shipped (flips, rotations, optical-density jitter) and with
+   HED stain augmentation added (``train.augment.stain``).
+6. A map of where the model looked (``benchmarks/explain_cost.py``): its seconds against one forward and
    one backward of the training loss on the same questions; ``map_vs_forward_backward`` is the largest
    ratio (at most 1: a map costs no more than a training step's forward and backward).
 
@@ -299,6 +302,7 @@ def main() -> None:
     print_table(args, ours, theirs, evaluation, rows)
     once = None if args.skip_image_once else image_once.measure()
     maps = None if args.skip_explain else explain_cost.measure()
+    augmenting = augmentation_speed(data)
     result = {
         "train_samples_per_s": round(ours, 1),
         "hf_trainer_samples_per_s": round(theirs, 1),
@@ -313,12 +317,37 @@ def main() -> None:
         "growth": rows,
         "eval_speedup_image_once": once["eval_speedup_image_once"] if once else None,
         "image_once": once,
+        **augmenting,
         "map_vs_forward_backward": max(r["ratio"] for r in maps.values()) if maps else None,
         "explain_cost": maps,
         "threads": THREADS,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
     print(json.dumps(result))
+
+
+def augmentation_speed(data: Path, batches: int = 30) -> dict[str, float]:
+    """Images/s of the augmentation as shipped and with HED stain augmentation, on one thread."""
+    from pathvqa.config.schema import AugmentConfig
+    from pathvqa.data.batches import ImagePipeline
+    from pathvqa.data.images import augment
+
+    samples = load_split(str(data), "train", samples=32, seed=0, progress=False).samples
+    tiles = ImagePipeline(96, cache=False).batch(samples)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = {}
+    for key, cfg in (("augment_images_per_s", AugmentConfig()),
+                     ("augment_hed_images_per_s", AugmentConfig(stain={"method": "hed", "strength": 0.1}))):  # fmt: skip
+        augment(tiles, cfg, list(range(32)))  # warm-up
+        started = time.perf_counter()
+        for b in range(batches):
+            augment(tiles, cfg, list(range(b * 32, b * 32 + 32)))
+        out[key] = round(batches * 32 / (time.perf_counter() - started), 1)
+    torch.set_num_threads(threads)
+    print(f"augmentation, images/s on one thread: as shipped {out['augment_images_per_s']}, "
+          f"with HED stain augmentation {out['augment_hed_images_per_s']}")  # fmt: skip
+    return out
 
 
 def print_table(args, ours: float, theirs: float, evaluation: dict, rows: list[dict]) -> None:

@@ -153,6 +153,10 @@ def test_eval_stain_shift_pairs_each_strength_with_the_plain_answers(lab_run, tm
     assert (tmp_path / "again" / "predictions_stain_0.1.jsonl").read_bytes() == (
         tmp_path / "e" / "predictions_stain_0.1.jsonl"
     ).read_bytes()
+    from pathvqa.analysis.report import build
+
+    files = build([f"stressed={tmp_path / 'e'}", f"plain={tmp_path / 'plain'}"], tmp_path / "report")
+    assert files["stain_shift"].is_file() and "Stain shift" in files["html"].read_text()
     config = (lab_run / "config.yaml").read_text()
     assert "strength: 0.1" in config and "reinhard" in config
 

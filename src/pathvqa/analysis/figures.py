@@ -280,6 +280,33 @@ def risk_coverage(runs: list[Run], path: Path) -> Path | None:
     return _closed_and_open(runs, path, draw, labels, "lower right")
 
 
+def stain_curves(runs: list[Run], path: Path) -> Path | None:
+    """Closed accuracy and open exact match against the HED stress's strength (``eval --stain-shift``), one
+    line per model with its 95% intervals; strength 0 is the unshifted split."""
+    shifted = [(r, r.metrics["stain_shift"]) for r in runs if isinstance(r.metrics.get("stain_shift"), dict)]
+    if not shifted:
+        return None
+    plt = plt_agg()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, key, title in zip(axes, ("closed_accuracy", "open_exact_match"), ("closed accuracy", "open exact match"),
+                              strict=True):  # fmt: skip
+        for run, shift in shifted:
+            points = [(0.0, run.metrics.get(key), run.metrics.get(f"{key}_ci"))]
+            points += [
+                (r["strength"], r.get(key), r.get(f"{key}_ci")) for r in shift["results"] if r["strength"]
+            ]
+            points = [p for p in points if p[1] is not None]
+            x, y = [p[0] for p in points], [p[1] for p in points]
+            low = [v - (p[2] or (v, v))[0] for v, p in zip(y, points, strict=True)]
+            high = [(p[2] or (v, v))[1] - v for v, p in zip(y, points, strict=True)]
+            ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=run.label)
+        ax.set_xlabel(f"HED stress strength ({shifted[0][1]['method']})")
+        ax.set_ylabel(title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def types_of(run: Run) -> dict[str, dict]:
     """{question type: {n, accuracy, ci}} of a run, from its predictions (see ``stats.by_question_type``)."""
     rows = list(run.predictions.values())

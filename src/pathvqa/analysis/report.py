@@ -23,6 +23,7 @@ from pathvqa.analysis.figures import (
     gallery_ids,
     reliability,
     risk_coverage,
+    stain_curves,
     sweep_figures,
     type_bars,
     types_of,
@@ -319,6 +320,7 @@ def _figures(
         "types": type_bars(runs, out / "types.png"),
         "reliability": reliability(runs, out / "reliability.png"),
         "risk_coverage": risk_coverage(runs, out / "risk_coverage.png"),
+        "stain_shift": stain_curves(runs, out / "stain_shift.png"),
     }
     for folder, (sweep_spec, study) in sweeps.items():
         prefix = "sweep" if len(sweeps) == 1 else f"sweep_{folder.name}"
@@ -406,6 +408,16 @@ def _published_sections(page: dict) -> str:
     )
 
 
+def _stain_section(images: dict) -> str:
+    if images.get("stain_shift") is None:
+        return ""
+    intro = (
+        "The test images under another lab's stain, simulated (eval --stain-shift: HED jitter of each strength, "
+        "Tellez et al. 2019; strength 0 is the split itself): the same questions, answered again."
+    )
+    return f"<h2>Stain shift</h2><p>{intro}</p>{_img(images['stain_shift'])}"
+
+
 def _maps_section(images: dict) -> str:
     if images.get("gallery_maps") is None:
         return ""
@@ -443,7 +455,7 @@ open exact match and recall: the rest.</p>
 <p>{html.escape(SEEN_INTRO)}</p>{page["seen"]}
 <h2>Confidence</h2><p>{html.escape(CONFIDENCE_INTRO)}</p>{page["confidence"]}{_img(images["reliability"])}{_img(images["risk_coverage"])}
 {_protocol_sections(page)}{_published_sections(page)}<h2>Sample answers</h2>{_img(images["gallery"])}{_maps_section(images)}
-<h2>Training curves</h2>{_img(images["curves"])}
+{_stain_section(images)}<h2>Training curves</h2>{_img(images["curves"])}
 <h2>By question type</h2>{_img(images["types"])}
 {_sweep_section(images)}<h2>Configs</h2>{configs or "<p><em>none</em></p>"}
 </body></html>

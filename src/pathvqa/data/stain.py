@@ -62,10 +62,20 @@ def hed_draws(strength: float, rng: np.random.Generator) -> tuple[np.ndarray, np
     return alpha, beta
 
 
+_OPTICAL_DENSITY = -np.log(np.maximum(np.arange(256) / 255.0, 1e-6)).astype(np.float32)  # (256,): per grey level
+
+
 def hed_jitter(pixels: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """(B, H, W, 3) uint8 images, each with its (B, 3) α and β → (B, H, W, 3) uint8."""
-    hed = to_hed(pixels) * alpha[:, None, None, :] + beta[:, None, None, :]
-    return from_hed(hed)
+    """(B, H, W, 3) uint8 images, each with its (B, 3) α and β → (B, H, W, 3) uint8: :func:`to_hed`, each
+    concentration scaled and shifted, :func:`from_hed`, in one linear map of the optical density per image
+    (OD · hed_from_rgb · diag(α) · rgb_from_hed + β · rgb_from_hed), in float32."""
+    od = _OPTICAL_DENSITY[pixels]  # (B, H, W, 3): a uint8 pixel has 256 values
+    mix = np.einsum("ij,bj,jk->bik", hed_from_rgb, alpha, rgb_from_hed).astype(np.float32)  # (B, 3, 3)
+    offset = (beta @ rgb_from_hed).astype(np.float32)  # (B, 3)
+    b, h, w, _ = od.shape
+    moved = np.matmul(od.reshape(b, h * w, 3), mix) + offset[:, None, :]
+    light = np.exp(-moved, out=moved)
+    return (np.clip(light, 0, 1) * 255.0).round().astype(np.uint8).reshape(b, h, w, 3)
 
 
 def image_seed(encoded: bytes, seed: int) -> int:

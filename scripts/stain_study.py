@@ -1,0 +1,80 @@
+"""The study notes' "another lab's stain": blip-tiny and vlm-tiny trained as shipped and with HED stain
+augmentation (``train.augment.stain``), each evaluated on the embedded set's test split (with the HED stress
+at three strengths, ``eval --stain-shift``) and on its other-lab twin (``test_other_lab``), and each
+model's drop from the test split to the other lab's paired question by question.
+
+    python scripts/stain_study.py --out runs/stain [--strength 0.1]
+    python scripts/docs.py --record-stain runs/stain     # docs/results/stain.json, then the study's table
+
+The four runs train two at a time, one thread each (a rerun resumes what is there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RECIPES = {"blip-tiny": "blip_tiny", "vlm-tiny": "vlm_tiny"}
+STRESS = "0.05,0.1,0.2"
+
+
+def arms(strength: float) -> dict[str, list[str]]:
+    """Folder name → the ``--set`` overrides of that arm."""
+    return {"plain": [], "hed": [f"train.augment.stain={{method: hed, strength: {strength}}}"]}
+
+
+def train_all(out: Path, data: Path, strength: float) -> None:
+    from pathvqa.runs import RunDir
+
+    for arm, sets in arms(strength).items():
+        procs = []
+        for name in RECIPES.values():
+            if RunDir(out / f"{name}_{arm}").summary.is_file():
+                continue  # trained before
+            command = [sys.executable, "-m", "pathvqa", "train", f"configs/{name}.yaml", "--out", str(out / f"{name}_{arm}"),
+                       "--set", f"data.dataset={data}", "--set", "train.threads=1", "--resume",
+                       *(x for s in sets for x in ("--set", s))]  # fmt: skip
+            log = (out / f"{name}_{arm}.log").open("w")
+            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        for proc in procs:
+            if proc.wait() != 0:
+                raise SystemExit(f"failed: {' '.join(proc.args)} (see its log)")
+
+
+def evaluate_all(out: Path, strength: float) -> None:
+    from pathvqa.evaluation.evaluate import run
+    from pathvqa.scoring.metrics import compare, read_predictions
+
+    for arm in arms(strength):
+        for name in RECIPES.values():
+            folder = out / f"{name}_{arm}"
+            run(out=folder / "eval", checkpoint_dir=folder, overwrite=True, progress=False,
+                stain_shift=[float(s) for s in STRESS.split(",")])  # fmt: skip
+            run(out=folder / "eval_other_lab", checkpoint_dir=folder, split="test_other_lab", overwrite=True,
+                progress=False)  # fmt: skip
+            rows = [read_predictions(folder / d / "predictions.jsonl") for d in ("eval", "eval_other_lab")]
+            (folder / "other_lab_drop.json").write_text(json.dumps(compare(*rows), indent=1))
+            print(f"{name} {arm}: done")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/stain"))
+    parser.add_argument("--strength", type=float, default=0.1, help="the HED augmentation's strength")
+    args = parser.parse_args()
+    from pathvqa.apps.demo import SIZES
+    from pathvqa.synth import generator as synthetic
+
+    data = args.out / "data"
+    if not synthetic.holds_dataset(data):
+        synthetic.write(data, SIZES, size=96, seed=0, other_lab=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_all(args.out, data, args.strength)
+    evaluate_all(args.out, args.strength)
+
+
+if __name__ == "__main__":
+    main()

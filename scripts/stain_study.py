@@ -60,10 +60,58 @@ def evaluate_all(out: Path, strength: float) -> None:
             print(f"{name} {arm}: done")
 
 
+KEYS = ("closed_accuracy", "open_exact_match")
+
+
+def per_question(folder: Path, name: str) -> dict:
+    """The strict protocol's right/wrong per question (sorted by id) of an evaluation folder."""
+    from pathvqa.scoring.metrics import compared_table, read_predictions
+
+    rows = sorted(read_predictions(folder / name / "predictions.jsonl"), key=lambda r: r["id"])
+    return compared_table(rows)
+
+
+def summarise(out: Path, strength: float) -> dict:
+    """Per model and arm: the headline scores on the test split, under each stress and on the other lab's
+    split, the drop to the other lab (paired); per model: what augmentation changed (the drop's change,
+    paired question by question, and the test split's change)."""
+    from pathvqa.scoring.stats import paired_difference
+
+    models = {}
+    for label, name in RECIPES.items():
+        arms_of = {}
+        for arm in arms(strength):
+            folder = out / f"{name}_{arm}"
+            plain, other = (
+                json.loads((folder / d / "metrics.json").read_text()) for d in ("eval", "eval_other_lab")
+            )
+            drop = json.loads((folder / "other_lab_drop.json").read_text())["metrics"]
+            arms_of[arm] = {
+                "test": {k: plain[k] for k in KEYS}, "test_ci": {k: plain[f"{k}_ci"] for k in KEYS},
+                "other_lab": {k: other[k] for k in KEYS}, "other_lab_ci": {k: other[f"{k}_ci"] for k in KEYS},
+                "drop": {k: {x: drop[k][x] for x in ("difference", "ci", "p")} for k in KEYS},
+                "stress": plain["stain_shift"]["results"],
+            }  # fmt: skip
+        tables = {
+            arm: {d: per_question(out / f"{name}_{arm}", d) for d in ("eval", "eval_other_lab")}
+            for arm in arms_of
+        }
+        effect = {}
+        for k in KEYS:
+            loss = {arm: t["eval_other_lab"][k] - t["eval"][k] for arm, t in tables.items()}
+            effect[k] = {
+                "drop_change": paired_difference(loss["plain"], loss["hed"]),  # > 0: a smaller drop
+                "test_change": paired_difference(tables["plain"]["eval"][k], tables["hed"]["eval"][k]),
+            }
+        models[label] = {"arms": arms_of, "augmentation": effect}
+    return {"strength": strength, "stress": STRESS, "models": models}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/stain"))
     parser.add_argument("--strength", type=float, default=0.1, help="the HED augmentation's strength")
+    parser.add_argument("--summary-only", action="store_true", help="summarise what is already evaluated")
     args = parser.parse_args()
     from pathvqa.apps.demo import SIZES
     from pathvqa.synth import generator as synthetic
@@ -72,8 +120,11 @@ def main() -> None:
     if not synthetic.holds_dataset(data):
         synthetic.write(data, SIZES, size=96, seed=0, other_lab=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    train_all(args.out, data, args.strength)
-    evaluate_all(args.out, args.strength)
+    if not args.summary_only:
+        train_all(args.out, data, args.strength)
+        evaluate_all(args.out, args.strength)
+    (args.out / "summary.json").write_text(json.dumps(summarise(args.out, args.strength), indent=1))
+    print(f"summary: {args.out / 'summary.json'}")
 
 
 if __name__ == "__main__":

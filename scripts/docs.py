@@ -487,6 +487,49 @@ def grounding_table(result: dict) -> str:
     )
 
 
+def _paired(entry: dict) -> str:
+    if entry.get("difference") is None:
+        return "–"
+    low, high = entry["ci"]
+    return f"{entry['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def stain_table(result: dict) -> str:
+    """``scripts/stain_study.py``: each recipe as shipped and with HED augmentation, on the test split, under
+    the HED stress and on the other lab's split; then what augmentation changed, paired."""
+    strengths = [float(x) for x in result["stress"].split(",")]
+    head = " | ".join(f"HED {s:g}" for s in strengths)
+    lines = [
+        f"| model | training | questions | test | other lab | drop | {head} |",
+        "|---|---|---|---:|---:|---|" + "---:|" * len(strengths),
+    ]
+    names = {"closed_accuracy": "closed", "open_exact_match": "open EM"}
+    for label, model in result["models"].items():
+        for arm, scores in model["arms"].items():
+            training = "as shipped" if arm == "plain" else f"+ HED {result['strength']:g}"
+            for key, name in names.items():
+                stress = {r["strength"]: r[key] for r in scores["stress"]}
+                cells = " | ".join(_number(stress.get(s)) for s in strengths)
+                lines.append(
+                    f"| {label} | {training} | {name} | {_number(scores['test'][key], scores['test_ci'][key])} "
+                    f"| {_number(scores['other_lab'][key], scores['other_lab_ci'][key])} "
+                    f"| {_paired(scores['drop'][key])} | {cells} |"
+                )
+    effect = [
+        "| model | questions | drop to the other lab: augmented − shipped | test split: augmented − shipped |",
+        "|---|---|---|---|",
+    ]
+    for label, model in result["models"].items():
+        for key, name in names.items():
+            e = model["augmentation"][key]
+            effect.append(f"| {label} | {name} | {_paired(e['drop_change'])} | {_paired(e['test_change'])} |")
+    return (
+        "\n".join(lines)
+        + "\n\nWhat HED augmentation changed, paired question by question (drop: other lab − test per question; "
+        "a positive change is a smaller drop):\n\n" + "\n".join(effect) + "\n\n" + _provenance(result)
+    )
+
+
 def _held(claims: list[tuple[str, bool]]) -> str:
     failed = [name for name, ok in claims if not ok]
     if not claims:
@@ -505,6 +548,7 @@ BLOCKS = {
     "llava-spread": ("llava_spread.json", spread_table),
     "llava-demo": ("demo_llava.json", demo_extra),
     "grounding": ("grounding.json", grounding_table),
+    "stain": ("stain.json", stain_table),
 }
 
 
@@ -624,6 +668,15 @@ def record_grounding(folder: Path, command: str) -> None:
     (RESULTS / "grounding.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
+def record_stain(folder: Path, command: str) -> None:
+    """``docs/results/stain.json`` from ``scripts/stain_study.py``'s ``summary.json``."""
+    result = {
+        "produced_by": _produced_by(command, "stain.json"),
+        **json.loads((folder / "summary.json").read_text()),
+    }
+    (RESULTS / "stain.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything differs")
@@ -637,6 +690,9 @@ def main() -> None:
         "--record-spread", type=Path, nargs="+", help="record learning_spread.py's spread.jsonl file(s)"
     )
     parser.add_argument(
+        "--record-stain", type=Path, help="record scripts/stain_study.py's folder in docs/results/"
+    )
+    parser.add_argument(
         "--record-grounding", type=Path, help="record scripts/grounding_study.py's folder in docs/results/"
     )
     parser.add_argument(
@@ -644,21 +700,19 @@ def main() -> None:
     )
     parser.add_argument("--command", default="make demo", help="the command that produced what is recorded")
     args = parser.parse_args()
-    if args.record_demo:
-        record_demo(args.record_demo, args.command, args.file or "demo.json")
-    if args.record_bench:
-        record_bench(args.record_bench, args.command)
-    if args.record_shape:
-        record_shape(args.record_shape, args.command)
-    if args.record_spread:
-        record_spread(args.record_spread, args.command, args.file or "llava_spread.json")
-    if args.record_seeds:
-        record_seeds(args.record_seeds, args.command)
-    if args.record_grounding:
-        record_grounding(args.record_grounding, args.command)
-    recorded = (args.record_demo, args.record_bench, args.record_shape, args.record_spread, args.record_seeds,
-                args.record_grounding)  # fmt: skip
-    if any(recorded):
+    recorders = {
+        "record_demo": lambda v: record_demo(v, args.command, args.file or "demo.json"),
+        "record_bench": lambda v: record_bench(v, args.command),
+        "record_shape": lambda v: record_shape(v, args.command),
+        "record_spread": lambda v: record_spread(v, args.command, args.file or "llava_spread.json"),
+        "record_seeds": lambda v: record_seeds(v, args.command),
+        "record_grounding": lambda v: record_grounding(v, args.command),
+        "record_stain": lambda v: record_stain(v, args.command),
+    }
+    recorded = [(record, getattr(args, name)) for name, record in recorders.items() if getattr(args, name)]
+    for record, value in recorded:
+        record(value)
+    if recorded:
         return  # recorded; `python scripts/docs.py` then fills the tables from it
     stale = []
     for path, text in expected().items():

@@ -408,24 +408,26 @@ def _published_sections(page: dict) -> str:
     )
 
 
-def _stain_section(images: dict) -> str:
-    if images.get("stain_shift") is None:
-        return ""
-    intro = (
+FIGURE_SECTIONS = {
+    "stain_shift": (
+        "<h2>Stain shift</h2>",
         "The test images under another lab's stain, simulated (eval --stain-shift: HED jitter of each strength, "
-        "Tellez et al. 2019; strength 0 is the split itself): the same questions, answered again."
-    )
-    return f"<h2>Stain shift</h2><p>{intro}</p>{_img(images['stain_shift'])}"
-
-
-def _maps_section(images: dict) -> str:
-    if images.get("gallery_maps") is None:
-        return ""
-    intro = (
+        "Tellez et al. 2019; strength 0 is the split itself): the same questions, answered again.",
+    ),
+    "gallery_maps": (
+        "<h3>Where each model looked</h3>",
         "Where each model looked for the answer it gave (gradient × activation at the image's patch features; "
-        "pathvqa explain): bright is where more of what is there would have made that answer more likely."
-    )
-    return f"<h3>Where each model looked</h3><p>{intro}</p>{_img(images['gallery_maps'])}"
+        "pathvqa explain): bright is where more of what is there would have made that answer more likely.",
+    ),
+}
+"""The report's figures that appear only when they were drawn: (heading, what the figure shows)."""
+
+
+def _figure_section(images: dict, key: str) -> str:
+    if images.get(key) is None:
+        return ""
+    heading, intro = FIGURE_SECTIONS[key]
+    return f"{heading}<p>{html.escape(intro)}</p>{_img(images[key])}"
 
 
 def _sweep_section(images: dict) -> str:
@@ -454,8 +456,8 @@ open exact match and recall: the rest.</p>
 <h2>Results</h2>{page["ours"]}<p>{html.escape(PAIRS_INTRO)}</p>{page["pairs"]}
 <p>{html.escape(SEEN_INTRO)}</p>{page["seen"]}
 <h2>Confidence</h2><p>{html.escape(CONFIDENCE_INTRO)}</p>{page["confidence"]}{_img(images["reliability"])}{_img(images["risk_coverage"])}
-{_protocol_sections(page)}{_published_sections(page)}<h2>Sample answers</h2>{_img(images["gallery"])}{_maps_section(images)}
-{_stain_section(images)}<h2>Training curves</h2>{_img(images["curves"])}
+{_protocol_sections(page)}{_published_sections(page)}<h2>Sample answers</h2>{_img(images["gallery"])}{_figure_section(images, "gallery_maps")}
+{_figure_section(images, "stain_shift")}<h2>Training curves</h2>{_img(images["curves"])}
 <h2>By question type</h2>{_img(images["types"])}
 {_sweep_section(images)}<h2>Configs</h2>{configs or "<p><em>none</em></p>"}
 </body></html>

@@ -62,7 +62,9 @@ def hed_draws(strength: float, rng: np.random.Generator) -> tuple[np.ndarray, np
     return alpha, beta
 
 
-_OPTICAL_DENSITY = -np.log(np.maximum(np.arange(256) / 255.0, 1e-6)).astype(np.float32)  # (256,): per grey level
+_OPTICAL_DENSITY = -np.log(np.maximum(np.arange(256) / 255.0, 1e-6)).astype(
+    np.float32
+)  # (256,): per grey level
 
 
 def hed_jitter(pixels: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:

@@ -494,9 +494,13 @@ def _paired(entry: dict) -> str:
     return f"{entry['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
+ARM_NAMES = {"plain": "as shipped", "hed": "+ HED {strength:g}", "reinhard": "+ Reinhard normalisation"}
+
+
 def stain_table(result: dict) -> str:
-    """``scripts/stain_study.py``: each recipe as shipped and with HED augmentation, on the test split, under
-    the HED stress and on the other lab's split; then what augmentation changed, paired."""
+    """``scripts/stain_study.py``: each recipe as shipped, with HED augmentation and with Reinhard
+    normalisation, on the test split, under the HED stress and on the other lab's split; then what each
+    change did against the shipped recipe, paired."""
     strengths = [float(x) for x in result["stress"].split(",")]
     head = " | ".join(f"HED {s:g}" for s in strengths)
     lines = [
@@ -506,27 +510,34 @@ def stain_table(result: dict) -> str:
     names = {"closed_accuracy": "closed", "open_exact_match": "open EM"}
     for label, model in result["models"].items():
         for arm, scores in model["arms"].items():
-            training = "as shipped" if arm == "plain" else f"+ HED {result['strength']:g}"
+            training = ARM_NAMES[arm].format(strength=result["strength"])
             for key, name in names.items():
-                stress = {r["strength"]: r[key] for r in scores["stress"]}
-                cells = " | ".join(_number(stress.get(s)) for s in strengths)
+                stress = {r["strength"]: r for r in scores["stress"]}
+                cells = " | ".join(
+                    f"{stress[s][key]:.3f} ({_paired(stress[s]['paired'][key])})" for s in strengths
+                )
                 lines.append(
                     f"| {label} | {training} | {name} | {_number(scores['test'][key], scores['test_ci'][key])} "
                     f"| {_number(scores['other_lab'][key], scores['other_lab_ci'][key])} "
                     f"| {_paired(scores['drop'][key])} | {cells} |"
                 )
     effect = [
-        "| model | questions | drop to the other lab: augmented − shipped | test split: augmented − shipped |",
-        "|---|---|---|---|",
+        "| model | training | questions | drop to the other lab: changed − shipped | test split: changed − shipped |",
+        "|---|---|---|---|---|",
     ]
     for label, model in result["models"].items():
-        for key, name in names.items():
-            e = model["augmentation"][key]
-            effect.append(f"| {label} | {name} | {_paired(e['drop_change'])} | {_paired(e['test_change'])} |")
+        for arm, changed in model["against_shipped"].items():
+            for key, name in names.items():
+                e = changed[key]
+                effect.append(
+                    f"| {label} | {ARM_NAMES[arm].format(strength=result['strength'])} | {name} "
+                    f"| {_paired(e['drop_change'])} | {_paired(e['test_change'])} |"
+                )
     return (
         "\n".join(lines)
-        + "\n\nWhat HED augmentation changed, paired question by question (drop: other lab − test per question; "
-        "a positive change is a smaller drop):\n\n" + "\n".join(effect) + "\n\n" + _provenance(result)
+        + "\n\nEach HED column: the score under the stress, and in brackets its paired difference from the "
+        "unshifted answers.\n\nWhat each change did against the shipped recipe, paired question by question "
+        "(a drop's change > 0: a smaller drop):\n\n" + "\n".join(effect) + "\n\n" + _provenance(result)
     )
 
 

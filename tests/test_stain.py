@@ -139,6 +139,7 @@ def test_eval_stain_shift_pairs_each_strength_with_the_plain_answers(lab_run, tm
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     shift = metrics["stain_shift"]
     assert shift["method"] == "hed" and shift["strengths"] == [0.0, 0.1] and len(shift["results"]) == 2
+
     def answers(path):
         return [(r["id"], r["prediction"]) for r in map(json.loads, path.read_text().splitlines())]
 

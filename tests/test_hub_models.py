@@ -105,7 +105,8 @@ def test_train_eval_export_load_predict_with_the_real_processor(config, hub, tmp
         "predict", "--checkpoint", merged, "--image", tmp_path / "tile.png", "--question", "is it?"
     )
     assert "random weights" in answer.stderr
-    where_it_looked(merged, tmp_path)
+    if config == "qwen25vl_lora":  # its merger's windows: the hardest patch grid to put back in place
+        where_it_looked(merged, tmp_path)
 
 
 def where_it_looked(merged: Path, tmp_path: Path) -> None:

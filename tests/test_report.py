@@ -43,7 +43,9 @@ def two_runs(tmp_path_factory, synth_dir):
 
 def test_report_from_two_runs_writes_every_file(tmp_path, two_runs):
     files = build(
-        [f"untrained={two_runs / 'zeroshot'}", f"fine-tuned={two_runs / 'blip'}"], tmp_path / "report"
+        [f"untrained={two_runs / 'zeroshot'}", f"fine-tuned={two_runs / 'blip'}"],
+        tmp_path / "report",
+        maps=True,
     )
     for name in (
         "results.md",
@@ -100,7 +102,14 @@ def test_report_from_two_runs_writes_every_file(tmp_path, two_runs):
     assert seen["n_open_seen"] + seen["n_open_unseen"] == eval_metrics["n_open"]
 
     page = (tmp_path / "report" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 5 and 'src="http' not in page
+    assert page.count("data:image/png;base64,") == 6 and 'src="http' not in page
+    # where each loadable model looked (the zero-shot evaluation of a config has no model folder to load)
+    assert (
+        "Where each model looked" in page
+        and "gallery_maps.png" in (tmp_path / "report" / "results.md").read_text()
+    )
+    with Image.open(files["gallery_maps"]) as drawn:  # 8 questions × (the image, the fine-tuned model's map)
+        assert drawn.height > 3 * drawn.width, "one row per gallery question, two columns"
     assert "<details><summary>fine-tuned</summary>" in page and "name: blip_tiny" in page  # configs embedded
 
 
@@ -187,14 +196,3 @@ def test_published_numbers_only_beside_pathvqas_test_split_and_mixed_data_groupe
     build([f"pathvqa={pathvqa}", f"synthetic={two_runs / 'blip'}"], tmp_path / "mixed", allow_mixed=True)
     table = (tmp_path / "mixed" / "results.md").read_text()
     assert "| model | dataset |" in table and "flaviagiammarino/path-vqa [test]" in table
-
-
-def test_report_maps_show_where_each_loadable_model_looked(tmp_path, two_runs):
-    files = build(
-        [f"untrained={two_runs / 'zeroshot'}", f"fine-tuned={two_runs / 'blip'}"], tmp_path / "r", maps=True
-    )
-    with Image.open(files["gallery_maps"]) as drawn:  # 8 questions × (the image, the fine-tuned model's map)
-        assert drawn.height > 3 * drawn.width, "one row per gallery question, two columns"
-    page = (tmp_path / "r" / "report.html").read_text()
-    assert "Where each model looked" in page and page.count("data:image/png;base64,") == 6
-    assert "gallery_maps.png" in (tmp_path / "r" / "results.md").read_text()

@@ -143,9 +143,10 @@ def gallery_maps(runs: list[Run], path: Path, chosen: list[str]) -> Path | None:
             else:
                 _overlay(ax, pixels, maps[index])
             said = textwrap.shorten(answer["prediction"] or "(empty)", 40)
-            ax.set_title(
-                f"{'✓' if ok else '✗'} {run.label}: {said}", fontsize=7, color="#1a7f37" if ok else "#cf222e"
-            )
+            title = textwrap.fill(
+                f"{'✓' if ok else '✗'} {run.label}: {said}", 32
+            )  # two lines, not a collision
+            ax.set_title(title, fontsize=7, color="#1a7f37" if ok else "#cf222e")
     fig.tight_layout()
     return save(fig, path)
 

@@ -57,6 +57,11 @@ def test_hed_round_trips_and_agrees_with_scikit_image(lab_set):
         np.testing.assert_allclose(hed[kept] / stain.SKIMAGE_SCALE, rgb2hed(tile)[kept], atol=1e-12)
         back = combine_stains(np.clip(hed, 0, None) / stain.SKIMAGE_SCALE, rgb_from_hed)
         np.testing.assert_allclose(stain.from_hed(np.clip(hed, 0, None)), np.round(back * 255), atol=1)
+    batch = np.stack(tiles(lab_set, 4))
+    rng = np.random.default_rng(0)
+    alpha, beta = rng.uniform(0.8, 1.2, (4, 3)), rng.uniform(-0.2, 0.2, (4, 3))
+    slow = stain.from_hed(stain.to_hed(batch) * alpha[:, None, None] + beta[:, None, None])
+    assert np.abs(stain.hed_jitter(batch, alpha, beta).astype(int) - slow).max() <= 1, "float32, one map"
 
 
 def test_the_stress_is_the_identity_at_zero_and_the_same_bytes_every_time(lab_set):

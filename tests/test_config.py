@@ -123,16 +123,14 @@ def test_a_key_another_family_reads_is_an_error_not_silence():
 
 @pytest.mark.slow
 def test_configs_ship_with_the_package_and_load_from_any_directory(tmp_path, synth_dir):
-    import subprocess
-    import sys
+    import contextlib
 
     from pathvqa.config import PACKAGED
 
     assert {p.name for p in PACKAGED.glob("*.yaml")} == {p.name for p in CONFIGS}
     args = ["train", "configs/blip_tiny.yaml", "--out", "run", "--set", f"data.dataset={synth_dir}"]
     args += ["--set", "train.max_steps=1", "--set", "data.eval_samples=4", "--set", "model.image_size=32"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pathvqa", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    with contextlib.chdir(tmp_path):  # a folder with no configs/ in it: the packaged copy is read
+        proc = run_cli(*args, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "run" / "checkpoints" / "step-1").is_dir()

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from pathvqa.config import MAX_PIXELS
-from pathvqa.data.prepare import Sample, SplitData, load_split
+from pathvqa.data.prepare import RESTAINED, Sample, SplitData, load_split
 from pathvqa.data.regions import region_counts
 from pathvqa.data.spec import DatasetSpec
 from pathvqa.errors import DataError
@@ -87,9 +87,7 @@ def stain_of(samples: list[Sample]) -> dict[str, float] | None:
 def _other_lab(source, split: str, main: SplitData, max_pixels: int) -> dict[str, Any] | None:
     """The split's other-lab twin (``pathvqa synth --other-lab``), if the dataset has one: its rows, whether
     it asks the same questions, its stain profile."""
-    from pathvqa.synth.generator import OTHER_LAB_SUFFIX
-
-    name = split + OTHER_LAB_SUFFIX
+    name = split + RESTAINED
     try:
         twin = load_split(source, name, max_pixels=max_pixels, progress=False)
     except DataError:

@@ -14,6 +14,7 @@ from pathvqa.apps.cli_shared import (
     AbstainOpt,
     OverwriteOpt,
     app,
+    out_file,
     setup_logging,
 )
 from pathvqa.errors import PathVQAError, require_checkpoint_folder
@@ -80,14 +81,11 @@ def predict(
     from pathvqa.runtime.trained import resolve_run
 
     trained = resolve_run(checkpoint)  # once: the checkpoint chosen and its config
+    reads = [*trained.reads(), *(p for p, _ in pairs)]
     if out is not None:
-        from pathvqa.destinations import check_destination
-
-        check_destination(out, reads=[*trained.reads(), *(p for p, _ in pairs)], file=True)
-        if out.exists() and not overwrite:
-            raise PathVQAError(f"--out {out} exists: give a new file, or --overwrite to replace it")
+        out_file(out, reads, overwrite)
     if explain_to is not None:
-        _check_maps_folder(explain_to, [*trained.reads(), *(p for p, _ in pairs)], overwrite)
+        _check_maps_folder(explain_to, reads, overwrite)
     answerer = Answerer(trained, abstain_below=abstain_below)
     from pathvqa.config import RANDOM_WEIGHTS, random_weights
 
@@ -162,7 +160,6 @@ def explain(
     if score == (image is not None or question is not None):
         raise PathVQAError("give --image and --question (one map), or --score (a split's maps), not both")
     require_checkpoint_folder(checkpoint)
-    from pathvqa.destinations import check_destination
     from pathvqa.runtime.trained import resolve_run
 
     trained = resolve_run(checkpoint, [f"data.dataset={dataset}"] if dataset else None)
@@ -173,9 +170,7 @@ def explain(
         raise PathVQAError("give both --image and --question")
     if not image.is_file():
         raise PathVQAError(f"image not found: {image}" if not image.exists() else f"{image} is not a file")
-    check_destination(out, reads=[*trained.reads(), image], file=True)
-    if out.exists() and not overwrite:
-        raise PathVQAError(f"--out {out} exists: give a new file, or --overwrite to replace it")
+    out_file(out, [*trained.reads(), image], overwrite)
     from pathvqa.analysis.maps import explanation
     from pathvqa.evaluation.answerer import Answerer, check_image, read_questions
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from pathvqa.errors import PathVQAError
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -44,6 +46,17 @@ def out_folder(path: Path) -> Path:
     from pathvqa.destinations import check_destination
 
     return check_destination(path)
+
+
+def out_file(path: Path, reads: list[Path], overwrite: bool) -> Path:
+    """An ``--out`` file, checked before any work: its folder writable, not what the command ``reads``, and
+    an existing file replaced only with ``--overwrite``."""
+    from pathvqa.destinations import check_destination
+
+    check_destination(path, reads=reads, file=True)
+    if path.exists() and not overwrite:
+        raise PathVQAError(f"--out {path} exists: give a new file, or --overwrite to replace it")
+    return path
 
 
 OverwriteOpt = Annotated[

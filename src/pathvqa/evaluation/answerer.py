@@ -20,7 +20,7 @@ from pathvqa.data.images import BadImage, decode
 from pathvqa.data.prepare import Sample, clean_answer
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.calibrate import saved_temperature
-from pathvqa.evaluation.explain import answer_maps
+from pathvqa.evaluation.explain import given_answer_maps
 from pathvqa.models.base import Generated
 from pathvqa.models.feature_cache import FeatureCache
 from pathvqa.runtime.trained import TrainedRun, load, resolve_run
@@ -173,17 +173,14 @@ class Answerer:
         answers = self.answer(image, questions)
         data, _ = read_image(image)
         key = hashlib.sha1(data).hexdigest()
-        given = [a for a in answers if a.answer.strip()]
         samples = [
-            Sample(f"q{i}", data, key, a.question, a.answer, a.answer, "open") for i, a in enumerate(given)
+            Sample(f"q{i}", data, key, a.question, a.answer, a.answer, "open") for i, a in enumerate(answers)
         ]
         with self.lock:
-            maps = iter(
-                answer_maps(self.family, self.bundle, samples, [a.answer for a in given], self.pipeline)
-                if given
-                else []
+            maps = given_answer_maps(
+                self.family, self.bundle, samples, [a.answer for a in answers], self.pipeline
             )
-        return [Explanation(a, data, next(maps) if a.answer.strip() else None) for a in answers]
+        return [Explanation(a, data, m) for a, m in zip(answers, maps, strict=True)]
 
     def _confidence(self, answer: Generated) -> float | None:
         """A yes/no answer is a closed question's (its question type is unknown here: its answer tells)."""

@@ -73,6 +73,23 @@ def answer_maps(
     return maps_of(family, bundle, targets, tensors)
 
 
+def given_answer_maps(
+    family: Family,
+    bundle: Bundle,
+    samples: list[Sample],
+    answers: list[str],
+    pipeline: ImagePipeline | None = None,
+) -> list[np.ndarray | None]:
+    """:func:`answer_maps` of the answers that say something; None for an empty one (nothing to map)."""
+    given = [i for i, a in enumerate(answers) if a.strip()]
+    chosen = ([samples[i] for i in given], [answers[i] for i in given])
+    drawn = answer_maps(family, bundle, *chosen, pipeline) if given else []  # no batch of nothing
+    out: list[np.ndarray | None] = [None] * len(samples)
+    for i, m in zip(given, drawn, strict=True):
+        out[i] = m
+    return out
+
+
 def answer_inputs(family: Family, bundle: Bundle, samples: list[Sample], answers: list[str], pipeline=None):
     """(the samples with their answers as targets, the model's teacher-forced inputs for them)."""
     targets = [replace(s, target=a) for s, a in zip(samples, answers, strict=True)]
@@ -197,14 +214,8 @@ def maps_of_run(folder: Path, samples: list[Sample], answers: list[str]) -> list
         family.patch_site(bundle)
     except PathVQAError:
         return None
-    given = [i for i, a in enumerate(answers) if a.strip()]
     pipeline = ImagePipeline.for_data(trained.config.data, bundle.image_size, cache=False)  # as it answered
-    chosen = ([samples[i] for i in given], [answers[i] for i in given])
-    drawn = answer_maps(family, bundle, *chosen, pipeline) if given else []
-    out: list[np.ndarray | None] = [None] * len(samples)
-    for i, m in zip(given, drawn, strict=True):
-        out[i] = m
-    return out
+    return given_answer_maps(family, bundle, samples, answers, pipeline)
 
 
 def regions_of(cfg, split: str) -> dict[str, Region]:
@@ -233,9 +244,9 @@ def score_split(
         if s.id in regions
     ]
     samples = samples[:limit] if limit else samples
-    rows = predict(family, bundle, samples, cfg, progress=progress)
+    pipeline = ImagePipeline.for_data(cfg.data, bundle.image_size, cache=True)  # each image decoded once
+    rows = predict(family, bundle, samples, cfg, progress=progress, pipeline=pipeline)
     answers = [r["prediction"] for r in rows]
-    pipeline = ImagePipeline.for_data(cfg.data, bundle.image_size, cache=True)  # as the answers saw them
     trained_maps = in_batches(family, bundle, samples, answers, progress, "map trained", pipeline)
     random_maps = in_batches(
         family, randomised(bundle), samples, answers, progress, "map randomised", pipeline

@@ -24,12 +24,11 @@ from pathvqa.data.stain import stressed
 from pathvqa.destinations import write_text_atomic
 from pathvqa.models.generation import predict
 from pathvqa.runs import stain_predictions
-from pathvqa.scoring.metrics import compare, score
+from pathvqa.scoring.metrics import HEADLINE, compare, score
 
 SEED = 0
 """The stress's seed (each image's draw mixes it with the image's bytes)."""
 METHOD = "hed"
-HEADLINE = ("closed_accuracy", "open_exact_match", "exact_match")
 
 
 def stressed_samples(samples: list[Sample], strength: float, progress: bool = False) -> list[Sample]:

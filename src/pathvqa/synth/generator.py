@@ -316,7 +316,7 @@ def generate_split(
     rows: list[dict] = []
     bar = tqdm(
         total=pairs,
-        desc=f"synth {split}{OTHER_LAB_SUFFIX if lab else ''}",
+        desc=f"synth {split}{RESTAINED if lab else ''}",
         unit="pair",
         disable=not progress,
         leave=False,
@@ -330,7 +330,7 @@ def generate_split(
         Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
         image = {
             "bytes": buffer.getvalue(),
-            "path": f"{split}{OTHER_LAB_SUFFIX if lab else ''}_{index:06d}.png",
+            "path": f"{split}{RESTAINED if lab else ''}_{index:06d}.png",
         }
         masks = {kind: mask_png(mask) for kind, mask in regions.items()}
         for question, answer, kind in qa[: pairs - len(rows)]:
@@ -347,10 +347,6 @@ def generate_split(
 PARALLEL_FROM = 4000
 """Sets of at least this many pairs draw their splits in parallel processes (one per split, up to one
 per CPU core): the splits use independent seed streams, so the rows are the same either way."""
-
-
-OTHER_LAB_SUFFIX = RESTAINED
-"""``test`` drawn in another lab's colours is the split ``test_other_lab``."""
 
 
 def write(
@@ -380,12 +376,8 @@ def write(
     # the data folder appears whole, replacing an older one only once every split is written
     with pool or nullcontext(), replace_folder(out / "data") as data:
         drawn = (pool.map if pool else map)(generate_split, *zip(*jobs, strict=True))
-        summary = {
-            split + (OTHER_LAB_SUFFIX if lab else ""): _write_split(
-                data, split + (OTHER_LAB_SUFFIX if lab else ""), rows
-            )
-            for (split, _, lab), rows in zip(splits, drawn, strict=True)
-        }
+        names = [split + (RESTAINED if lab else "") for split, _, lab in splits]
+        summary = {name: _write_split(data, name, rows) for name, rows in zip(names, drawn, strict=True)}
     result = {"out": str(out), "style": style, "image_size": size, "seed": seed, "splits": summary}
     if other_lab:
         result["other_lab"] = {"of": "test", "palette_shifts": [list(x) for x in tiles.OTHER_LAB]}

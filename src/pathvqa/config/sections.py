@@ -87,6 +87,27 @@ class ModelSection(Section):
         return {k: v for k, v in self.model_dump().items() if k not in dropped and v not in (None, {}, [])}
 
 
+class TinyTextShape(Section):
+    """The attention and embeddings of ``blip-tiny`` and ``tiny-mistral`` (a hub model ignores them)."""
+
+    attention_heads: int | None = Field(default=None, gt=0)
+    """Attention heads of the tiny sizes, each with its own keys and values (default: one per 32 dimensions,
+    ``tiny-mistral``'s sharing half as many key/value heads)."""
+    tie_embeddings: bool = False
+    """Tie the tiny sizes' word embeddings: the vector a word is read with is the one it is said with
+    (``tiny-mistral``: input and output embeddings; ``blip-tiny``: the question encoder's and the answer
+    decoder's)."""
+
+    TINY_KEYS: ClassVar[tuple[str, ...]] = ("hidden_size", "num_layers", "attention_heads", "tie_embeddings")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        heads, width = self.attention_heads, getattr(self, "hidden_size", None)
+        if heads and width and width % heads:
+            raise ValueError(f"model.attention_heads ({heads}) must divide model.hidden_size ({width})")
+        return self
+
+
 RANDOM_WEIGHTS = "random weights (model.init: random): a dry run of the architecture, not a result"
 
 

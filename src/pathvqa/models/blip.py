@@ -60,7 +60,9 @@ class BlipFamily(Family):
     def build(self, m: BlipModelConfig, seed: int) -> BlipBundle:
         if m.name in tiny.BLIP_SIZES:
             size = m.image_size or 64
-            model, tokenizer = tiny.blip(m.hidden_size, m.num_layers, size, seed)
+            model, tokenizer = tiny.blip(
+                m.hidden_size, m.num_layers, size, seed, m.attention_heads, m.tie_embeddings
+            )
             mask_cross_attention(model)
             spec = ImageSpec(size, CLIP_MEAN, CLIP_STD)
             return BlipBundle(

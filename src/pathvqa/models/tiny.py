@@ -28,8 +28,10 @@ LANGUAGE_SIZES = {"tiny-mistral"}
 TINY_OPEN_CLIP = Path(__file__).parent / "open_clip_tiny"
 
 
-def blip_config(vocab_size: int, tokenizer, hidden: int, layers: int, image_size: int) -> BlipConfig:
-    heads = max(1, hidden // 32)
+def blip_config(
+    vocab_size: int, tokenizer, hidden: int, layers: int, image_size: int, heads: int | None = None
+) -> BlipConfig:
+    heads = heads or max(1, hidden // 32)
     text = dict(
         vocab_size=vocab_size,
         hidden_size=hidden,
@@ -54,28 +56,37 @@ def blip_config(vocab_size: int, tokenizer, hidden: int, layers: int, image_size
     return BlipConfig(text_config=text, vision_config=vision, projection_dim=hidden)
 
 
-def blip(hidden: int, layers: int, image_size: int, seed: int):
-    """(model, tokenizer) of ``blip-tiny``: the same arguments build the same weights."""
+def blip(hidden: int, layers: int, image_size: int, seed: int, heads: int | None = None, tied: bool = False):
+    """(model, tokenizer) of ``blip-tiny``: the same arguments build the same weights. ``tied``: the answer
+    decoder reads and says words with the question encoder's word embeddings."""
     tokenizer = tiny_bert_tokenizer()
-    config = blip_config(len(tokenizer), tokenizer, hidden, layers, image_size)
+    config = blip_config(len(tokenizer), tokenizer, hidden, layers, image_size, heads)
     torch.manual_seed(seed)
-    return BlipForQuestionAnswering(config), tokenizer
+    model = BlipForQuestionAnswering(config)
+    if tied:
+        words = model.text_encoder.embeddings.word_embeddings
+        model.text_decoder.bert.embeddings.word_embeddings = words
+        model.text_decoder.cls.predictions.decoder.weight = words.weight
+    return model, tokenizer
 
 
-def language_model(tokenizer, hidden: int, layers: int) -> MistralForCausalLM:
-    """``tiny-mistral`` over ``tokenizer`` (the caller seeds)."""
+def language_model(
+    tokenizer, hidden: int, layers: int, heads: int | None = None, tied: bool = False
+) -> MistralForCausalLM:
+    """``tiny-mistral`` over ``tokenizer`` (the caller seeds): ``heads`` each with its own keys and values,
+    else one per 32 dimensions sharing half as many; ``tied`` input and output embeddings."""
     config = MistralConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=hidden * 4,
         num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 32),
-        num_key_value_heads=max(1, hidden // 64),
+        num_attention_heads=heads or max(1, hidden // 32),
+        num_key_value_heads=heads or max(1, hidden // 64),
         max_position_embeddings=256,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
         sliding_window=None,
     )
     return MistralForCausalLM(config)

@@ -222,7 +222,9 @@ class VlmFamily(Family):
             )
         if m.language in tiny.LANGUAGE_SIZES:
             tokenizer = tiny_chat_tokenizer()
-            language_model = tiny.language_model(tokenizer, m.hidden_size, m.num_layers)
+            language_model = tiny.language_model(
+                tokenizer, m.hidden_size, m.num_layers, m.attention_heads, m.tie_embeddings
+            )
         else:
             tokenizer, language_model = _load_language_model(m)
         text_width = language_model.get_input_embeddings().embedding_dim

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pathvqa.config.sections import ModelSection
+from pathvqa.config.sections import ModelSection, TinyTextShape
 
 
-class BlipModelConfig(ModelSection):
+class BlipModelConfig(TinyTextShape, ModelSection):
     """``model.family: blip``: ``Salesforce/blip-vqa-base`` (or a folder), or the named size ``blip-tiny``."""
 
     family: Literal["blip"] = "blip"

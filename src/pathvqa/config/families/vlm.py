@@ -6,10 +6,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from pathvqa.config.sections import QuantizedSection
+from pathvqa.config.sections import QuantizedSection, TinyTextShape
 
 
-class VlmModelConfig(QuantizedSection):
+class VlmModelConfig(TinyTextShape, QuantizedSection):
     """``model.family: vlm``: image encoder → projector → causal LM (the LLaVA recipe)."""
 
     family: Literal["vlm"] = "vlm"

@@ -296,6 +296,18 @@ def demo_vs_prior(result: dict) -> str:
     return "\n".join(lines) + "\n\n" + _provenance(result)
 
 
+def demo_closed(result: dict) -> str:
+    """The yes/no questions: each model with images and blind, against the prior, below the pixel ceiling."""
+    from pathvqa.analysis.ceiling import LABEL
+    from pathvqa.apps.demo import closed_table
+
+    gains = {label: pair["metrics"]["closed_accuracy"] for label, pair in result["vs_prior"].items()}
+    table = closed_table(result["closed"], gains).split("\n", 1)[1]
+    top = result["closed"].get(LABEL, {}).get("attribute_accuracy")
+    named = ", ".join(f"{k} {v:.2f}" for k, v in top.items()) if top else "–"
+    return f"{table}\n\nThe classifier names each test image's attributes right in this share: {named}.\n\n" + _provenance(result)
+
+
 def demo_extra(result: dict) -> str:
     """The models a ``pathvqa demo --with …`` run adds to the default ones, each against the prior."""
     from pathvqa.apps.demo import TRAINED
@@ -554,6 +566,7 @@ BLOCKS = {
     "demo-results": ("demo.json", demo_results),
     "demo-seen": ("demo.json", demo_seen),
     "demo-vs-prior": ("demo.json", demo_vs_prior),
+    "demo-closed": ("demo.json", demo_closed),
     "bench": ("bench.json", bench_table),
     "shape": ("shape.json", shape_table),
     "llava-spread": ("llava_spread.json", spread_table),
@@ -602,6 +615,9 @@ def record_demo(folder: Path, command: str, file: str = "demo.json") -> None:
     from pathvqa.apps.demo import TRAINED
 
     report = json.loads((folder / "report" / "results.json").read_text())
+    demo = json.loads((folder / "results.json").read_text())
+    closed_keys = ("closed_accuracy", "blind_closed_accuracy", "closed_minus_prior", "attribute_accuracy")
+    closed = {label: {k: m[k] for k in closed_keys if k in m} for label, m in demo.items()}
     labels = {name: label for label, name in TRAINED.items()}
     vs_prior = {}
     for path in sorted(folder.glob("*/vs_prior.json")):
@@ -621,6 +637,7 @@ def record_demo(folder: Path, command: str, file: str = "demo.json") -> None:
         "results": {"main": report["runs"], "seen": report["seen"]},
         "vs_prior": vs_prior,
         "confidence": confidence,
+        "closed": closed,
     }
     (RESULTS / file).write_text(json.dumps(result, indent=1) + "\n")
 

@@ -26,7 +26,7 @@ from typing import Any
 import typer
 from tqdm.auto import tqdm
 
-from pathvqa.analysis import report
+from pathvqa.analysis import ceiling, report
 from pathvqa.config import load_config, packaged_config
 from pathvqa.errors import PathVQAError
 from pathvqa.evaluation.evaluate import run, run_baseline
@@ -46,6 +46,8 @@ SHORT_SETS = ["stages.instruct.train.max_steps=150", "stages.instruct.train.eval
 CONFIG_OF = {SHORT_SFT[1]: "vlm_tiny"}
 """Run folders trained from another folder's shipped config."""
 SIZES = {"train": 8000, "validation": 500, "test": 1500}
+CEILING = "ceiling"
+"""The demo's folder of what the pixels allow (``analysis.ceiling``): its predictions and metrics."""
 
 
 def _stage(name: str) -> None:
@@ -102,7 +104,8 @@ def run_demo(
     files = report.build(specs, out / "report", title=title, maps=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     typer.echo(files["md"].read_text().split("## Published")[0].strip())
-    _against_prior(out, trained)
+    gains = _against_prior(out, trained)
+    typer.echo("\n" + closed_table(results, gains))
     typer.echo(f"\nreport: {files['html']}")
     return results
 
@@ -131,15 +134,56 @@ def _drop_if_started_elsewhere(run_dir: Path, start: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def _against_prior(out: Path, trained: dict[str, str]) -> None:
-    """Each fine-tuned model against the question-only prior on the same questions (``pathvqa compare``)."""
+def _against_prior(out: Path, trained: dict[str, str]) -> dict[str, dict]:
+    """Each fine-tuned model against the question-only prior on the same questions (``pathvqa compare``);
+    returns each one's paired closed-accuracy difference, by label."""
     prior = read_predictions(find_predictions(out / "prior"))
+    gains = {}
     for label, name in trained.items():
         result = compare(prior, read_predictions(find_predictions(out / name)))
         RunDir(out / name).comparison("prior").write_text(json.dumps(result, indent=2))
         typer.echo(f"\n{label} against the question-only prior (B − A, paired 95% interval):")
         for key in ("closed_accuracy", "open_exact_match"):
             typer.echo("  " + describe_difference(key, result["metrics"][key]))
+        gains[label] = result["metrics"]["closed_accuracy"]
+    return gains
+
+
+def closed_table(results: dict[str, dict], gains: dict[str, dict]) -> str:
+    """The yes/no questions in one table: each model with images and blind, against the prior, and the
+    pixel ceiling's line above them (``results``: the demo's metrics by label; ``gains``: closed − prior)."""
+    ceiling_metrics = results.get(ceiling.LABEL)
+    top = ceiling_metrics["closed_accuracy"] if ceiling_metrics else None
+    lines = [
+        "Yes/no questions: with images, blind (grey images), and what the pixels allow",
+        "| model | closed accuracy | blind | closed − blind | closed − prior [95%] | below the ceiling |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for label, m in results.items():
+        closed, blind = m.get("closed_accuracy"), m.get("blind_closed_accuracy")
+        gain = gains.get(label) or (m.get("closed_minus_prior") if m is ceiling_metrics else None)
+        cells = [
+            _three(closed),
+            _three(blind),
+            f"{closed - blind:+.3f}" if blind is not None else "–",
+            f"{gain['difference']:+.3f} [{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}]" if gain else "–",
+            f"{top - closed:.3f}" if top is not None and m is not ceiling_metrics else "–",
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _three(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _pixel_ceiling(out: Path, dataset: str, fresh: bool, progress: bool = True) -> dict[str, Any]:
+    """What the pixels allow on the test split's yes/no questions (reused from disk unless ``fresh``)."""
+    metrics = metrics_file(out / CEILING)
+    if metrics.is_file() and not fresh:
+        return json.loads(metrics.read_text())
+    _stage("what the pixels allow: an attribute classifier on the training images")
+    return ceiling.run(out=out / CEILING, dataset=dataset, prior=out / "prior", progress=progress)
 
 
 def _train_and_evaluate(
@@ -154,8 +198,10 @@ def _train_and_evaluate(
     )
     zero_shot = {"config": str(packaged_config("blip_tiny")), "overrides": sets}
     beside.add("blip-tiny zero-shot", partial(_evaluated, out / "blip_tiny_zeroshot", fresh, **zero_shot))
+    beside.add(ceiling.LABEL, partial(_pixel_ceiling, out, dataset, fresh))
     done = _fine_tune_and_evaluate(out, trained, sets, fresh, beside)
-    return {label: done[label] for label in ["question-only prior", "blip-tiny zero-shot", *trained]}
+    order = ["question-only prior", "blip-tiny zero-shot", *trained, ceiling.LABEL]
+    return {label: done[label] for label in order}
 
 
 def _fine_tune_and_evaluate(

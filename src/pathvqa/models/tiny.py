@@ -23,6 +23,15 @@ from pathvqa.models.tokenizers import tiny_bert_tokenizer
 from pathvqa.models.vision import VisionTower, open_clip_tower, output_width
 
 BLIP_SIZES = {"blip-tiny"}
+PATCH = 8
+"""The tiny towers' patch side up to 64 px; above it ``image_size / 8``: 64 image tokens at any size, a larger
+image giving each patch more pixels (as ``tiny-llava``)."""
+
+
+def patch_for(image_size: int) -> int:
+    return max(PATCH, image_size // 8)
+
+
 VISION_SIZES = {"tiny-openclip", "tiny-clip"}
 LANGUAGE_SIZES = {"tiny-mistral"}
 TINY_OPEN_CLIP = Path(__file__).parent / "open_clip_tiny"
@@ -51,7 +60,7 @@ def blip_config(
         num_attention_heads=heads,
         intermediate_size=hidden * 4,
         image_size=image_size,
-        patch_size=8,
+        patch_size=patch_for(image_size),
     )
     return BlipConfig(text_config=text, vision_config=vision, projection_dim=hidden)
 
@@ -97,9 +106,15 @@ def vision(name: str, layer: int, use_cls: bool, image_size: int | None, seed: i
     torch.manual_seed(seed)
     if name == "tiny-openclip":
         _register_tiny_timm_vit()
-        return open_clip_tower(
-            f"local-dir:{TINY_OPEN_CLIP}", layer, use_cls, image_size, label=name, random=True
+        resized = image_size and patch_for(image_size) != PATCH
+        tower, spec, width = open_clip_tower(
+            f"local-dir:{TINY_OPEN_CLIP}", layer, use_cls, None if resized else image_size, label=name, random=True
         )  # a tiny size: random weights by definition
+        if resized:  # 64 patches of image_size / 8 pixels
+            side = patch_for(image_size)
+            tower.encoder.trunk.set_input_size(img_size=(image_size, image_size), patch_size=(side, side))
+            spec = ImageSpec(image_size, spec.mean, spec.std)
+        return tower, spec, width
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     size = image_size or 64

@@ -12,6 +12,7 @@ from pathvqa.analysis import ceiling
 from pathvqa.data.prepare import load_split
 from pathvqa.errors import DataError
 from pathvqa.synth.questions import draw_tile
+from tests.conftest import run_cli
 
 
 def test_a_caption_reads_back_as_its_tile():
@@ -21,7 +22,9 @@ def test_a_caption_reads_back_as_its_tile():
         assert ceiling.attributes(tile.caption()) == tile
 
 
-@pytest.mark.parametrize("caption", ["", "a photo of a cat.", "hematoxylin and eosin stained section: odd lung."])
+@pytest.mark.parametrize(
+    "caption", ["", "a photo of a cat.", "hematoxylin and eosin stained section: odd lung."]
+)
 def test_a_caption_of_another_set_is_an_error(caption):
     with pytest.raises(DataError, match="not a caption of the embedded set"):
         ceiling.attributes(caption)
@@ -43,17 +46,48 @@ def test_run_writes_closed_predictions_and_the_paired_gain(pathvqa_dir, tmp_path
 
     run_baseline(out=tmp_path / "prior", dataset=str(pathvqa_dir))
     settings = ceiling.Settings(epochs=1, width=8)
-    metrics = ceiling.run(out=tmp_path / "ceiling", dataset=str(pathvqa_dir), prior=tmp_path / "prior", settings=settings)
-    rows = [json.loads(line) for line in (tmp_path / "ceiling" / "predictions.jsonl").read_text().splitlines()]
+    metrics = ceiling.run(
+        out=tmp_path / "ceiling", dataset=str(pathvqa_dir), prior=tmp_path / "prior", settings=settings
+    )
+    rows = [
+        json.loads(line) for line in (tmp_path / "ceiling" / "predictions.jsonl").read_text().splitlines()
+    ]
     test = load_split(str(pathvqa_dir), "test", progress=False, dedupe=False).samples
-    assert len(rows) == sum(s.type == "closed" for s in test) and {r["prediction"] for r in rows} <= {"yes", "no"}
+    assert len(rows) == sum(s.type == "closed" for s in test) and {r["prediction"] for r in rows} <= {
+        "yes",
+        "no",
+    }
     assert metrics["model"] == ceiling.LABEL and 0 <= metrics["closed_accuracy"] <= 1
     assert set(metrics["attribute_accuracy"]) == set(ceiling.VALUES)
     assert metrics["closed_minus_prior"]["ci"][0] <= metrics["closed_minus_prior"]["difference"]
-    assert json.loads((tmp_path / "ceiling" / "metrics.json").read_text())["closed_accuracy"] == metrics["closed_accuracy"]
+    assert (
+        json.loads((tmp_path / "ceiling" / "metrics.json").read_text())["closed_accuracy"]
+        == metrics["closed_accuracy"]
+    )
 
 
 def test_a_set_without_the_generators_captions_is_one_clear_error(synth_dir, tmp_path):
     with pytest.raises(DataError, match="embedded set"):
         ceiling.run(out=tmp_path / "c", dataset=str(synth_dir), settings=ceiling.Settings(epochs=1))
     assert not (tmp_path / "c").exists()
+
+
+def test_the_cli_baseline_refuses_to_replace_an_evaluation(pathvqa_dir, tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "predictions.jsonl").write_text("kept\n")
+    result = run_cli(
+        "eval",
+        "--baseline",
+        "pixel-ceiling",
+        "--dataset",
+        str(pathvqa_dir),
+        "--out",
+        str(tmp_path / "c"),
+        check=False,
+    )
+    assert result.returncode == 2 and "--overwrite" in result.stderr.strip().splitlines()[-1]
+    assert (tmp_path / "c" / "predictions.jsonl").read_text() == "kept\n"
+    result = run_cli(
+        "eval", "--baseline", "nope", "--dataset", str(pathvqa_dir), "--out", str(tmp_path / "d"), check=False
+    )
+    assert result.returncode == 2 and "pixel-ceiling" in result.stderr

@@ -15,6 +15,7 @@ classifier could only raise it.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import re
@@ -29,16 +30,19 @@ from PIL import Image
 from torch import nn
 
 from pathvqa.data.prepare import Sample, load_split
-from pathvqa.errors import DataError
+from pathvqa.data.spec import as_spec
+from pathvqa.destinations import check_destination, write_text_atomic
+from pathvqa.errors import DataError, PathVQAError
 from pathvqa.evaluation.evaluate import write_predictions
 from pathvqa.runs import metrics_file, predictions_file
 from pathvqa.scoring.metrics import compare, read_predictions, score_all
 from pathvqa.synth.questions import CLOSED, Closed
 from pathvqa.synth.tiles import FINDINGS, NUMBERS, ORGANS, PATTERNS, SECONDARY, STAIN_WEIGHTS, PathTile
-from pathvqa.destinations import write_text_atomic
 
 log = logging.getLogger(__name__)
 
+NAME = "pixel-ceiling"
+"""``pathvqa eval --baseline pixel-ceiling``."""
 LABEL = "pixels allow (attribute classifier)"
 """The ceiling's name in tables: it reads the generator's labels, which no VQA model is trained on."""
 VALUES: dict[str, tuple] = {
@@ -118,7 +122,7 @@ class TileNet(nn.Module):
         super().__init__()
         chans = [3, width, 2 * width, 4 * width, 4 * width]
         blocks: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(chans, chans[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(chans)):
             stride = 2 if i == 0 else 1
             blocks += [nn.Conv2d(a, b, 3, stride, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU()]
             if i:
@@ -216,9 +220,9 @@ def closed_rows(predicted: dict[str, PathTile], samples: list[Sample]) -> list[d
     return rows
 
 
-def _check(dataset: str) -> tuple[list[Sample], list[Sample]]:
+def _check(dataset: str, split: str) -> tuple[list[Sample], list[Sample]]:
     train_split = load_split(dataset, "train", progress=False).samples
-    test = load_split(dataset, "test", progress=False, dedupe=False).samples
+    test = load_split(dataset, split, progress=False, dedupe=False).samples
     if not all(s.caption for s in train_split[:1] + test[:1]):
         raise DataError(f"{dataset}: no captions; the pixel ceiling needs the embedded set (pathvqa synth)")
     attributes(train_split[0].caption)  # a caption of another set is one clear error
@@ -226,14 +230,16 @@ def _check(dataset: str) -> tuple[list[Sample], list[Sample]]:
 
 
 def run(
-    *, out: str | Path, dataset: str, prior: str | Path | None = None, settings: Settings = Settings(),
-    progress: bool = False,
+    *, out: str | Path, dataset: str, split: str = "test", prior: str | Path | None = None,
+    settings: Settings = Settings(), progress: bool = False, overwrite: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train the classifier on ``dataset``'s training images, answer the test split's closed questions from
-    its predictions, and write ``predictions.jsonl`` and ``metrics.json`` to ``out`` (with the paired
+    """Train the classifier on ``dataset``'s training images, answer ``split``'s closed questions from its
+    predictions, and write ``predictions.jsonl`` and ``metrics.json`` to ``out`` (with the paired
     difference from the question-only prior's predictions in the folder ``prior``, if given)."""
-    out = Path(out)
-    train_split, test = _check(dataset)
+    out = check_destination(out, reads=as_spec(dataset).local_paths())
+    if predictions_file(out).is_file() and not overwrite:
+        raise PathVQAError(f"{out} already holds an evaluation: give --overwrite to replace it")
+    train_split, test = _check(dataset, split)
     started = time.perf_counter()
     net = train(train_split, settings, progress)
     predicted = predict(net, test)
@@ -244,7 +250,7 @@ def run(
         "model": LABEL,
         **{k: scores[k] for k in ("n_closed", "closed_accuracy", "closed_accuracy_ci")},
         "dataset": dataset,
-        "split": "test",
+        "split": split,
         "rows": f"{len(rows)} of {closed} closed rows",
         "attribute_accuracy": attribute_accuracy(predicted, test),
         "settings": asdict(settings),
@@ -257,4 +263,3 @@ def run(
     write_predictions(rows, predictions_file(out))
     write_text_atomic(metrics_file(out), json.dumps(metrics, indent=2))
     return metrics
-

@@ -115,7 +115,11 @@ def eval_cmd(
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate a seeded sample of N questions.")] = None,
     overrides: SetOpt = None,
     baseline: Annotated[
-        str | None, typer.Option(help="question-prior: the majority training answer per question (no model).")
+        str | None,
+        typer.Option(
+            help="question-prior: the majority training answer per question (no model); pixel-ceiling: what "
+            "the pixels allow on the embedded set's yes/no questions (an attribute classifier, not a VQA model)."
+        ),
     ] = None,
     dedupe: Annotated[
         bool, typer.Option(help="Drop repeated (image, question, answer) rows of the split.")
@@ -152,14 +156,12 @@ def eval_cmd(
         from pathvqa.config import load_config
 
         load_config(config, overrides)
-    from pathvqa.evaluation.evaluate import run, run_baseline
+    from pathvqa.evaluation.evaluate import run
 
     if baseline is not None:
         if config or checkpoint or not dataset:
             raise PathVQAError("--baseline takes --dataset (and --split), not --config or --checkpoint")
-        result = run_baseline(
-            out=out, dataset=dataset, split=split or "test", dedupe=dedupe, name=baseline, overwrite=overwrite
-        )
+        result = _baseline(out, dataset, split or "test", dedupe, baseline, overwrite)
         _print_metrics(result, as_json)
         return
 
@@ -267,3 +269,19 @@ def demo(
 
     setup_logging()
     run_demo(out, fresh=fresh, overrides=overrides, extra=with_config)
+
+
+def _baseline(out: str, dataset: str, split: str, dedupe: bool, name: str, overwrite: bool) -> dict:
+    """A baseline's evaluation: the question-only prior, or the pixel ceiling (``analysis.ceiling``)."""
+    from pathvqa.analysis import ceiling
+    from pathvqa.evaluation.evaluate import BASELINES, run_baseline
+
+    if name not in (*BASELINES, ceiling.NAME):
+        raise PathVQAError(f"unknown baseline {name!r} (have {', '.join((*BASELINES, ceiling.NAME))})")
+    if name != ceiling.NAME:
+        return run_baseline(
+            out=out, dataset=dataset, split=split, dedupe=dedupe, name=name, overwrite=overwrite
+        )
+    if dedupe:
+        raise PathVQAError("--baseline pixel-ceiling answers every row of the split: leave out --dedupe")
+    return ceiling.run(out=out, dataset=dataset, split=split, progress=True, overwrite=overwrite)

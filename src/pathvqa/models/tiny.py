@@ -108,7 +108,12 @@ def vision(name: str, layer: int, use_cls: bool, image_size: int | None, seed: i
         _register_tiny_timm_vit()
         resized = image_size and patch_for(image_size) != PATCH
         tower, spec, width = open_clip_tower(
-            f"local-dir:{TINY_OPEN_CLIP}", layer, use_cls, None if resized else image_size, label=name, random=True
+            f"local-dir:{TINY_OPEN_CLIP}",
+            layer,
+            use_cls,
+            None if resized else image_size,
+            label=name,
+            random=True,
         )  # a tiny size: random weights by definition
         if resized:  # 64 patches of image_size / 8 pixels
             side = patch_for(image_size)

@@ -305,7 +305,10 @@ def demo_closed(result: dict) -> str:
     table = closed_table(result["closed"], gains).split("\n", 1)[1]
     top = result["closed"].get(LABEL, {}).get("attribute_accuracy")
     named = ", ".join(f"{k} {v:.2f}" for k, v in top.items()) if top else "–"
-    return f"{table}\n\nThe classifier names each test image's attributes right in this share: {named}.\n\n" + _provenance(result)
+    return (
+        f"{table}\n\nThe classifier names each test image's attributes right in this share: {named}.\n\n"
+        + _provenance(result)
+    )
 
 
 def demo_extra(result: dict) -> str:

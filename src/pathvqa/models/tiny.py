@@ -72,11 +72,30 @@ def blip(hidden: int, layers: int, image_size: int, seed: int, heads: int | None
     config = blip_config(len(tokenizer), tokenizer, hidden, layers, image_size, heads)
     torch.manual_seed(seed)
     model = BlipForQuestionAnswering(config)
+    # BLIP's vision config starts every weight at std 1e-10 and its embeddings at zero (a pretrained checkpoint
+    # overwrites them): from there the tiny tower barely learns to see. Start it as timm starts a ViT.
+    vit_init(model.vision_model)
+    embeddings = model.vision_model.embeddings
+    torch.nn.init.trunc_normal_(embeddings.position_embedding, std=0.02)
+    torch.nn.init.trunc_normal_(embeddings.class_embedding, std=1e-6)
     if tied:
         words = model.text_encoder.embeddings.word_embeddings
         model.text_decoder.bert.embeddings.word_embeddings = words
         model.text_decoder.cls.predictions.decoder.weight = words.weight
     return model, tokenizer
+
+
+def vit_init(tower: torch.nn.Module) -> None:
+    """Re-initialise a random ViT as timm does: linear layers truncated-normal with std 0.02 and zero biases,
+    the patch embedding PyTorch's default. Hugging Face's CLIP initialisation is scaled for the real widths
+    (at width 64 the attention output starts at std 0.125 and the MLP input at 0.089); trained from there
+    on the embedded set, the tiny tower hardly learns the image (docs/study/demo.md, LLaVA at tiny size)."""
+    for module in tower.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.trunc_normal_(module.weight, std=0.02)
+            torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, torch.nn.Conv2d):
+            module.reset_parameters()
 
 
 def language_model(
@@ -115,9 +134,11 @@ def vision(name: str, layer: int, use_cls: bool, image_size: int | None, seed: i
             label=name,
             random=True,
         )  # a tiny size: random weights by definition
-        if resized:  # 64 patches of image_size / 8 pixels
-            side = patch_for(image_size)
-            tower.encoder.trunk.set_input_size(img_size=(image_size, image_size), patch_size=(side, side))
+        if resized:  # 64 patches of image_size / 8 pixels, initialised as a fresh timm ViT's
+            side, trunk = patch_for(image_size), tower.encoder.trunk
+            trunk.set_input_size(img_size=(image_size, image_size), patch_size=(side, side))
+            trunk.patch_embed.proj.reset_parameters()
+            torch.nn.init.trunc_normal_(trunk.pos_embed, std=0.02)
             spec = ImageSpec(image_size, spec.mean, spec.std)
         return tower, spec, width
     from transformers import CLIPVisionConfig, CLIPVisionModel

@@ -24,6 +24,7 @@ import torch
 import transformers as hf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from pathvqa.models.tiny import vit_init
 from pathvqa.models.tokenizers import tiny_vocab
 
 PATCH = 8
@@ -107,19 +108,6 @@ def _vision(
         patch_size=patch,
         **extra,
     )
-
-
-def vit_init(tower: torch.nn.Module) -> None:
-    """Re-initialise a random ViT as timm does: linear layers truncated-normal with std 0.02 and zero biases,
-    the patch embedding PyTorch's default. Hugging Face's CLIP initialisation is scaled for the real widths
-    (at width 64 the attention output starts at std 0.125 and the MLP input at 0.089); trained from there
-    on the embedded set, the tiny tower hardly learns the image (docs/study/demo.md, LLaVA at tiny size)."""
-    for module in tower.modules():
-        if isinstance(module, torch.nn.Linear):
-            torch.nn.init.trunc_normal_(module.weight, std=0.02)
-            torch.nn.init.zeros_(module.bias)
-        elif isinstance(module, torch.nn.Conv2d):
-            module.reset_parameters()
 
 
 def blip2(hidden: int, layers: int, size: int):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 import types
 import typing
@@ -379,6 +380,52 @@ def spread_table(result: dict) -> str:
     return "\n".join(lines) + "\n\n" + _provenance(result)
 
 
+BEFORE = ", before"
+"""The suffix of a recipe measured as it was before the yes/no study (``--record-yesno``)."""
+
+
+def yesno_check(result: dict) -> str:
+    """The yes/no study's bars on the seeds that chose nothing: per recipe, the mean gain over the prior
+    with each seed's interval, the mean blind gap, and open exact match against the recipe before."""
+    lines = [
+        "| recipe | seeds | closed − prior, mean | lowest interval bound | closed − blind, mean "
+        "| open EM, mean | before | change |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = result["rows"]
+    for recipe in sorted({r["recipe"] for r in rows if not r["recipe"].endswith(BEFORE)}):
+        mine = [r for r in rows if r["recipe"] == recipe]
+        before = {r["seed"]: r for r in rows if r["recipe"] == recipe + BEFORE}
+        paired = [r for r in mine if r["seed"] in before]
+        gain = statistics.fmean(r["closed_minus_prior"]["difference"] for r in mine)
+        low = min(r["closed_minus_prior"]["ci"][0] for r in mine)
+        blind = statistics.fmean(r["closed_accuracy"] - r["blind_closed_accuracy"] for r in mine)
+        em = statistics.fmean(r["open_exact_match"] for r in paired) if paired else None
+        em_before = (
+            statistics.fmean(before[r["seed"]]["open_exact_match"] for r in paired) if paired else None
+        )
+        change = f"{em - em_before:+.3f}" if paired else "–"
+        lines.append(
+            f"| {recipe.replace('_', '-')} | {', '.join(str(r['seed']) for r in mine)} | {gain:+.3f} | {low:+.3f} "
+            f"| {blind:+.3f} | {_number(em)} | {_number(em_before)} | {change} |"
+        )
+    return "\n".join(lines) + "\n\n" + _provenance(result)
+
+
+def record_yesno(logs: list[Path], command: str) -> None:
+    """``docs/results/yesno_spread.json``: ``learning_spread.py``'s rows of the recipes as shipped (first
+    file) and as they were before the yes/no study (second file, recipes suffixed ``, before``)."""
+    rows = []
+    for index, log in enumerate(logs):
+        for line in log.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows.append({**row, "recipe": row["recipe"] + (BEFORE if index else "")})
+    rows.sort(key=lambda r: (r["recipe"].removesuffix(BEFORE), r["seed"], r["recipe"]))
+    result = {"produced_by": _produced_by(command, "yesno_spread.json"), "rows": rows}
+    (RESULTS / "yesno_spread.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 def seeds_table(result: dict) -> str:
     """The recipes over training seeds: each score's mean ± sd over the seeds, and every pair by the
     hierarchical bootstrap (seeds and questions) with Holm's adjustment."""
@@ -574,6 +621,8 @@ BLOCKS = {
     "shape": ("shape.json", shape_table),
     "llava-spread": ("llava_spread.json", spread_table),
     "llava-demo": ("demo_llava.json", demo_extra),
+    "yesno-spread": ("yesno_spread.json", spread_table),
+    "yesno-check": ("yesno_spread.json", yesno_check),
     "grounding": ("grounding.json", grounding_table),
     "stain": ("stain.json", stain_table),
 }
@@ -727,6 +776,13 @@ def main() -> None:
         "--record-grounding", type=Path, help="record scripts/grounding_study.py's folder in docs/results/"
     )
     parser.add_argument(
+        "--record-yesno",
+        type=Path,
+        nargs=2,
+        metavar=("SHIPPED", "BEFORE"),
+        help="record learning_spread.py's spread.jsonl of the recipes as shipped and as they were before",
+    )
+    parser.add_argument(
         "--as", dest="file", help="the result file to record in (default: demo.json, llava_spread.json)"
     )
     parser.add_argument("--command", default="make demo", help="the command that produced what is recorded")
@@ -739,6 +795,7 @@ def main() -> None:
         "record_seeds": lambda v: record_seeds(v, args.command),
         "record_grounding": lambda v: record_grounding(v, args.command),
         "record_stain": lambda v: record_stain(v, args.command),
+        "record_yesno": lambda v: record_yesno(v, args.command),
     }
     recorded = [(record, getattr(args, name)) for name, record in recorders.items() if getattr(args, name)]
     for record, value in recorded:

@@ -46,6 +46,7 @@ SHORT_SETS = ["stages.instruct.train.max_steps=150", "stages.instruct.train.eval
 CONFIG_OF = {SHORT_SFT[1]: "vlm_tiny"}
 """Run folders trained from another folder's shipped config."""
 SIZES = {"train": 8000, "validation": 500, "test": 1500}
+PRIOR, ZERO_SHOT = "question-only prior", "blip-tiny zero-shot"
 CEILING = "ceiling"
 """The demo's folder of what the pixels allow (``analysis.ceiling``): its predictions and metrics."""
 
@@ -160,6 +161,8 @@ def closed_table(results: dict[str, dict], gains: dict[str, dict]) -> str:
         "|---|---:|---:|---:|---|---:|",
     ]
     for label, m in results.items():
+        if label == ZERO_SHOT:  # an untrained model's yes/no answers say nothing here
+            continue
         closed, blind = m.get("closed_accuracy"), m.get("blind_closed_accuracy")
         gain = gains.get(label) or (m.get("closed_minus_prior") if m is ceiling_metrics else None)
         cells = [
@@ -193,14 +196,14 @@ def _train_and_evaluate(
     fine-tunes as soon as one of them frees a core (a model's own as soon as it is trained)."""
     beside = _Beside()
     beside.add(
-        "question-only prior",
+        PRIOR,
         lambda progress: run_baseline(out=out / "prior", dataset=dataset, overwrite=True),
     )
     zero_shot = {"config": str(packaged_config("blip_tiny")), "overrides": sets}
-    beside.add("blip-tiny zero-shot", partial(_evaluated, out / "blip_tiny_zeroshot", fresh, **zero_shot))
+    beside.add(ZERO_SHOT, partial(_evaluated, out / "blip_tiny_zeroshot", fresh, **zero_shot))
     beside.add(ceiling.LABEL, partial(_pixel_ceiling, out, dataset, fresh))
     done = _fine_tune_and_evaluate(out, trained, sets, fresh, beside)
-    order = ["question-only prior", "blip-tiny zero-shot", *trained, ceiling.LABEL]
+    order = [PRIOR, ZERO_SHOT, *trained, ceiling.LABEL]
     return {label: done[label] for label in order}
 
 

@@ -91,3 +91,26 @@ def test_the_cli_baseline_refuses_to_replace_an_evaluation(pathvqa_dir, tmp_path
         "eval", "--baseline", "nope", "--dataset", str(pathvqa_dir), "--out", str(tmp_path / "d"), check=False
     )
     assert result.returncode == 2 and "pixel-ceiling" in result.stderr
+
+
+def test_the_demos_yes_no_table_sets_each_model_below_the_ceiling():
+    from pathvqa.apps.demo import PRIOR, ZERO_SHOT, closed_table
+
+    gain = {"difference": 0.05, "ci": [0.02, 0.08]}
+    results = {
+        PRIOR: {"closed_accuracy": 0.65},
+        ZERO_SHOT: {"closed_accuracy": 0.0},
+        "model": {"closed_accuracy": 0.70, "blind_closed_accuracy": 0.55},
+        ceiling.LABEL: {
+            "closed_accuracy": 0.90,
+            "closed_minus_prior": {"difference": 0.25, "ci": [0.2, 0.3]},
+        },
+    }
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line
+        for line in closed_table(results, {"model": gain}).splitlines()
+    }
+    assert ZERO_SHOT not in rows
+    assert rows["model"] == "| model | 0.700 | 0.550 | +0.150 | +0.050 [+0.020, +0.080] | 0.200 |"
+    assert rows[ceiling.LABEL].endswith("| +0.250 [+0.200, +0.300] | – |")
+    assert rows[PRIOR].endswith("| 0.250 |")

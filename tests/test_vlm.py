@@ -134,6 +134,8 @@ def write_staged_config(tmp_path, synth_dir, *, vision, language, instruct_tunin
         raw["model"]["image_size"] = None  # the encoder's own size
     raw["model"]["lora"] = {"r": lora_r, "target_modules": r"language_model\..*\.(q_proj|v_proj)"}
     raw["eval"]["max_new_tokens"] = 4
+    # stage 1 as LLaVA-1.5 has it (and the real configs): the projector alone (vlm-tiny trains everything)
+    raw["stages"][0]["model"] = {"tuning": "frozen", "train_projector": True, "train_vision": False}
     raw["stages"][0]["train"] = {"max_steps": 3, "eval_every": 3, "lr": 1e-2}
     raw["stages"][0]["eval"] = {"max_new_tokens": 4}
     raw["stages"][1]["model"]["tuning"] = instruct_tuning

@@ -384,30 +384,37 @@ BEFORE = ", before"
 """The suffix of a recipe measured as it was before the yes/no study (``--record-yesno``)."""
 
 
+def _mean(rows: list[dict], value) -> float | None:
+    return statistics.fmean(value(r) for r in rows) if rows else None
+
+
+def _plus(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.3f}"
+
+
 def yesno_check(result: dict) -> str:
     """The yes/no study's bars on the seeds that chose nothing: per recipe, the mean gain over the prior
-    with each seed's interval, the mean blind gap, and open exact match against the recipe before."""
+    with each seed's interval, the mean blind gap, and open exact match, each beside the recipe before."""
     lines = [
-        "| recipe | seeds | closed − prior, mean | lowest interval bound | closed − blind, mean "
-        "| open EM, mean | before | change |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| recipe | seeds | closed − prior, mean | lowest interval bound | before | closed − blind, mean "
+        "| before | open EM, mean | before | change |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = result["rows"]
+    gain = lambda r: r["closed_minus_prior"]["difference"]  # noqa: E731
+    blind = lambda r: r["closed_accuracy"] - r["blind_closed_accuracy"]  # noqa: E731
+    em = lambda r: r["open_exact_match"]  # noqa: E731
     for recipe in sorted({r["recipe"] for r in rows if not r["recipe"].endswith(BEFORE)}):
         mine = [r for r in rows if r["recipe"] == recipe]
-        before = {r["seed"]: r for r in rows if r["recipe"] == recipe + BEFORE}
-        paired = [r for r in mine if r["seed"] in before]
-        gain = statistics.fmean(r["closed_minus_prior"]["difference"] for r in mine)
-        low = min(r["closed_minus_prior"]["ci"][0] for r in mine)
-        blind = statistics.fmean(r["closed_accuracy"] - r["blind_closed_accuracy"] for r in mine)
-        em = statistics.fmean(r["open_exact_match"] for r in paired) if paired else None
-        em_before = (
-            statistics.fmean(before[r["seed"]]["open_exact_match"] for r in paired) if paired else None
-        )
-        change = f"{em - em_before:+.3f}" if paired else "–"
+        earlier = {r["seed"]: r for r in rows if r["recipe"] == recipe + BEFORE}
+        old = [earlier[r["seed"]] for r in mine if r["seed"] in earlier]
+        paired = [r for r in mine if r["seed"] in earlier]
+        change = _mean(paired, em) - _mean(old, em) if old else None
         lines.append(
-            f"| {recipe.replace('_', '-')} | {', '.join(str(r['seed']) for r in mine)} | {gain:+.3f} | {low:+.3f} "
-            f"| {blind:+.3f} | {_number(em)} | {_number(em_before)} | {change} |"
+            f"| {recipe.replace('_', '-')} | {', '.join(str(r['seed']) for r in mine)} | {_mean(mine, gain):+.3f} "
+            f"| {min(r['closed_minus_prior']['ci'][0] for r in mine):+.3f} | {_plus(_mean(old, gain))} "
+            f"| {_mean(mine, blind):+.3f} | {_plus(_mean(old, blind))} | {_number(_mean(paired, em))} "
+            f"| {_number(_mean(old, em))} | {_plus(change)} |"
         )
     return "\n".join(lines) + "\n\n" + _provenance(result)
 

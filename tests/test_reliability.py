@@ -220,6 +220,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
             "train.max_steps=20",
             "train.save_every=2",
             "train.eval_every=20",
+            "train.loss_average=tokens",  # the step sums the family's loss (the patched one)
         ],
     )
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 6: stopped; the last good checkpoint"):

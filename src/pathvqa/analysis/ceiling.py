@@ -4,9 +4,9 @@ The embedded (``pathvqa synth``) set decides every closed answer from the tile's
 pattern, secondary change, stain, mitoses: ``synth.questions.CLOSED``). So a small image classifier trained
 on the training images to predict those attributes, and a rule that answers each closed question from the
 predicted attributes with the generator's own definition of "yes", measures how much of the closed split
-96 px pixels let a model get right. It is not a VQA model: it learns from the generator's labels (read back
-from each row's caption), which no VQA recipe is given as a target, and it answers only the yes/no questions
-whose template it knows. Its accuracy is an estimate from below of what the pixels allow: a better
+96 px pixels let a model get right. It is not a VQA model: it is given the generator's attributes as class
+labels (read back from each row's caption), where a VQA model meets them only as words (in answers, and in
+vlm-tiny's caption stage), and it answers only the yes/no questions whose template it knows. Its accuracy is an estimate from below of what the pixels allow: a better
 classifier could only raise it.
 
     pathvqa.analysis.ceiling.run(out="runs/demo/ceiling", dataset="runs/demo/data")
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 NAME = "pixel-ceiling"
 """``pathvqa eval --baseline pixel-ceiling``."""
 LABEL = "pixels allow (attribute classifier)"
-"""The ceiling's name in tables: it reads the generator's labels, which no VQA model is trained on."""
+"""The ceiling's name in tables: it is trained on the generator's attributes as class labels, not a VQA model."""
 VALUES: dict[str, tuple] = {
     "organ": tuple(ORGANS),
     "finding": (None, *FINDINGS),

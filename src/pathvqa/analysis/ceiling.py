@@ -6,18 +6,16 @@ on the training images to predict those attributes, and a rule that answers each
 predicted attributes with the generator's own definition of "yes", measures how much of the closed split
 96 px pixels let a model get right. It is not a VQA model: it is given the generator's attributes as class
 labels (read back from each row's caption), where a VQA model meets them only as words (in answers, and in
-vlm-tiny's caption stage), and it answers only the yes/no questions whose template it knows. Its accuracy is an estimate from below of what the pixels allow: a better
-classifier could only raise it.
+vlm-tiny's caption stage), and it answers only the yes/no questions whose template it knows. Its accuracy
+is an estimate from below of what the pixels allow: a better classifier could only raise it.
 
     pathvqa.analysis.ceiling.run(out="runs/demo/ceiling", dataset="runs/demo/data")
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
-import logging
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -26,9 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
+from pathvqa.config import MAX_PIXELS
+from pathvqa.data.images import decode
 from pathvqa.data.prepare import Sample, load_split
 from pathvqa.data.spec import as_spec
 from pathvqa.destinations import check_destination, write_text_atomic
@@ -38,8 +37,6 @@ from pathvqa.runs import metrics_file, predictions_file
 from pathvqa.scoring.metrics import compare, read_predictions, score_all
 from pathvqa.synth.questions import CLOSED, Closed
 from pathvqa.synth.tiles import FINDINGS, NUMBERS, ORGANS, PATTERNS, SECONDARY, STAIN_WEIGHTS, PathTile
-
-log = logging.getLogger(__name__)
 
 NAME = "pixel-ceiling"
 """``pathvqa eval --baseline pixel-ceiling``."""
@@ -138,7 +135,7 @@ class TileNet(nn.Module):
 
 def _pixels(samples: list[Sample]) -> torch.Tensor:
     """(N, 3, H, W) in [-1, 1] of the samples' images."""
-    arrays = [np.asarray(Image.open(io.BytesIO(s.image)).convert("RGB")) for s in samples]
+    arrays = [np.asarray(decode(s.image, MAX_PIXELS)) for s in samples]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 

@@ -55,12 +55,19 @@ def _stage(name: str) -> None:
     tqdm.write(typer.style(f"==> {name}", bold=True), file=sys.stderr)  # clear of any progress bar
 
 
-def _evaluated(folder: Path, fresh: bool, progress: bool = True, **kwargs) -> dict[str, Any]:
+def _reused_or(folder: Path, fresh: bool, stage: str, job: Callable[[], dict]) -> dict[str, Any]:
+    """The metrics an earlier demo left in ``folder``, unless ``fresh``; else ``job``'s (which replaces what
+    the folder holds: stale or fresh)."""
     metrics = metrics_file(folder)
     if metrics.is_file() and not fresh:
         return json.loads(metrics.read_text())
-    _stage(f"evaluate {folder}")
-    return run(out=folder, progress=progress, overwrite=True, **kwargs)  # stale or fresh: replaced
+    _stage(stage)
+    return job()
+
+
+def _evaluated(folder: Path, fresh: bool, progress: bool = True, **kwargs) -> dict[str, Any]:
+    job = partial(run, out=folder, progress=progress, overwrite=True, **kwargs)
+    return _reused_or(folder, fresh, f"evaluate {folder}", job)
 
 
 def run_demo(
@@ -164,7 +171,7 @@ def closed_table(results: dict[str, dict], gains: dict[str, dict]) -> str:
         if label == ZERO_SHOT:  # an untrained model's yes/no answers say nothing here
             continue
         closed, blind = m.get("closed_accuracy"), m.get("blind_closed_accuracy")
-        gain = gains.get(label) or (m.get("closed_minus_prior") if m is ceiling_metrics else None)
+        gain = gains.get(label) or m.get("closed_minus_prior")  # the ceiling carries its own
         cells = [
             _three(closed),
             _three(blind),
@@ -182,11 +189,13 @@ def _three(value: float | None) -> str:
 
 def _pixel_ceiling(out: Path, dataset: str, fresh: bool, progress: bool = True) -> dict[str, Any]:
     """What the pixels allow on the test split's yes/no questions (reused from disk unless ``fresh``)."""
-    metrics = metrics_file(out / CEILING)
-    if metrics.is_file() and not fresh:
-        return json.loads(metrics.read_text())
-    _stage("what the pixels allow: an attribute classifier on the training images")
-    return ceiling.run(out=out / CEILING, dataset=dataset, prior=out / "prior", progress=progress)
+    folder = out / CEILING
+    job = partial(
+        ceiling.run, out=folder, dataset=dataset, prior=out / "prior", progress=progress, overwrite=True
+    )
+    return _reused_or(
+        folder, fresh, "what the pixels allow: an attribute classifier on the training images", job
+    )
 
 
 def _train_and_evaluate(

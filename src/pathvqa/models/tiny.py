@@ -23,18 +23,17 @@ from pathvqa.models.tokenizers import tiny_bert_tokenizer
 from pathvqa.models.vision import VisionTower, open_clip_tower, output_width
 
 BLIP_SIZES = {"blip-tiny"}
-PATCH = 8
-"""The tiny towers' patch side up to 64 px; above it ``image_size / 8``: 64 image tokens at any size, a larger
-image giving each patch more pixels (as ``tiny-llava``)."""
-
-
-def patch_for(image_size: int) -> int:
-    return max(PATCH, image_size // 8)
-
-
 VISION_SIZES = {"tiny-openclip", "tiny-clip"}
 LANGUAGE_SIZES = {"tiny-mistral"}
 TINY_OPEN_CLIP = Path(__file__).parent / "open_clip_tiny"
+PATCH = 8
+"""The tiny towers' patch side up to 64 px (``patch_for``)."""
+
+
+def patch_for(image_size: int) -> int:
+    """The patch side of a tiny tower: 8 px up to 64 px, ``image_size / 8`` above, so 64 image tokens at any
+    larger size, each patch seeing more pixels (``blip-tiny``, ``tiny-openclip``, ``tiny-llava``)."""
+    return max(PATCH, image_size // 8)
 
 
 def blip_config(

@@ -24,10 +24,8 @@ import torch
 import transformers as hf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from pathvqa.models.tiny import vit_init
+from pathvqa.models.tiny import PATCH, patch_for, vit_init
 from pathvqa.models.tokenizers import tiny_vocab
-
-PATCH = 8
 
 
 def tokenizer(specials: list[str], bos: str, eos: str, pad: str = "<pad>") -> hf.PreTrainedTokenizerFast:
@@ -135,8 +133,7 @@ def llava(hidden: int, layers: int, size: int):
     image_processor = hf.CLIPImageProcessor(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
-    # from 64 px up, 64 image tokens: a larger image gives each patch more pixels
-    patch = max(PATCH, size // 8)
+    patch = patch_for(size)  # from 64 px up, 64 image tokens: a larger image gives each patch more pixels
     processor = hf.LlavaProcessor(
         image_processor=image_processor, tokenizer=tok, patch_size=patch,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,

@@ -630,6 +630,7 @@ BLOCKS = {
     "llava-demo": ("demo_llava.json", demo_extra),
     "yesno-spread": ("yesno_spread.json", spread_table),
     "yesno-check": ("yesno_spread.json", yesno_check),
+    "blip-spread": ("blip_spread.json", spread_table),
     "grounding": ("grounding.json", grounding_table),
     "stain": ("stain.json", stain_table),
 }
